@@ -1,0 +1,29 @@
+"""Shared test helpers."""
+
+import torch
+
+import onceforall as ofa
+
+# Every registered space at CPU-test size (timm style: parametrize over the registry).
+SPACE_NAMES = ofa.list_spaces()
+
+
+def tiny_space(name: str, num_classes: int = 7, in_channels: int = 3) -> ofa.Space:
+    """A registered space at width 0.25 with two small resolutions."""
+    res = (24, 32) if "cifar" in name else (32, 40)
+    return ofa.get_space(name, width_mult=0.25, resolutions=res, num_classes=num_classes, in_channels=in_channels)
+
+
+def randomize_bn_and_transforms(net: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN statistics/affine and kernel transforms, so parity tests can fail."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.normal_(1, 0.2, generator=g)
+                m.bias.normal_(0, 0.2, generator=g)
+        for name, p in net.named_parameters():
+            if "kernel_transform" in name:
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)

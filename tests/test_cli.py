@@ -1,0 +1,52 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onceforall.cli import main
+
+
+def test_module_entry_point_help_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "onceforall", "--help"], capture_output=True, text=True, check=True)
+    assert "spaces" in out.stdout and "demo" in out.stdout
+
+
+@pytest.mark.parametrize("script", ["onceforall", "ofa"])
+def test_console_scripts_are_installed(script):
+    path = Path(sys.executable).parent / script
+    if not path.exists():
+        pytest.skip("package not installed in this interpreter's environment (run through `make test`)")
+    out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("onceforall ")
+
+
+def test_bad_space_is_one_line_error_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "onceforall", "spaces", "--space", "nope"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "unknown name 'nope'; valid: mbv3, mbv3-cifar" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_spaces_describes_a_space(capsys):
+    assert main(["spaces", "--space", "mbv3", "--resolutions", "224", "--samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "566.17M (max)" in out and out.count("MACs") >= 3
+
+
+def test_bad_resolutions_argument(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["spaces", "--space", "mbv3", "--resolutions", "big"])
+    assert e.value.code == 2
+    assert "resolutions: 'big' is not valid" in capsys.readouterr().err
+
+
+def test_demo_prints_ofa_range_and_exact_extraction(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "k7 e3 d2: 151.29M MACs" in out and "566.17M MACs" in out
+    diffs = [float(v) for v in re.findall(r"extract max\|diff\| (\S+)", out)]
+    assert len(diffs) == 5 and max(diffs) < 1e-5

@@ -1,0 +1,651 @@
+"""Tests of onceforall.data: loaders (real Fashion-MNIST when installed, CIFAR files written in the official
+formats, image folders), error messages, and the deterministic batched augmentation."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from onceforall import data as D
+from onceforall.data import (
+    DATASETS,
+    Augment,
+    DataError,
+    EvalBatches,
+    FolderDataset,
+    ImageDataset,
+    TrainBatches,
+    bn_subset,
+    default_root,
+    load_dataset,
+    split_holdout,
+)
+
+FMNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FMNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                "t10k-labels-idx1-ubyte.gz")
+HAVE_FMNIST = all(os.path.isfile(os.path.join(FMNIST_ROOT, f)) for f in FMNIST_FILES)
+needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason=f"Fashion-MNIST is not installed in {FMNIST_ROOT} "
+                                  "(Debian package dataset-fashion-mnist)")
+
+
+def _assert_one_line_error(exc_info, *needles: str) -> str:
+    msg = str(exc_info.value)
+    assert "\n" not in msg, msg
+    for needle in needles:
+        assert needle in msg, f"{needle!r} not in {msg!r}"
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fashion-MNIST (real files)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fmnist_train() -> ImageDataset:
+    if not HAVE_FMNIST:
+        pytest.skip(f"Fashion-MNIST is not installed in {FMNIST_ROOT} (Debian package dataset-fashion-mnist)")
+    return load_dataset("fashion-mnist", FMNIST_ROOT, "train", 32)
+
+
+@pytest.fixture(scope="module")
+def fmnist_test() -> ImageDataset:
+    if not HAVE_FMNIST:
+        pytest.skip(f"Fashion-MNIST is not installed in {FMNIST_ROOT} (Debian package dataset-fashion-mnist)")
+    return load_dataset("fashion-mnist", FMNIST_ROOT, "test", 32)
+
+
+def _raw_idx(path: str) -> np.ndarray:
+    with gzip.open(path) as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4: 4 + 4 * ndim])
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@needs_fmnist
+def test_fashion_mnist_real_files(fmnist_train, fmnist_test):
+    for ds, n, prefix in ((fmnist_train, 60000, "train"), (fmnist_test, 10000, "t10k")):
+        assert len(ds) == n and ds.images.shape == (n, 1, 32, 32) and ds.images.dtype == torch.uint8
+        assert ds.images.is_contiguous() and ds.labels.dtype == torch.int64
+        assert ds.num_classes == 10 and len(ds.classes) == 10 and ds.in_channels == 1 and ds.name == "fashion-mnist"
+        assert int(ds.labels.min()) == 0 and int(ds.labels.max()) == 9
+        # The 28x28 image is centered with a 2-pixel zero border.
+        raw = _raw_idx(os.path.join(FMNIST_ROOT, f"{prefix}-images-idx3-ubyte.gz"))
+        assert torch.equal(ds.images[:, 0, 2:30, 2:30], torch.from_numpy(raw.copy()))
+        border = ds.images.clone()
+        border[:, :, 2:30, 2:30] = 0
+        assert int(border.sum()) == 0
+        labels = _raw_idx(os.path.join(FMNIST_ROOT, f"{prefix}-labels-idx1-ubyte.gz"))
+        assert torch.equal(ds.labels, torch.from_numpy(labels.astype(np.int64)))
+    assert default_root("fashion-mnist") in (FMNIST_ROOT, os.environ.get("ONCEFORALL_FASHION_MNIST"))
+
+
+@needs_fmnist
+def test_fashion_mnist_small_size_resizes(fmnist_test):
+    small = load_dataset("fashion-mnist", FMNIST_ROOT, "test", 16)
+    assert small.images.shape == (10000, 1, 16, 16) and small.images.dtype == torch.uint8
+    ref = F.interpolate(fmnist_test.images[:8, :, 2:30, 2:30].float(), size=(16, 16), mode="bilinear",
+                        antialias=True, align_corners=False)
+    assert (small.images[:8].float() - ref).abs().max() <= 0.5 + 1e-4
+
+
+def test_default_root(monkeypatch):
+    monkeypatch.setenv("ONCEFORALL_FASHION_MNIST", "/somewhere/fmnist")
+    assert default_root("fashion-mnist") == "/somewhere/fmnist"
+    monkeypatch.delenv("ONCEFORALL_FASHION_MNIST")
+    assert default_root("fashion-mnist") == FMNIST_ROOT
+    assert default_root("cifar10") is None and default_root("imagefolder") is None
+    assert DATASETS == ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CIFAR in the official formats
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes pickles as Python 2's cPickle wrote the official CIFAR python files: protocol 2, every string a py2
+    ``str`` (SHORT_BINSTRING/BINSTRING opcodes, loaded as bytes with encoding='bytes'), numpy.core globals."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, obj):
+        raw = obj.encode("latin1") if isinstance(obj, str) else bytes(obj)
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+    dispatch[str] = _save_py2_str
+
+    def save_global(self, obj, name=None):
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__name__}\n".encode())
+        self.memoize(obj)
+
+
+def _py2_dump(obj, path) -> None:
+    with open(path, "wb") as f:
+        _Py2Pickler(f, protocol=2).dump(obj)
+
+
+def _records(n: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), rng.integers(0, num_classes, n).astype(np.uint8)
+
+
+def _write_cifar10_bin(folder, n_per_file: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    os.makedirs(folder)
+    train_x, train_y = [], []
+    for i in range(1, 6):
+        x, y = _records(n_per_file, 10, i)
+        rec = np.concatenate([y[:, None], x.reshape(n_per_file, -1)], axis=1)
+        (folder / f"data_batch_{i}.bin").write_bytes(rec.tobytes())
+        train_x.append(x)
+        train_y.append(y)
+    tx, ty = _records(4, 10, 99)
+    (folder / "test_batch.bin").write_bytes(np.concatenate([ty[:, None], tx.reshape(4, -1)], axis=1).tobytes())
+    (folder / "batches.meta.txt").write_text("\n".join(CIFAR10_NAMES) + "\n\n")
+    return np.concatenate(train_x), np.concatenate(train_y), tx, ty
+
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.mark.parametrize("point_at_folder", [False, True])
+def test_cifar10_binary(tmp_path, point_at_folder):
+    folder = tmp_path / "cifar-10-batches-bin"
+    x, y, tx, ty = _write_cifar10_bin(folder)
+    root = str(folder if point_at_folder else tmp_path)
+    train = load_dataset("cifar10", root, "train", 32)
+    assert train.images.shape == (15, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert torch.equal(train.images, torch.from_numpy(x)) and torch.equal(train.labels, torch.from_numpy(y).long())
+    assert train.classes == CIFAR10_NAMES and train.num_classes == 10 and train.in_channels == 3
+    test = load_dataset("cifar10", root, "test", 32)
+    assert torch.equal(test.images, torch.from_numpy(tx)) and torch.equal(test.labels, torch.from_numpy(ty).long())
+    # CHW: byte 1 + 1024 of a record (first green byte) is channel 1, row 0, column 0.
+    raw = (folder / "test_batch.bin").read_bytes()
+    assert int(test.images[0, 1, 0, 0]) == raw[1 + 1024] and int(test.images[0, 0, 0, 1]) == raw[2]
+    assert int(test.images[1, 2, 31, 31]) == raw[2 * 3073 - 1]
+    small = load_dataset("cifar10", root, "test", 16)
+    assert small.images.shape == (4, 3, 16, 16) and small.images.dtype == torch.uint8
+
+
+def test_cifar100_binary_uses_fine_labels(tmp_path):
+    folder = tmp_path / "cifar-100-binary"
+    os.makedirs(folder)
+    out = {}
+    for split, n, seed in (("train", 5, 1), ("test", 3, 2)):
+        x, fine = _records(n, 100, seed)
+        coarse = (fine // 5).astype(np.uint8) + 1  # never equal to the fine labels we test against
+        rec = np.concatenate([coarse[:, None], fine[:, None], x.reshape(n, -1)], axis=1)
+        (folder / f"{split}.bin").write_bytes(rec.tobytes())
+        out[split] = (x, fine)
+    names = [f"class_{i:02d}" for i in range(100)]
+    (folder / "fine_label_names.txt").write_text("\n".join(names) + "\n")
+    for split in ("train", "test"):
+        ds = load_dataset("cifar100", str(tmp_path), split, 32)
+        assert torch.equal(ds.images, torch.from_numpy(out[split][0]))
+        assert torch.equal(ds.labels, torch.from_numpy(out[split][1]).long())
+        assert ds.classes == names and ds.num_classes == 100
+
+
+def _cifar_py_dict(x: np.ndarray, y: np.ndarray, label_key: str, batch: str) -> dict:
+    return {"batch_label": batch, label_key: [int(v) for v in y], "data": x.reshape(len(x), -1).copy(),
+            "filenames": [f"img_{i}.png" for i in range(len(x))]}
+
+
+def test_cifar10_python_py2_pickles(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    os.makedirs(folder)
+    xs, ys = [], []
+    for i in range(1, 6):
+        x, y = _records(2, 10, i)
+        _py2_dump(_cifar_py_dict(x, y, "labels", f"training batch {i} of 5"), folder / f"data_batch_{i}")
+        xs.append(x)
+        ys.append(y)
+    tx, ty = _records(3, 10, 7)
+    _py2_dump(_cifar_py_dict(tx, ty, "labels", "testing batch 1 of 1"), folder / "test_batch")
+    _py2_dump({"num_cases_per_batch": 10000, "label_names": CIFAR10_NAMES, "num_vis": 3072}, folder / "batches.meta")
+    assert b"cnumpy.core.multiarray\n_reconstruct\n" in (folder / "test_batch").read_bytes()
+    for root in (tmp_path, folder):
+        train = load_dataset("cifar10", str(root), "train", 32)
+        assert torch.equal(train.images, torch.from_numpy(np.concatenate(xs)))
+        assert torch.equal(train.labels, torch.from_numpy(np.concatenate(ys)).long())
+        assert train.classes == CIFAR10_NAMES
+    test = load_dataset("cifar10", str(tmp_path), "test", 32)
+    assert torch.equal(test.images, torch.from_numpy(tx)) and test.labels.tolist() == ty.tolist()
+    os.remove(folder / "batches.meta")
+    assert load_dataset("cifar10", str(tmp_path), "test", 32).classes == [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_cifar100_python_py3_pickles(tmp_path, protocol):
+    folder = tmp_path / "cifar-100-python"
+    os.makedirs(folder)
+    expected = {}
+    for split, n, seed in (("train", 4, 3), ("test", 2, 4)):
+        x, fine = _records(n, 100, seed)
+        d = {b"data": x.reshape(n, -1).copy(), b"fine_labels": [int(v) for v in fine],
+             b"coarse_labels": [int(v) // 5 + 1 for v in fine], b"filenames": [b"a.png"] * n}
+        (folder / split).write_bytes(pickle.dumps(d, protocol=protocol))
+        expected[split] = (x, fine)
+    names = [f"fine{i}".encode() for i in range(100)]
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": names, b"coarse_label_names": [b"c"] * 20},
+                                               protocol=protocol))
+    for split in ("train", "test"):
+        ds = load_dataset("cifar100", str(tmp_path), split, 32)
+        assert torch.equal(ds.images, torch.from_numpy(expected[split][0]))
+        assert ds.labels.tolist() == expected[split][1].tolist()
+        assert ds.classes == [f"fine{i}" for i in range(100)]
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _EvilEval:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (eval, (f"open({str(self.marker)!r}, 'w')",))
+
+
+@pytest.mark.parametrize("evil", [_Evil, _EvilEval])
+def test_cifar_pickle_with_disallowed_global_is_refused(tmp_path, evil):
+    folder = tmp_path / "cifar-10-batches-py"
+    os.makedirs(folder)
+    marker = tmp_path / "pwned"
+    x, y = _records(2, 10, 0)
+    payload = {b"data": x.reshape(2, -1), b"labels": [int(v) for v in y], b"filenames": evil(marker)}
+    (folder / "test_batch").write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", str(tmp_path), "test", 32)
+    _assert_one_line_error(e, str(folder / "test_batch"), "refusing")
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image folders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def folder_root(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = [(24, 18), (18, 30), (40, 40), (20, 26)]
+    for split, per_class in (("train", 4), ("val", 2)):
+        for ci, cls in enumerate(["dog", "ant", "cat"]):
+            os.makedirs(tmp_path / split / cls)
+            for k in range(per_class):
+                h, w = sizes[(k + ci) % len(sizes)]
+                arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(tmp_path / split / cls / f"img{k}.png")
+            (tmp_path / split / cls / "notes.txt").write_text("not an image")
+    Image.fromarray(np.full((20, 30), 77, np.uint8), mode="L").save(tmp_path / "val" / "ant" / "gray.png")
+    return tmp_path
+
+
+def test_imagefolder(folder_root):
+    train = load_dataset("imagefolder", str(folder_root), "train", 16)
+    assert isinstance(train, FolderDataset)
+    assert train.classes == ["ant", "cat", "dog"] and train.num_classes == 3 and train.in_channels == 3
+    assert len(train) == 12 and all(p.endswith(".png") for p, _ in train.samples)
+    assert [lbl for _, lbl in train.samples] == [0] * 4 + [1] * 4 + [2] * 4
+    assert all(os.path.basename(os.path.dirname(p)) == train.classes[lbl] for p, lbl in train.samples)
+    assert len(train.mean) == 3 and len(train.std) == 3
+    for i in range(len(train)):
+        a = train.load(i, 16, True, torch.Generator().manual_seed(5))
+        b = train.load(i, 16, True, torch.Generator().manual_seed(5))
+        assert a.shape == (3, 16, 16) and a.dtype == torch.uint8 and torch.equal(a, b)
+    crops = {train.load(2, 16, True, torch.Generator().manual_seed(s)).sum().item() for s in range(6)}
+    assert len(crops) > 1  # the crop really is random
+    val = load_dataset("imagefolder", str(folder_root), "test", 20)  # "test" reads val/
+    assert len(val) == 7 and all(f"{os.sep}val{os.sep}" in p for p, _ in val.samples)
+    gray = next(i for i, (p, _) in enumerate(val.samples) if p.endswith("gray.png"))
+    img = val.load(gray, 20, False)
+    assert img.shape == (3, 20, 20) and bool((img == 77).all())  # "L" converted to RGB
+    assert torch.equal(val.load(0, 20, False), val.load(0, 20, False))
+    sub = val.subset(torch.tensor([1, 0]))
+    assert isinstance(sub, FolderDataset) and sub.samples == [val.samples[1], val.samples[0]]
+    batches = list(EvalBatches(val, 3, 20))
+    assert len(EvalBatches(val, 3, 20)) == 3 == len(batches)
+    assert [tuple(x.shape) for x, _ in batches] == [(3, 3, 20, 20), (3, 3, 20, 20), (1, 3, 20, 20)]
+    assert torch.cat([y for _, y in batches]).tolist() == [lbl for _, lbl in val.samples]
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in batches)
+
+
+def test_imagefolder_eval_is_resize_then_center_crop(tmp_path):
+    from PIL import Image
+
+    arr = np.random.default_rng(1).integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    os.makedirs(tmp_path / "val" / "only")
+    Image.fromarray(arr).save(tmp_path / "val" / "only" / "wide.png")
+    ds = load_dataset("imagefolder", str(tmp_path), "test", 28)
+    # Shorter side -> round(28 / 0.875) = 32 (already), then the centered 28x28 crop: rows 2..29, columns 18..45.
+    expected = torch.from_numpy(arr[2:30, 18:46].copy()).permute(2, 0, 1)
+    assert torch.equal(ds.load(0, 28, False), expected)
+    small = ds.load(0, 14, False)  # 32x64 -> 16x32, then rows 1..14, columns 9..22
+    ref = np.asarray(Image.fromarray(arr).resize((32, 16), Image.Resampling.BILINEAR))[1:15, 9:23]
+    assert torch.equal(small, torch.from_numpy(ref.copy()).permute(2, 0, 1))
+
+
+def test_imagefolder_train_batches_workers_match_in_process(folder_root):
+    ds = load_dataset("imagefolder", str(folder_root), "train", 16)
+    tb0 = TrainBatches(ds, 4, seed=3, augment=Augment(), image_size=16, workers=0)
+    tb2 = TrainBatches(ds, 4, seed=3, augment=Augment(), image_size=16, workers=2)
+    assert tb0.steps_per_epoch == 3
+    in_process = list(tb0.epoch_batches(1))
+    with_workers = list(tb2.epoch_batches(1))
+    assert len(in_process) == len(with_workers) == 3
+    for (x0, y0), (x2, y2) in zip(in_process, with_workers):
+        assert x0.shape == (4, 3, 16, 16) and x0.dtype == torch.float32
+        assert x0.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(x0, x2) and torch.equal(y0, y2)
+    full = tb0.batch(1, 2)
+    halves = [tb0.batch(1, 2, slice(0, 2)), tb0.batch(1, 2, slice(2, 4))]
+    assert torch.equal(full[0], torch.cat([h[0] for h in halves])) and torch.equal(full[0], in_process[2][0])
+    assert sorted(torch.cat([y for _, y in in_process]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_unknown_dataset_and_missing_root(tmp_path):
+    with pytest.raises(DataError) as e:
+        load_dataset("mnist", None, "train", 32)
+    _assert_one_line_error(e, "mnist", "fashion-mnist, cifar10, cifar100, imagefolder")
+    missing = tmp_path / "nope"
+    with pytest.raises(DataError) as e:
+        load_dataset("fashion-mnist", str(missing), "train", 32)
+    _assert_one_line_error(e, str(missing), "train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DataError) as e:
+        load_dataset("fashion-mnist", str(tmp_path), "test", 32)
+    _assert_one_line_error(e, str(tmp_path / "t10k-images-idx3-ubyte.gz"), "not found", "four IDX .gz files")
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", None, "train", 32)
+    _assert_one_line_error(e, "cifar10", "cifar-10-batches-bin", "data.root")
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar100", str(tmp_path), "train", 32)
+    _assert_one_line_error(e, str(tmp_path), "cifar-100-binary/{train.bin,test.bin}", "cifar-100-python")
+    with pytest.raises(DataError) as e:
+        load_dataset("imagefolder", str(tmp_path), "test", 32)
+    _assert_one_line_error(e, str(tmp_path / "val"), "{train,val}/<class>/<image files>")
+
+
+def test_partial_cifar10_names_the_missing_file(tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    _write_cifar10_bin(folder)
+    os.remove(folder / "data_batch_3.bin")
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", str(tmp_path), "train", 32)
+    _assert_one_line_error(e, str(folder / "data_batch_3.bin"), "not found", "data_batch_1..5.bin")
+    assert len(load_dataset("cifar10", str(tmp_path), "test", 32)) == 4
+
+
+def _write_idx(path, magic_ndim: int, dims: tuple[int, ...], payload: bytes) -> None:
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 8, magic_ndim]) + struct.pack(f">{len(dims)}I", *dims) + payload)
+
+
+def test_truncated_or_corrupt_files(tmp_path):
+    fm = tmp_path / "fm"
+    os.makedirs(fm)
+    _write_idx(fm / "t10k-images-idx3-ubyte.gz", 3, (10, 28, 28), bytes(28 * 28 * 10 - 5))  # 5 bytes short
+    _write_idx(fm / "t10k-labels-idx1-ubyte.gz", 1, (10,), bytes(10))
+    with pytest.raises(DataError) as e:
+        load_dataset("fashion-mnist", str(fm), "test", 32)
+    _assert_one_line_error(e, str(fm / "t10k-images-idx3-ubyte.gz"), "truncated", "four IDX .gz files")
+    (fm / "t10k-images-idx3-ubyte.gz").write_bytes(b"definitely not gzip")
+    with pytest.raises(DataError) as e:
+        load_dataset("fashion-mnist", str(fm), "test", 32)
+    _assert_one_line_error(e, str(fm / "t10k-images-idx3-ubyte.gz"), "corrupt", "four IDX .gz files")
+    _write_idx(fm / "t10k-images-idx3-ubyte.gz", 3, (10, 28, 28), bytes(28 * 28 * 10))
+    ok = load_dataset("fashion-mnist", str(fm), "test", 28)  # a well-formed pair loads
+    assert ok.images.shape == (10, 1, 28, 28)
+
+    cb = tmp_path / "c10" / "cifar-10-batches-bin"
+    _write_cifar10_bin(cb)
+    (cb / "test_batch.bin").write_bytes((cb / "test_batch.bin").read_bytes()[:-100])
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", str(tmp_path / "c10"), "test", 32)
+    _assert_one_line_error(e, str(cb / "test_batch.bin"), "truncated", "cifar-10-batches-bin")
+
+    cp = tmp_path / "c100" / "cifar-100-python"
+    os.makedirs(cp)
+    x, y = _records(3, 100, 0)
+    blob = pickle.dumps({b"data": x.reshape(3, -1), b"fine_labels": [int(v) for v in y]}, protocol=2)
+    (cp / "test").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar100", str(tmp_path / "c100"), "test", 32)
+    _assert_one_line_error(e, str(cp / "test"), "truncated or corrupt", "cifar-100-python/{train,test,meta}")
+    (cp / "test").write_bytes(pickle.dumps({b"data": x.reshape(3, -1)[:, :100], b"fine_labels": [1, 2, 3]}))
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar100", str(tmp_path / "c100"), "test", 32)
+    _assert_one_line_error(e, str(cp / "test"), "corrupt", "cifar-100-python")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batches, splits and subsets on a synthetic in-memory dataset whose labels identify the images
+# ---------------------------------------------------------------------------------------------------------------
+
+MEAN, STD = (0.5, 0.4), (0.25, 0.3)
+
+
+def _synthetic(n: int = 96, size: int = 8, channels: int = 2) -> ImageDataset:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g)
+    return ImageDataset(images, torch.arange(n), [f"img{i}" for i in range(n)], MEAN, STD, "synthetic")
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(MEAN).view(1, -1, 1, 1)
+    std = torch.tensor(STD).view(1, -1, 1, 1)
+    u = (x * std + mean) * 255
+    assert (u - u.round()).abs().max() < 1e-3
+    return u.round().to(torch.uint8)
+
+
+def test_train_batch_format_and_determinism():
+    ds = _synthetic()
+    a = TrainBatches(ds, 16, seed=7, augment=Augment(), image_size=8)
+    b = TrainBatches(ds, 16, seed=7, augment=Augment(), image_size=8)
+    assert a.steps_per_epoch == 6
+    x, y = a.batch(2, 3)
+    assert x.shape == (16, 2, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64 and y.shape == (16,)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    for e in range(2):
+        for i in range(a.steps_per_epoch):
+            xa, ya = a.batch(e, i)
+            xb, yb = b.batch(e, i)
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    other_seed = TrainBatches(ds, 16, seed=8, augment=Augment(), image_size=8)
+    assert not torch.equal(other_seed.batch(2, 3)[1], y)
+    # Resume: epoch_batches from a start index sees the same batches.
+    resumed = list(a.epoch_batches(2, start=3))
+    assert len(resumed) == 3
+    for k, (xr, yr) in enumerate(resumed):
+        xf, yf = a.batch(2, 3 + k)
+        assert torch.equal(xr, xf) and torch.equal(yr, yf)
+    # A different size than stored is brought to image_size.
+    x6, _ = TrainBatches(ds, 16, seed=7, augment=Augment(), image_size=6).batch(0, 0)
+    assert x6.shape == (16, 2, 6, 6) and x6.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("splits", [[slice(0, 8), slice(8, 16)], [slice(0, 5), slice(5, 11), slice(11, None)]])
+def test_rows_concatenate_to_the_global_batch(splits):
+    tb = TrainBatches(_synthetic(), 16, seed=1, augment=Augment(crop_padding=2), image_size=8)
+    for e, i in ((0, 0), (3, 5)):
+        x, y = tb.batch(e, i)
+        parts = [tb.batch(e, i, rows) for rows in splits]
+        assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
+        parts = list(zip(*(list(tb.epoch_batches(e, start=i, rows=rows))[0] for rows in splits)))
+        assert torch.equal(torch.cat(parts[0]), x)
+
+
+def test_epochs_cover_every_image_once_in_new_orders():
+    ds = _synthetic(96)
+    tb = TrainBatches(ds, 16, seed=0, augment=Augment(), image_size=8)
+    orders = []
+    for e in range(3):
+        labels = torch.cat([y for _, y in tb.epoch_batches(e)])
+        assert sorted(labels.tolist()) == list(range(96))
+        orders.append(labels)
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
+    tail = TrainBatches(ds, 40, seed=0, augment=Augment(), image_size=8, drop_last=False)
+    assert tail.steps_per_epoch == 3 and tail.batch(0, 2)[0].shape[0] == 16
+    assert sorted(torch.cat([y for _, y in tail.epoch_batches(0)]).tolist()) == list(range(96))
+    assert TrainBatches(ds, 40, seed=0, augment=Augment(), image_size=8).steps_per_epoch == 2
+
+
+def _match_transform(out: torch.Tensor, src: torch.Tensor, p: int):
+    h, w = src.shape[-2:]
+    padded = F.pad(src, (p, p, p, p))
+    for dy in range(2 * p + 1):
+        for dx in range(2 * p + 1):
+            crop = padded[:, dy: dy + h, dx: dx + w]
+            for flip in (False, True):
+                if torch.equal(out, crop.flip(-1) if flip else crop):
+                    return dy, dx, flip
+    return None
+
+
+def test_augmentation_crops_and_flips_with_labels_following_images():
+    ds = _synthetic(64)
+    p = 2
+    tb = TrainBatches(ds, 64, seed=4, augment=Augment(crop_padding=p, hflip=True), image_size=8)
+    x, y = tb.batch(0, 0)
+    u = _to_uint8(x)
+    seen = set()
+    for k in range(64):
+        match = _match_transform(u[k], ds.images[y[k]], p)
+        assert match is not None, f"row {k} is not a padded crop/flip of image {int(y[k])}"
+        seen.add(match)
+    assert len(seen) > 10 and {m[2] for m in seen} == {False, True}
+    assert len({m[:2] for m in seen}) > 5
+    # No augmentation: the images themselves.
+    plain = TrainBatches(ds, 64, seed=4, augment=Augment(crop_padding=0, hflip=False), image_size=8)
+    x0, y0 = plain.batch(0, 0)
+    assert torch.equal(_to_uint8(x0), ds.images[y0])
+    # Flips only.
+    flips = TrainBatches(ds, 64, seed=4, augment=Augment(crop_padding=0, hflip=True), image_size=8)
+    xf, yf = flips.batch(0, 0)
+    uf = _to_uint8(xf)
+    flipped = [bool(torch.equal(uf[k], ds.images[yf[k]].flip(-1))) for k in range(64)]
+    assert all(flipped[k] or torch.equal(uf[k], ds.images[yf[k]]) for k in range(64))
+    assert 10 < sum(flipped) < 54
+
+
+def test_batch_size_larger_than_dataset_is_an_error():
+    with pytest.raises(DataError) as e:
+        TrainBatches(_synthetic(10), 16, seed=0, augment=Augment(), image_size=8)
+    _assert_one_line_error(e, "batch_size", "16", "10")
+
+
+def test_eval_batches_in_memory():
+    ds = _synthetic(50)
+    ev = EvalBatches(ds, 16, 8)
+    batches = list(ev)
+    assert len(ev) == 4 == len(batches) and batches[-1][0].shape == (2, 2, 8, 8)
+    x = torch.cat([b[0] for b in batches])
+    assert torch.equal(_to_uint8(x), ds.images) and torch.equal(torch.cat([b[1] for b in batches]), ds.labels)
+    assert all(b[0].is_contiguous(memory_format=torch.channels_last) for b in batches)
+    assert next(iter(EvalBatches(ds, 16, 12)))[0].shape == (16, 2, 12, 12)
+
+
+def test_split_holdout_and_bn_subset():
+    ds = _synthetic(96)
+    tr, ho = split_holdout(ds, 20, seed=5)
+    assert len(tr) == 76 and len(ho) == 20
+    a, b = set(tr.labels.tolist()), set(ho.labels.tolist())
+    assert not a & b and a | b == set(range(96))
+    assert torch.equal(tr.images, ds.images[tr.labels])  # images follow their labels
+    tr2, ho2 = split_holdout(ds, 20, seed=5)
+    assert torch.equal(ho.labels, ho2.labels) and torch.equal(tr.labels, tr2.labels)
+    assert not torch.equal(split_holdout(ds, 20, seed=6)[1].labels, ho.labels)
+    same, none = split_holdout(ds, 0, seed=5)
+    assert same is ds and none is None
+    with pytest.raises(DataError) as e:
+        split_holdout(ds, 96, seed=0)
+    _assert_one_line_error(e, "val_split", "96")
+
+    s1, s2 = bn_subset(ds, 30, seed=1), bn_subset(ds, 30, seed=1)
+    assert isinstance(s1, ImageDataset) and len(s1) == 30 and torch.equal(s1.labels, s2.labels)
+    assert len(set(s1.labels.tolist())) == 30 and torch.equal(s1.images, ds.images[s1.labels])
+    assert not torch.equal(bn_subset(ds, 30, seed=2).labels, s1.labels)
+    assert len(bn_subset(ds, 1000, seed=1)) == 96
+
+
+def test_split_and_subset_of_image_folder(folder_root):
+    ds = load_dataset("imagefolder", str(folder_root), "train", 16)
+    tr, ho = split_holdout(ds, 3, seed=0)
+    assert isinstance(tr, FolderDataset) and isinstance(ho, FolderDataset)
+    assert len(tr) == 9 and len(ho) == 3 and not set(tr.samples) & set(ho.samples)
+    assert bn_subset(ds, 5, seed=0).samples == bn_subset(ds, 5, seed=0).samples
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real data: normalisation and speed
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@needs_fmnist
+def test_normalisation_on_real_data(fmnist_train, fmnist_test):
+    x, _ = TrainBatches(fmnist_train, 4096, seed=0, augment=Augment(), image_size=32).batch(0, 0)
+    assert abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1) < 0.05
+    x, _ = next(iter(EvalBatches(fmnist_test, 10000, 32)))
+    assert abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1) < 0.05
+
+
+@needs_fmnist
+def test_train_batch_is_fast(fmnist_train):
+    tb = TrainBatches(fmnist_train, 256, seed=0, augment=Augment(), image_size=32)
+    # One intra-op thread: with 2 threads, another process busy on both cores makes every parallel region wait for
+    # a time slice (tens of ms), which says nothing about this code. The best of 50 ignores transient contention.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in range(3):
+            tb.batch(0, i)
+        times = []
+        for i in range(50):
+            t = time.perf_counter()
+            tb.batch(0, i)
+            times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+    # ~1 ms on one core; a per-image Python loop over the same indexing takes ~4 ms.
+    assert min(times) < 3e-3, f"TrainBatches.batch took {min(times) * 1e3:.1f} ms at best"
+
+
+def test_restricted_unpickler_allows_only_array_globals():
+    allowed = D._allowed_globals()
+    modules = {m for m, _ in allowed}
+    assert modules <= {"_codecs", "numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
+                       "numpy._core.numeric"}
+    assert set(allowed) >= {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                            ("numpy", "ndarray"), ("numpy", "dtype")}
+    assert allowed[("_codecs", "encode")]("\xff", "latin1") == b"\xff"
+    with pytest.raises(pickle.UnpicklingError):
+        allowed[("_codecs", "encode")]("x", "zlib_codec")

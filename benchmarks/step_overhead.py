@@ -15,16 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import statistics
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import onceforall as ofa
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import peak_rss_mib, run_child  # noqa: E402
 
 
 def make_models(args, arch_text: str | None = None):
@@ -69,29 +71,16 @@ def peak_memory_child(args) -> None:
         forward, opt = (lambda t: net(t, arch)), sgd(net.parameters())
     for _ in range(3):
         train_step(forward, opt, x, y)
-    print(json.dumps({"peak_mib": _vm_hwm_mib()}))
-
-
-def _vm_hwm_mib() -> float:
-    """Peak RSS of this process image (VmHWM; unlike ru_maxrss it is not inherited across exec)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mib": peak_rss_mib()}))
 
 
 def peak_memory(args, kind: str, arch) -> float:
-    cmd = [sys.executable, __file__, "--child", kind, "--child-arch", str(arch), "--space", args.space,
+    cmd = ["--child", kind, "--child-arch", str(arch), "--space", args.space,
            "--width-mult", str(args.width_mult), "--resolution", str(args.resolution), "--batch", str(args.batch),
            "--threads", str(args.threads), "--memory-format", args.memory_format]
     if args.no_kernel_transform:
         cmd.append("--no-kernel-transform")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_mib"]
+    return run_child(__file__, cmd)["peak_mib"]
 
 
 def main() -> None:

@@ -56,31 +56,82 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    """List the shipped presets with their space, strategy and length."""
+    from .config import list_presets, load_config
+
+    for name in list_presets():
+        c = load_config(name)
+        print(f"{name:24s} {c.data.dataset:14s} {c.model.space:12s} w{c.model.width_mult:<5g} "
+              f"{c.strategy.name:10s} {c.train.epochs:4d} epochs, batch {c.train.batch_size}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Build the default space and supernet, print its size, MACs range and a few archs."""
-    import torch
+    """The main job on the embedded default: train the quick preset with DεpS on Fashion-MNIST."""
+    from pathlib import Path
 
-    from .supernet import build_supernet
+    from .config import load_config
+    from .train import default_run_name, train
 
-    torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
     ofa_space = get_space("mbv3", 1.0, (224,))
     print("OFA MobileNetV3 space at 224 px, 1000 classes (OFA's published range: 151M .. 566M MACs):")
     print(f"  k7 e3 d2: {ofa_space.macs(ofa_space.uniform(7, 3, 2)) / 1e6:.2f}M MACs   "
           f"k7 e6 d4 (full model): {ofa_space.macs(ofa_space.max()) / 1e6:.2f}M MACs")
-    space = get_space("mbv3-cifar", 0.5, (32,), num_classes=10, in_channels=1)
-    print()
-    print(space.describe())
-    net = build_supernet(space, seed=0).eval()
-    rng = random.Random(0)
-    x = torch.randn(2, 1, 28, 28)
-    print(f"  supernet parameters: {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M")
-    for a in [space.min(), *(space.sample(rng) for _ in range(3)), space.max()]:
-        sub = net.extract(a).eval()
-        with torch.no_grad():
-            diff = (sub(x) - net(x, a)).abs().max().item()
-        print(f"  {space.macs(a) / 1e6:7.2f}M MACs {space.params(a) / 1e6:5.2f}M params  "
-              f"extract max|diff| {diff:.1e}  {a}")
+    cfg = load_config(args.config, args.overrides + [f"train.out_dir={args.out_dir}"])
+    run_dir = Path(cfg.train.out_dir) / (args.name or default_run_name(cfg))
+    print(f"\nTraining preset {args.config} ({cfg.strategy.name}, {cfg.model.space} width {cfg.model.width_mult:g}, "
+          f"{cfg.train.epochs} epochs) into {run_dir}")
+    summary = train(cfg, run_dir)
+    cost = summary["cost"]
+    print(f"\nFinished in {cost['wall_seconds'] / 60:.1f} min ({cost['seconds_per_epoch']:.0f} s/epoch, "
+          f"{cost['device_hours']:.3f} device-hours, ${cost['dollars']:.3f}).")
+    print(f"Test accuracy (BN-recalibrated): full model {summary['acc_full']:.2f}%, "
+          f"smallest subnet {summary['acc_min']:.2f}%")
     return 0
+
+
+# Overrides that may change when resuming (they do not change what is computed).
+RESUME_SAFE = ("train.log_every", "train.progress", "train.tensorboard", "train.threads", "data.workers",
+               "train.stop_after_steps", "train.checkpoint_every_steps", "data.eval_batch_size")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a supernet (see onceforall.train for the launch commands)."""
+    from pathlib import Path
+
+    from .config import field_docs, load_config, to_yaml
+    from .train import train
+
+    if args.fields:
+        for name, tp, default, doc in field_docs():
+            print(f"{name:32s} {tp:18s} default {default!r:12s} {doc}")
+        return 0
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise CLIError(f"--resume: {run_dir} is not a run directory (no config.yaml)")
+        if args.config:
+            raise CLIError("--resume takes the run's own config.yaml; drop --config")
+        bad = [o for o in args.overrides if o.split("=", 1)[0] not in RESUME_SAFE]
+        if bad:
+            raise CLIError(f"--resume: override '{bad[0]}' would change the run; allowed: {', '.join(RESUME_SAFE)}")
+        cfg = load_config(str(run_dir / "config.yaml"), args.overrides)
+    else:
+        overrides = list(args.overrides) + ([f"train.out_dir={args.out_dir}"] if args.out_dir else [])
+        cfg = load_config(args.config or "fashion-mnist-quick", overrides)
+        run_dir = Path(cfg.train.out_dir) / args.name if args.name else None
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    summary = train(cfg, run_dir, resume=bool(args.resume))
+    accs = " ".join(f"{k} {summary[k]:.2f}%" for k in ("acc_full", "acc_min") if k in summary)
+    cost = summary.get("cost")
+    took = f"{cost['wall_seconds'] / 60:.1f} min" if cost else ""
+    state = "stopped (resume with --resume)" if summary.get("stopped") else "finished"
+    if cost is not None:
+        print(f"{summary['run_dir']}: {state} at epoch {summary['epochs']:.2f} in {took}; {accs}")
+    return 130 if summary.get("signal") else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,15 +152,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_spaces)
 
-    p = sub.add_parser("demo", help="build the default supernet and show what it can run")
-    p.add_argument("--threads", type=int, default=2)
+    p = sub.add_parser(
+        "train", help="train a supernet (DεpS, BigNAS, full-only, OFA-PS, CompOFA)",
+        description="Train a supernet. Positional arguments are dotted overrides, e.g. train.epochs=3 "
+                    "strategy.name=bignas. Distributed: torchrun --nproc-per-node N -m onceforall train ...",
+    )
+    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE", help="config overrides")
+    p.add_argument("--config", default=None,
+                   help="preset name or YAML file (default fashion-mnist-quick); see `onceforall presets`")
+    p.add_argument("--name", default=None, help="run name (default: the preset's name plus a timestamp)")
+    p.add_argument("--out-dir", default=None, help="folder of run directories (default train.out_dir, 'runs')")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--fields", action="store_true", help="list every config field with its documentation")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("presets", help="list the config presets")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("demo", help="the main job: train the quick DεpS preset on Fashion-MNIST (make demo)")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE", help="config overrides")
+    p.add_argument("--config", default="fashion-mnist-quick", help="preset (default fashion-mnist-quick)")
+    p.add_argument("--name", default=None, help="run name (default: demo preset name plus a timestamp)")
+    p.add_argument("--out-dir", default="runs", help="folder of run directories (default runs)")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # dotted overrides may come anywhere, also after options (argparse only collects them before)
+    if hasattr(args, "overrides"):
+        args.overrides = list(args.overrides) + [e for e in extra if "=" in e and not e.startswith("-")]
+        extra = [e for e in extra if not ("=" in e and not e.startswith("-"))]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2

@@ -1,8 +1,16 @@
 """Shared test helpers."""
 
+import os
+from pathlib import Path
+
+import pytest
 import torch
 
 import onceforall as ofa
+
+FASHION = Path(os.environ.get("ONCEFORALL_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+needs_fashion = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(),
+                                   reason="Fashion-MNIST not installed (make test installs dataset-fashion-mnist)")
 
 # Every registered space at CPU-test size (timm style: parametrize over the registry).
 SPACE_NAMES = ofa.list_spaces()

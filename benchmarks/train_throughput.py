@@ -1,0 +1,108 @@
+"""Training throughput on a preset (default: the quick demo preset): images/s of the DεpS shrinking step
+(full model + min + 2 random subnets) vs the full-only step (FM-Warmup, or plain training), the share
+of wall time spent waiting for data (target <= 5 %), and peak memory.
+
+    python benchmarks/train_throughput.py
+    python benchmarks/train_throughput.py --config fashion-mnist --steps 30
+
+Steps of the two kinds alternate in one process (a shared machine's drifts hit both); data time is the
+time to produce each batch exactly as the trainer does (in-memory tensors, batched augmentation, on the
+training thread). Peak memory comes from a fresh process per kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from onceforall.config import load_config
+from onceforall.step import train_step
+from onceforall.strategies import Schedule, cosine_lr, get_strategy
+from onceforall.supernet import build_supernet
+from onceforall.train import build_data, build_optimizer, build_space
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import peak_rss_mib, run_child  # noqa: E402
+
+
+def setup(args):
+    cfg = load_config(args.config, args.overrides)
+    torch.set_num_threads(args.threads)
+    space0 = build_space(cfg)
+    data = build_data(cfg, cfg.data.image_size or max(space0.resolutions))
+    space = space0.with_io(num_classes=data.num_classes, in_channels=data.in_channels)
+    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    net = build_supernet(space, dropout=cfg.model.dropout, seed=0).to(memory_format=fmt)
+    opt = build_optimizer(net, cfg)
+    spe = data.train.steps_per_epoch
+    sched = Schedule(cfg.train.epochs, spe, cosine_lr(cfg.optim.lr, cfg.train.epochs * spe))
+    deps = get_strategy(cfg.strategy.__class__(name="deps"), space, sched, 0)
+    plans = {"full-only": lambda t: deps.plan(0), "deps-shrinking": lambda t: deps.plan(deps.shrink_step + 50 + t)}
+    return cfg, data, net, opt, plans, fmt
+
+
+def one_step(cfg, data, net, opt, plan, fmt, t):
+    spe = data.train.steps_per_epoch
+    t0 = time.perf_counter()
+    x, y = data.train.batch(t // spe, t % spe)
+    x = x.contiguous(memory_format=fmt)
+    t1 = time.perf_counter()
+    train_step(net, plan, x, y, opt, label_smoothing=cfg.optim.label_smoothing)
+    return t1 - t0, time.perf_counter() - t0, x.shape[0]
+
+
+def child(args) -> None:
+    cfg, data, net, opt, plans, fmt = setup(args)
+    for t in range(3):
+        one_step(cfg, data, net, opt, plans[args.child](t), fmt, t)
+    print(json.dumps({"peak_mib": peak_rss_mib()}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="fashion-mnist-quick")
+    p.add_argument("--steps", type=int, default=20, help="timed steps of each kind")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.width_mult=0.5")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    cfg, data, net, opt, plans, fmt = setup(args)
+    print(f"# {args.config} {' '.join(args.overrides)}: {cfg.model.space} w{cfg.model.width_mult:g} "
+          f"res {net.space.resolutions} batch {cfg.train.batch_size}, {args.threads} threads, "
+          f"torch {torch.__version__}")
+    stats = {k: {"data": [], "total": [], "images": 0} for k in plans}
+    for t in range(2):  # warm-up
+        for name in plans:
+            one_step(cfg, data, net, opt, plans[name](t), fmt, t)
+    for t in range(args.steps):
+        order = list(plans) if t % 2 == 0 else list(reversed(plans))
+        for name in order:
+            d, total, n = one_step(cfg, data, net, opt, plans[name](t), fmt, t + 2)
+            stats[name]["data"].append(d)
+            stats[name]["total"].append(total)
+            stats[name]["images"] = n
+    rows = {}
+    for name, s in stats.items():
+        med = statistics.median(s["total"])
+        child_args = ["--config", args.config, "--child", name, *args.overrides]
+        rows[name] = {"img_s": s["images"] / med, "wait": sum(s["data"]) / sum(s["total"]),
+                      "mem": run_child(__file__, child_args)["peak_mib"]}
+    print(f"{'step':16s} {'img/s':>8s} {'data wait':>10s} {'peak MiB':>9s}")
+    for name, r in rows.items():
+        print(f"{name:16s} {r['img_s']:8.1f} {100 * r['wait']:9.2f}% {r['mem']:9.0f}")
+    full, deps = rows["full-only"], rows["deps-shrinking"]
+    print(f"deps-shrinking / full-only: img/s {deps['img_s'] / full['img_s']:.3f}, "
+          f"peak memory {deps['mem'] / full['mem']:.3f}; "
+          f"max data-wait share {100 * max(r['wait'] for r in rows.values()):.2f}% (target <= 5 %)")
+
+
+if __name__ == "__main__":
+    main()

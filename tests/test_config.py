@@ -1,0 +1,89 @@
+import pytest
+import yaml
+
+from onceforall.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    field_docs,
+    list_presets,
+    load_config,
+    to_dict,
+    to_yaml,
+)
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_loads_and_round_trips(name):
+    cfg = load_config(name)
+    assert cfg.name == name
+    again = config_from_dict(yaml.safe_load(to_yaml(cfg)))
+    assert to_dict(again) == to_dict(cfg)
+
+
+def test_presets_include_the_paper_recipes():
+    assert {"fashion-mnist-quick", "cifar10", "cifar100", "imagenet", "imagenet-proxyless"} <= set(list_presets())
+    imagenet = load_config("imagenet")
+    assert (imagenet.train.epochs, imagenet.train.batch_size, imagenet.optim.lr) == (270, 2048, 2.6)
+    assert round(imagenet.strategy.shrink_start * 270) == 145 and imagenet.strategy.eps_ramp_epochs == 5
+    assert imagenet.optim.weight_decay == 3e-5 and imagenet.optim.label_smoothing == 0.1
+    assert imagenet.model.dropout == 0.1 and imagenet.strategy.num_subnets == 4
+    assert load_config("imagenet-proxyless").model.space == "proxyless"
+
+
+def test_dotted_overrides_are_typed():
+    cfg = load_config("fashion-mnist-quick", ["train.epochs=3", "strategy.shrink_start=0.25", "optim.grad_clip=5",
+                                              "model.resolutions=[16, 24]", "data.root=/tmp/x"])
+    assert cfg.train.epochs == 3 and cfg.strategy.shrink_start == 0.25 and cfg.optim.grad_clip == 5.0
+    assert cfg.model.resolutions == [16, 24] and cfg.data.root == "/tmp/x"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochz=3", r"train.epochz: unknown field; valid: epochs, batch_size"),
+        ("train.epochs=three", r"train.epochs: 'three' is not valid; expected an integer"),
+        ("train.epochs=0", r"train.epochs: 0 is not valid; must be >= 1"),
+        ("strategy.name=nas", r"strategy.name: 'nas' is not valid; valid: bignas, .*deps"),
+        ("model.space=resnet", r"model.space: 'resnet' is not valid; valid: mbv3"),
+        ("data.dataset=mnist", r"data.dataset: 'mnist' is not valid; valid: fashion-mnist, cifar10"),
+        ("strategy.shrink_start=1.5", r"strategy.shrink_start: 1.5 is not valid; must be in \[0, 1\)"),
+        ("train.channels_last=maybe", r"train.channels_last: 'maybe' is not valid; expected true or false"),
+        ("train.device=tpu", r"train.device: 'tpu' is not valid; valid: auto, cpu, cuda, cuda:N"),
+        ("train.micro_batches=3", r"train.micro_batches: 3 does not divide train.batch_size 128"),
+        ("epochs", r"override 'epochs' is not valid; expected section.field=value"),
+    ],
+)
+def test_bad_values_name_the_field_and_the_valid_choices(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("fashion-mnist-quick", [override])
+
+
+def test_unknown_preset_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'; valid: .*fashion-mnist-quick"):
+        load_config("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad))
+    top = tmp_path / "top.yaml"
+    top.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        load_config(str(top))
+
+
+def test_every_field_is_documented():
+    rows = field_docs()
+    assert len(rows) > 50
+    undocumented = [name for name, _, _, doc in rows if len(doc) < 8]
+    assert not undocumented
+    names = {name for name, *_ in rows}
+    assert {"strategy.eps_start", "train.batch_size", "optim.lr", "data.dataset"} <= names
+
+
+def test_defaults_match_the_paper():
+    c = Config()
+    assert c.strategy.shrink_start == 0.5 and c.strategy.eps_start == 1e-4 and c.strategy.num_subnets == 4
+    assert c.optim.momentum == 0.9 and c.optim.nesterov and c.optim.weight_decay == 3e-5
+    assert c.optim.label_smoothing == 0.1 and c.strategy.kd_temperature == 1.0
+    assert c.train.price_per_device_hour == 2.13

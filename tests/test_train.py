@@ -1,0 +1,192 @@
+"""End-to-end training on real Fashion-MNIST at toy size: resume, kill -9, torchrun, errors, metrics."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from onceforall.checkpoint import load_checkpoint
+from onceforall.config import load_config
+from onceforall.spaces import get_space
+from onceforall.supernet import build_supernet
+from onceforall.train import train
+
+from .helpers import needs_fashion
+
+pytestmark = needs_fashion
+
+# 256 images, batch 32 -> 8 steps per epoch; 2 epochs; shrinking (DεpS) in the second epoch.
+TINY = [
+    "data.train_subset=256", "data.eval_subset=64", "data.bn_images=64", "data.eval_batch_size=64",
+    "data.image_size=16", "model.width_mult=0.25", "model.resolutions=[16]", "train.batch_size=32",
+    "train.epochs=2", "train.log_every=1", "train.threads=1", "strategy.eps_ramp_epochs=0.5",
+]
+
+
+def _cfg(*extra):
+    return load_config("fashion-mnist-quick", TINY + list(extra))
+
+
+def _rows(run_dir, event=None):
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if event is None or r["event"] == event]
+
+
+def _assert_same_state(a, b, exact=True):
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    for key in ca["model"]:
+        if exact:
+            assert torch.equal(ca["model"][key], cb["model"][key]), key
+        else:
+            assert torch.allclose(ca["model"][key].float(), cb["model"][key].float(), rtol=1e-4, atol=1e-5), key
+    if exact:
+        for sa, sb in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values()):
+            assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    return ca, cb
+
+
+def _run_cli(args, **kw):
+    return subprocess.run([sys.executable, "-m", "onceforall", *args], capture_output=True, text=True, **kw)
+
+
+def test_run_directory_metrics_eps_and_cost(tmp_path):
+    summary = train(_cfg(), tmp_path / "run")
+    run = tmp_path / "run"
+    assert {"config.yaml", "metrics.jsonl", "cost.json", "checkpoints"} <= {p.name for p in run.iterdir()}
+    steps = _rows(run, "step")
+    assert [r["step"] for r in steps] == list(range(1, 17))
+    # FM-Warmup for the first epoch (steps 1..8 logged after steps 0..7), shrinking from epoch 1 = step 8
+    assert all(r["phase"] == "fm-warmup" and r["eps"] == 0.0 and len(r["archs"]) == 1 for r in steps[:8])
+    phases = _rows(run, "phase")
+    assert [(r["phase"], r["step"]) for r in phases] == [("fm-warmup", 0), ("shrinking", 8)]
+    # ε of the step logged as row t (= step t-1): 1e-4 + (1 - 1e-4) * (t - 1 - 8) / 4, capped at 1 (ramp 0.5 epoch)
+    for r in steps[8:]:
+        i = r["step"] - 1 - 8
+        assert r["eps"] == pytest.approx(min(1.0, 1e-4 + (1 - 1e-4) * i / 4))
+        assert len(r["archs"]) == 4 and {"loss_full", "loss_min", "loss_random1", "loss_random2"} <= set(r)
+    evals = _rows(run, "eval")
+    assert [e["epoch"] for e in evals] == [1.0, 2.0]
+    assert all(0 <= e["acc_full"] <= 100 and e["macs_full"] > e["macs_min"] for e in evals)
+    cost = json.loads((run / "cost.json").read_text())
+    assert cost["epochs"] == 2 and cost["devices"] == 1
+    assert cost["device_hours"] == pytest.approx(cost["wall_seconds"] / 3600, rel=1e-3)
+    assert cost["dollars"] == pytest.approx(cost["device_hours"] * 2.13, rel=1e-3)
+    assert summary["acc_full"] == evals[-1]["acc_full"]
+    ck = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ck["state"]["step"] == 16 and ck["space"]["in_channels"] == 1
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+    train(_cfg(), tmp_path / "straight")
+    stopped = train(_cfg("train.stop_after_steps=11"), tmp_path / "split")  # mid-epoch, after shrinking began
+    assert stopped["stopped"] and stopped["step"] == 11
+    assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["state"]["step"] == 11
+    train(_cfg(), tmp_path / "split", resume=True)
+    ckpt = Path("checkpoints") / "last.pt"
+    _assert_same_state(tmp_path / "straight" / ckpt, tmp_path / "split" / ckpt)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("img_per_s", "data_wait", "seconds")} for r in rows]  # noqa: E731
+    assert strip(_rows(tmp_path / "straight", "step")) == strip(_rows(tmp_path / "split", "step"))
+    assert strip(_rows(tmp_path / "straight", "eval")) == strip(_rows(tmp_path / "split", "eval"))
+
+
+def test_sigkill_mid_epoch_then_resume_finishes(tmp_path):
+    run = tmp_path / "killed"
+    args = ["train", "--config", "fashion-mnist-quick", "--name", "killed", "--out-dir", str(tmp_path), *TINY,
+            "train.checkpoint_every_steps=3"]
+    proc = subprocess.Popen([sys.executable, "-m", "onceforall", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (run / "metrics.jsonl").exists() and any(r.get("step", 0) >= 13 for r in _rows(run, "step")):
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before it could be killed: {proc.stderr.read()}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"]
+    assert 0 < step < 16 and (step % 3 == 0 or step == 8)
+    out = _run_cli(["train", "--resume", str(run)], timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "finished at epoch 2.00" in out.stdout
+    train(_cfg(), tmp_path / "straight")
+    _assert_same_state(tmp_path / "straight" / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
+    assert [r["step"] for r in _rows(run, "step")] == list(range(1, 17))  # rows of redone steps are not duplicated
+
+
+@pytest.mark.parametrize("strategy, steps", [("full-only", 4), ("deps", 2)])
+def test_torchrun_two_ranks_equal_one_process_with_the_global_batch(tmp_path, strategy, steps):
+    """2 gloo ranks x 16 images == 1 process x 32 images in 2 micro-batches (BN statistics are per rank,
+    i.e. per 16-image chunk, in both; dropout off, its masks come from per-rank streams).
+
+    full-only is bitwise equal ((g0 + g1) / 2 == g0 / 2 + g1 / 2 in floats). With several passes the two
+    sum the same gradients in another order; this toy network amplifies such 1e-7 differences ~100x per
+    step (a 1e-8 perturbation of the weights does the same), so DεpS is compared after 2 steps at a small
+    learning rate, on the relative difference of the updates."""
+    common = ["train", "--config", "fashion-mnist-quick", "--out-dir", str(tmp_path), *TINY, "model.dropout=0.0",
+              "train.epochs=1", f"strategy.name={strategy}", "strategy.shrink_start=0.0", "optim.lr=0.002",
+              f"train.stop_after_steps={steps}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                "-m", "onceforall", *common, "--name", "ddp"]
+    out = subprocess.run(torchrun, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    single = _run_cli([*common, "--name", "single", "train.micro_batches=2"], env=env, timeout=600)
+    assert single.returncode == 0, single.stderr
+    a = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
+    assert a["state"]["step"] == b["state"]["step"] == steps
+    names = [n for n, p in build_supernet(_tiny_space(), dropout=0.0, seed=0).named_parameters()]
+    if strategy == "full-only":
+        assert all(torch.equal(a["model"][n], b["model"][n]) for n in names)
+    else:
+        init = build_supernet(_tiny_space(), dropout=0.0, seed=0).state_dict()
+        da = torch.cat([(a["model"][n] - init[n]).flatten() for n in names])
+        db = torch.cat([(b["model"][n] - init[n]).flatten() for n in names])
+        assert db.norm() > 0.01 and (da - db).norm() < 1e-3 * db.norm()
+    ddp_rows, single_rows = _rows(tmp_path / "ddp", "step"), _rows(tmp_path / "single", "step")
+    assert [r["archs"] for r in ddp_rows] == [r["archs"] for r in single_rows]  # ranks also checked agreement
+    assert len(ddp_rows[-1]["archs"]) == (4 if strategy == "deps" else 1)
+    assert json.loads((tmp_path / "ddp" / "cost.json").read_text())["devices"] == 2
+
+
+def _tiny_space():
+    return get_space("mbv3-cifar", 0.25, (16,), num_classes=10, in_channels=1)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    cases = [
+        (["train", "strategy.name=nas"], "strategy.name: 'nas' is not valid; valid: bignas"),
+        (["train", "model.space=resnet"], "model.space: 'resnet' is not valid"),
+        (["train", "--config", "nope"], "unknown preset 'nope'"),
+        (["train", "data.root=/nonexistent/fm", "--out-dir", str(tmp_path)], "/nonexistent/fm"),
+        (["train", "--resume", str(tmp_path / "missing")], "is not a run directory"),
+    ]
+    for args, message in cases:
+        out = _run_cli(args, timeout=120)
+        assert out.returncode == 2, (args, out.stderr)
+        assert message in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr and out.stderr.strip().count("\n") == 0, out.stderr
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    train(_cfg("train.epochs=1"), tmp_path / "a")
+    # another space with the same run directory layout
+    train(_cfg("train.epochs=1", "model.space=proxyless-cifar"), tmp_path / "b")
+    (tmp_path / "b" / "checkpoints" / "last.pt").replace(tmp_path / "a" / "checkpoints" / "last.pt")
+    out = _run_cli(["train", "--resume", str(tmp_path / "a")], timeout=120)
+    assert out.returncode == 2 and "was trained on space" in out.stderr and "proxyless-cifar" in out.stderr
+    train(_cfg("train.epochs=1", "model.space=proxyless-cifar"), tmp_path / "c")
+    data = (tmp_path / "c" / "checkpoints" / "last.pt").read_bytes()
+    (tmp_path / "c" / "checkpoints" / "last.pt").write_bytes(data[: len(data) // 2])
+    out = _run_cli(["train", "--resume", str(tmp_path / "c")], timeout=120)
+    assert out.returncode == 2 and "unreadable (truncated" in out.stderr, out.stderr
+    out = _run_cli(["train", "--config", "fashion-mnist-quick", "--name", "a", "--out-dir", str(tmp_path)],
+                   timeout=120)
+    assert out.returncode == 2 and "already holds a checkpoint; use --resume" in out.stderr

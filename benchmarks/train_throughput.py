@@ -23,7 +23,7 @@ import torch
 
 from onceforall.config import load_config
 from onceforall.step import train_step
-from onceforall.strategies import Schedule, cosine_lr, get_strategy
+from onceforall.strategies import Schedule, get_strategy
 from onceforall.supernet import build_supernet
 from onceforall.train import build_data, build_optimizer, build_space
 
@@ -41,7 +41,7 @@ def setup(args):
     net = build_supernet(space, dropout=cfg.model.dropout, seed=0).to(memory_format=fmt)
     opt = build_optimizer(net, cfg)
     spe = data.train.steps_per_epoch
-    sched = Schedule(cfg.train.epochs, spe, cosine_lr(cfg.optim.lr, cfg.train.epochs * spe))
+    sched = Schedule(cfg.train.epochs, spe, cfg.optim.lr)
     deps = get_strategy(cfg.strategy.__class__(name="deps"), space, sched, 0)
     plans = {"full-only": lambda t: deps.plan(0), "deps-shrinking": lambda t: deps.plan(deps.shrink_step + 50 + t)}
     return cfg, data, net, opt, plans, fmt

@@ -68,26 +68,214 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded default: train the quick preset with DεpS on Fashion-MNIST."""
+    """The main job on the embedded default: train the quick DεpS preset on Fashion-MNIST, evaluate its Pareto
+    front, search two MACs budgets, export the best subnet (safetensors + sidecar + ONNX)."""
+    import time
     from pathlib import Path
 
     from .config import load_config
+    from .evaluate import evaluate_run
+    from .runs import load_run
+    from .search import run_search
     from .train import default_run_name, train
 
+    start = time.perf_counter()
     ofa_space = get_space("mbv3", 1.0, (224,))
     print("OFA MobileNetV3 space at 224 px, 1000 classes (OFA's published range: 151M .. 566M MACs):")
     print(f"  k7 e3 d2: {ofa_space.macs(ofa_space.uniform(7, 3, 2)) / 1e6:.2f}M MACs   "
           f"k7 e6 d4 (full model): {ofa_space.macs(ofa_space.max()) / 1e6:.2f}M MACs")
-    cfg = load_config(args.config, args.overrides + [f"train.out_dir={args.out_dir}"])
-    run_dir = Path(cfg.train.out_dir) / (args.name or default_run_name(cfg))
-    print(f"\nTraining preset {args.config} ({cfg.strategy.name}, {cfg.model.space} width {cfg.model.width_mult:g}, "
-          f"{cfg.train.epochs} epochs) into {run_dir}")
-    summary = train(cfg, run_dir)
-    cost = summary["cost"]
-    print(f"\nFinished in {cost['wall_seconds'] / 60:.1f} min ({cost['seconds_per_epoch']:.0f} s/epoch, "
-          f"{cost['device_hours']:.3f} device-hours, ${cost['dollars']:.3f}).")
-    print(f"Test accuracy (BN-recalibrated): full model {summary['acc_full']:.2f}%, "
-          f"smallest subnet {summary['acc_min']:.2f}%")
+    if args.run:
+        run_dir = Path(args.run)
+        print(f"\n[1/4] using the trained run {run_dir}")
+    else:
+        cfg = load_config(args.config, args.overrides + [f"train.out_dir={args.out_dir}"])
+        run_dir = Path(cfg.train.out_dir) / (args.name or default_run_name(cfg))
+        print(f"\n[1/4] training preset {args.config} ({cfg.strategy.name}, {cfg.model.space} width "
+              f"{cfg.model.width_mult:g}, {cfg.train.epochs} epochs) into {run_dir}")
+        summary = train(cfg, run_dir)
+        cost = summary["cost"]
+        print(f"      {cost['wall_seconds'] / 60:.1f} min ({cost['seconds_per_epoch']:.0f} s/epoch, "
+              f"{cost['device_hours']:.3f} device-hours, ${cost['dollars']:.3f}); test accuracy (BN-recalibrated): "
+              f"full model {summary['acc_full']:.2f}%, smallest subnet {summary['acc_min']:.2f}%")
+    run = load_run(run_dir)
+    print(f"\n[2/4] evaluating subnets across the MACs range ({run.eval_split} set)")
+    r = evaluate_run(run, per_bucket=args.per_bucket, uniform=False, selection_images=args.selection_images)
+    print(pareto_table(r))
+    lo, hi = run.space.macs_range()
+    found = []
+    for i, frac in enumerate((1 / 3, 2 / 3)):
+        budget = lo + frac * (hi - lo)
+        print(f"\n[3/4] search {i + 1}/2: best subnet under {budget / 1e6:.2f}M MACs")
+        found.append(run_search(run, macs=budget, top=2, samples=args.samples, selection_images=args.selection_images))
+        print(search_table(found[-1]))
+    print("\n[4/4] exporting the best subnet found under the first budget")
+    export_args = argparse.Namespace(run=str(run_dir), arch=None, from_search=found[0]["path"], out=None,
+                                     onnx=_has_onnxruntime(), torchscript=True, threads=1)
+    cmd_export(export_args)
+    print(f"\nreports: {run_dir / 'eval' / 'report.md'} (+ pareto.png); whole demo "
+          f"{(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a run across its MACs range: eval/pareto.{json,csv}, report.md, pareto.png."""
+    from .evaluate import evaluate_run
+    from .runs import load_run
+
+    run = load_run(args.run, device=args.device)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    r = evaluate_run(run, per_bucket=args.per_bucket, uniform=not args.no_uniform,
+                     selection_images=None if args.selection_images == 0 else args.selection_images, seed=args.seed,
+                     progress=None if args.quiet else _say)
+    print(pareto_table(r))
+    print(f"wrote {run.run_dir / 'eval'}/pareto.json, pareto.csv, report.md, pareto.png")
+    return 0
+
+
+def pareto_table(r: dict) -> str:
+    rows = [f"mean Pareto accuracy {r['mean_pareto_acc']:.2f}% ({r['eval_set']['split']}, "
+            f"{r['eval_set']['images']} images)", f"{'bucket':>6s} {'MACs':>9s} {'acc':>7s}  arch"]
+    for b in r["buckets"]:
+        if b["arch"] is None:
+            rows.append(f"{b['bucket'] + 1:6d} {'-':>9s} {'-':>7s}  (none)")
+        else:
+            rows.append(f"{b['bucket'] + 1:6d} {b['macs'] / 1e6:8.2f}M {b['acc']:6.2f}%  {b['arch']}")
+    rows.append(f"smallest {r['smallest']['acc']:.2f}% at {r['smallest']['macs'] / 1e6:.2f}M MACs; "
+                f"full model {r['largest']['acc']:.2f}% at {r['largest']['macs'] / 1e6:.2f}M MACs")
+    return "\n".join(rows)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare runs: compare.md / compare.csv / fronts.png / training.png."""
+    from pathlib import Path
+
+    from .report import compare_runs
+
+    out = Path(args.out)
+    rows = compare_runs(args.runs, out, reference=args.reference)
+    print((out / "compare.md").read_text().split("\n\n![")[0])
+    print(f"\nwrote {out}/compare.md, compare.csv, fronts.png, training.png ({len(rows)} runs)")
+    return 0
+
+
+def _arch_arg(run, text: str):
+    if text in ("min", "smallest"):
+        return run.space.min()
+    if text in ("max", "full"):
+        return run.space.max()
+    return run.space.parse(text)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Best archs of a run under a MACs or latency budget: predictor + evolution, then measured."""
+    from .search import run_search
+
+    if (args.macs is None) == (args.latency_ms is None):
+        raise CLIError("search: give exactly one budget, --macs (e.g. 20M) or --latency-ms (e.g. 1.5)")
+    from .runs import load_run
+
+    result = run_search(load_run(args.run), macs=args.macs, latency_ms=args.latency_ms,
+                        latency_table=args.latency_table, top=args.top, samples=args.samples,
+                        selection_images=args.selection_images or None, seed=args.seed,
+                        progress=None if args.quiet else _say)
+    print(search_table(result))
+    print(f"wrote {result['path']}")
+    return 0
+
+
+def search_table(r: dict) -> str:
+    p = r["predictor"]
+    err = f"held-out RMSE {p['heldout_rmse']:.2f} points, Kendall tau {p['heldout_kendall_tau']:.2f}" \
+        if p.get("heldout_rmse") is not None else "too few pairs for a held-out error"
+    rows = [f"budget {r['budget_text']}: predictor trained on {p['pairs']} measured subnets ({err})",
+            f"{'cost':>12s} {'MACs':>9s} {'predicted':>9s} {'measured':>9s}  arch"]
+    for c in r["candidates"]:
+        measured = f"{c['measured_acc']:8.2f}%" if c.get("measured_acc") is not None else f"{'-':>9s}"
+        rows.append(f"{c['cost_text']:>12s} {c['macs'] / 1e6:8.2f}M {c['predicted_acc']:8.2f}% {measured}  {c['arch']}")
+    return "\n".join(rows)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a subnet of a run: safetensors + JSON sidecar (+ ONNX, TorchScript)."""
+    import json
+    from pathlib import Path
+
+    from .bn import recalibrate_bn
+    from .devices import device_name
+    from .evaluate import Evaluator
+    from .export import export_subnet, measure_latency_ms
+    from .runs import load_run
+
+    run = load_run(args.run)
+    if args.from_search:
+        found = json.loads(Path(args.from_search).read_text())
+        measured = [c for c in found["candidates"] if c.get("measured_acc") is not None]
+        if not measured:
+            raise CLIError(f"--from-search: {args.from_search} has no measured candidate")
+        arch = run.space.parse(max(measured, key=lambda c: c["measured_acc"])["arch"])
+    elif args.arch:
+        arch = _arch_arg(run, args.arch)
+    else:
+        raise CLIError("export: give --arch STR (or min / max) or --from-search FILE")
+    acc = Evaluator(run).accuracy([arch], None)[0]  # cached; the same recalibration as below
+    sub = run.net.extract(arch)
+    recalibrate_bn(sub, run.data.bn, num_images=run.cfg.data.bn_images)
+    shape = (1, run.space.in_channels, arch.resolution, arch.resolution)
+    ms = measure_latency_ms(sub, shape, threads=args.threads)
+    ds = run.data.val_full.ds
+    path = export_subnet(
+        sub, Path(args.out) if args.out else run.run_dir / "exports",
+        accuracy={"top1": acc, "split": run.eval_split, "images": len(ds), "dataset": run.cfg.data.dataset},
+        latency={"ms": round(ms, 4), "backend": "torch", "threads": args.threads, "batch": 1,
+                 "device": device_name("cpu", args.threads)},
+        source={"run": str(run.run_dir), "step": run.step, "checkpoint": str(run.checkpoint),
+                "strategy": run.cfg.strategy.name},
+        normalization={"mean": list(ds.mean), "std": list(ds.std)}, onnx=args.onnx, torchscript=args.torchscript,
+    )
+    print(f"exported {arch}: {run.space.macs(arch) / 1e6:.2f}M MACs, {run.space.params(arch) / 1e6:.3f}M params, "
+          f"{acc:.2f}% ({run.eval_split}), {ms:.2f} ms (torch, {args.threads} thread(s), batch 1)")
+    for f in sorted(path.parent.glob(path.stem + ".*")):
+        print(f"  {f}")
+    return 0
+
+
+def cmd_latency_table(args: argparse.Namespace) -> int:
+    """Build a per-layer latency lookup table on this device and report its error on random archs."""
+    import random
+
+    from .latency import build_latency_table, latency_error
+
+    if args.run:
+        from .runs import load_run
+
+        space = load_run(args.run).space
+    else:
+        space = get_space(args.space, args.width_mult, args.resolutions, num_classes=args.num_classes,
+                          in_channels=args.in_channels)
+    table = build_latency_table(space, backend=args.backend, threads=args.threads, batch=args.batch,
+                                progress=None if args.quiet else _say)
+    out = args.out or f"latency-{space.name}-w{space.width_mult:g}-{args.backend}-t{args.threads}-b{args.batch}.json"
+    table.save(out)
+    print(f"wrote {out}: {len(table.entries)} layers, {table.backend}, {table.threads} thread(s), batch {table.batch}, "
+          f"{table.device}")
+    if args.check:
+        rng = random.Random(args.seed)
+        report = latency_error(table, space, [space.sample(rng) for _ in range(args.check)])
+        print(f"predicted vs measured on {args.check} random archs: mean abs error "
+              f"{report['mean_abs_error_pct']:.1f}%, max {report['max_abs_error_pct']:.1f}%")
     return 0
 
 
@@ -167,6 +355,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", action="store_true", help="list every config field with its documentation")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("eval", help="evaluate a run across its MACs range (Pareto front, report, plot)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--per-bucket", type=int, default=5, help="random subnets per MACs bucket (default 5)")
+    p.add_argument("--no-uniform", action="store_true", help="skip the uniform archs (every kernel x expand x depth)")
+    p.add_argument("--selection-images", type=int, default=2000,
+                   help="rank candidates on this many validation images, then measure the winners on all (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="compare evaluated runs: cost and accuracy table, fronts and training plots")
+    p.add_argument("runs", nargs="+", help="run directories (each evaluated with `onceforall eval`)")
+    p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    p.add_argument("--reference", default=None, help="run whose cost is 1.0x (default: the first deps run)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("search", help="best archs under a MACs or latency budget (predictor + evolution)")
+    p.add_argument("run", help="run directory (its `onceforall eval` measurements train the predictor)")
+    p.add_argument("--macs", help="MACs budget, e.g. 20M")
+    p.add_argument("--latency-ms", type=float, help="latency budget in ms (per image, batch 1)")
+    p.add_argument("--latency-table", help="latency table JSON (default: build one for this device into RUN)")
+    p.add_argument("--top", type=int, default=3, help="candidates to measure on the whole validation set (default 3)")
+    p.add_argument("--samples", type=int, default=60,
+                   help="measured subnets the predictor needs; more are measured when eval left fewer (default 60)")
+    p.add_argument("--selection-images", type=int, default=2000, help="images per predictor measurement (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("export", help="export a subnet: safetensors + JSON sidecar (+ ONNX, TorchScript)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--arch", help="arch string, or min / max")
+    p.add_argument("--from-search", help="a search result JSON: export its best measured arch")
+    p.add_argument("--out", help="output folder (default RUN/exports)")
+    p.add_argument("--onnx", action="store_true", help="also write <arch>.onnx (checked with onnxruntime)")
+    p.add_argument("--torchscript", action="store_true", help="also write <arch>.pt (TorchScript)")
+    p.add_argument("--threads", type=int, default=1, help="threads for the latency measurement (default 1)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("latency-table", help="measure a per-layer latency lookup table on this device")
+    p.add_argument("--run", help="take the space from a run directory")
+    _add_space_args(p)
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--backend", default="torch", help="torch, onnxruntime or cuda (default torch)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--out", help="output JSON (default latency-<space>-...json)")
+    p.add_argument("--check", type=int, default=10, help="report the error on this many random archs (0: skip)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_latency_table)
+
     p = sub.add_parser("presets", help="list the config presets")
     p.set_defaults(func=cmd_presets)
 
@@ -175,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="fashion-mnist-quick", help="preset (default fashion-mnist-quick)")
     p.add_argument("--name", default=None, help="run name (default: demo preset name plus a timestamp)")
     p.add_argument("--out-dir", default="runs", help="folder of run directories (default runs)")
+    p.add_argument("--run", default=None, help="skip training: continue the pipeline on this trained run")
+    p.add_argument("--per-bucket", type=int, default=3, help="random subnets per MACs bucket to evaluate")
+    p.add_argument("--selection-images", type=int, default=1000, help="images for ranking candidates")
+    p.add_argument("--samples", type=int, default=30, help="measured subnets for the accuracy predictor")
     p.set_defaults(func=cmd_demo)
     return parser
 

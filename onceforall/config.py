@@ -407,9 +407,30 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_tree(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict:
+    """The raw YAML mapping of a preset or file, with ``inherit: <preset or file>`` resolved (deep merge)."""
+    path = resolve_preset(name_or_path)
+    data = _read_yaml(path)
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: inherit: {parent!r} is not valid; expected a preset name or a .yaml path")
+    if parent in _seen:
+        raise ConfigError(f"{path}: inherit: '{parent}' makes a cycle ({' -> '.join((*_seen, parent))})")
+    return _merge(load_tree(parent, (*_seen, name_or_path)), data)
+
+
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a preset (by name) or a YAML file, apply dotted overrides, validate."""
-    data = _read_yaml(resolve_preset(name_or_path)) if name_or_path else {}
+    """Load a preset (by name) or a YAML file (``inherit:`` another one), apply dotted overrides, validate."""
+    data = load_tree(name_or_path) if name_or_path else {}
     return config_from_dict(apply_overrides(data, list(overrides or [])))
 
 

@@ -31,7 +31,7 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
 
 def pass_loss(kind: str, logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None, *,
               label_smoothing: float, temperature: float, kd_label_weight: float, kd_ratio: float) -> torch.Tensor:
-    """Loss of one pass: ce, kd (+ kd_label_weight·CE) or ce+kd (CE + kd_ratio·KD)."""
+    """Loss of one pass: ce, kd (+ kd_label_weight·CE) or ce+kd ((CE + kd_ratio·KD)·2/(kd_ratio+1), OFA)."""
     ce = lambda: F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)  # noqa: E731
     if kind == "ce":
         return ce()
@@ -40,8 +40,8 @@ def pass_loss(kind: str, logits: torch.Tensor, y: torch.Tensor, teacher: torch.T
     kd = kd_loss(logits, teacher, temperature)
     if kind == "kd":
         return kd + kd_label_weight * ce() if kd_label_weight else kd
-    if kind == "ce+kd":
-        return ce() + kd_ratio * kd
+    if kind == "ce+kd":  # OFA: (CE + r·KD) · 2 / (r + 1), so the loss scale does not depend on r
+        return (ce() + kd_ratio * kd) * (2.0 / (kd_ratio + 1.0))
     raise ValueError(f"pass loss '{kind}' is not valid; valid: ce, kd, ce+kd")
 
 
@@ -69,7 +69,7 @@ def train_step(
         teacher = None
         if plan.teacher == "frozen":
             with torch.no_grad(), autocast():
-                teacher = teacher_net(xm, plan.passes[0].arch).float()
+                teacher = teacher_net(xm, plan.teacher_arch).float()
         for i, p in enumerate(plan.passes):
             with autocast():
                 logits = net(xm, p.arch)

@@ -13,11 +13,9 @@ every rank of a distributed run samples the same archs.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
-import platform
 import random
 import signal
 import sys
@@ -34,10 +32,11 @@ from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, to_dict, to_yaml
 from .data import Augment, EvalBatches, TrainBatches, bn_subset, derive_seed, load_dataset, split_holdout
+from .devices import device_name
 from .evaluate import evaluate_arch
 from .spaces import Space, get_space
 from .step import train_step
-from .strategies import Schedule, Strategy, cosine_lr, get_strategy
+from .strategies import Schedule, Strategy, get_strategy
 from .supernet import Supernet, build_supernet
 
 __all__ = ["TrainData", "build_data", "build_optimizer", "default_run_name", "train"]
@@ -173,18 +172,6 @@ class Progress:
     def done(self) -> None:
         if self.on:
             sys.stderr.write("\n")
-
-
-def device_name(device: torch.device, threads: int) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"CPU {model} ({threads} threads)"
 
 
 def write_cost(run_dir: Path, state: dict, cfg: Config, d: distributed.Dist, device: str, epochs_done: float) -> dict:
@@ -332,9 +319,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
     opt = build_optimizer(net, cfg)
     spe = data.train.steps_per_epoch
     o = cfg.optim
-    lr_at = cosine_lr(o.lr, t_cfg.epochs * spe, int(round(o.warmup_epochs * spe)), o.min_lr)
-    schedule = Schedule(t_cfg.epochs, spe, lr_at)
+    schedule = Schedule(t_cfg.epochs, spe, o.lr, int(round(o.warmup_epochs * spe)), o.min_lr)
     strategy = get_strategy(cfg.strategy, space, schedule, t_cfg.seed)
+    lr_at = strategy.lr_at
     teacher: nn.Module | None = None
     state = {"step": 0, "train_seconds": 0.0, "eval_seconds": 0.0, "steps_per_epoch": spe}
     if resume:
@@ -407,8 +394,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
                     last_phase = plan.phase
                 if plan.reorganize:  # OFA's channel sort; momentum follows its parameters
                     permute_optimizer_state(opt, net.reorganize_channels())
-                if plan.snapshot_teacher:
+                if plan.snapshot_teacher:  # OFA-PS: the trained full model teaches every later phase
                     teacher = copy.deepcopy(net).requires_grad_(False).eval()
+                if plan.reset_momentum:  # a new phase starts like a new job
+                    opt.state.clear()
                 for g in opt.param_groups:
                     g["lr"] = lr_at(t)
                 torch.manual_seed(derive_seed(t_cfg.seed, "dropout", t, d.rank))  # dropout: f(seed, step, rank)

@@ -87,3 +87,18 @@ def test_defaults_match_the_paper():
     assert c.optim.momentum == 0.9 and c.optim.nesterov and c.optim.weight_decay == 3e-5
     assert c.optim.label_smoothing == 0.1 and c.strategy.kd_temperature == 1.0
     assert c.train.price_per_device_hour == 2.13
+
+
+def test_presets_inherit_with_a_deep_merge(tmp_path):
+    quick, bench = load_config("fashion-mnist-quick"), load_config("fashion-mnist")
+    assert quick.train.epochs == 3 and bench.train.epochs == 10 and quick.strategy.eps_ramp_epochs is None
+    assert quick.model == bench.model and quick.data == bench.data
+    ofa_ps = load_config("fashion-mnist-ofa-ps")
+    assert ofa_ps.strategy.name == "ofa-ps" and ofa_ps.train.epochs == 22 and ofa_ps.optim.lr == bench.optim.lr
+    (tmp_path / "a.yaml").write_text(f"inherit: {tmp_path / 'b.yaml'}\ntrain:\n  epochs: 2\n")
+    (tmp_path / "b.yaml").write_text(f"inherit: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(ConfigError, match="makes a cycle"):
+        load_config(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("inherit: fashion-mnist\ntrain:\n  seed: 3\n")
+    c = load_config(str(tmp_path / "c.yaml"))
+    assert c.train.seed == 3 and c.train.epochs == 10 and c.name == "fashion-mnist"

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import onceforall as ofa
 from onceforall.config import StrategyConfig
 from onceforall.step import kd_loss, train_step
-from onceforall.strategies import Schedule, cosine_lr, get_strategy
+from onceforall.strategies import Schedule, get_strategy
 
 from .helpers import randomize_bn_and_transforms, tiny_space
 
@@ -21,7 +21,7 @@ def _setup(seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(6, 3, 32, 32, generator=g)
     y = torch.randint(0, 5, (6,), generator=g)
-    sched = Schedule(10, 10, cosine_lr(0.1, 100))
+    sched = Schedule(10, 10, 0.1)
     return space, net, x, y, sched
 
 
@@ -107,3 +107,25 @@ def test_gradient_clipping_bounds_the_update():
     train_step(net, plan, x * 50, y, torch.optim.SGD(net.parameters(), lr=1.0), grad_clip=0.5)
     total = torch.sqrt(sum(((p.detach() - before[n]) ** 2).sum() for n, p in net.named_parameters()))
     assert total <= 0.5 + 1e-4
+
+
+def test_ofa_ps_step_uses_the_frozen_teacher_and_normalised_ce_plus_kd():
+    space, net, x, y, sched = _setup()
+    strategy = get_strategy(StrategyConfig(name="ofa-ps", kd_ratio=0.5), space, sched, 0)
+    plan = strategy.plan(60)  # depth phases: 2 random subnets, frozen teacher
+    assert plan.teacher == "frozen" and len(plan.passes) == 2
+    teacher = copy.deepcopy(net).eval()
+    with torch.no_grad():
+        teacher.head.classifier.weight.mul_(0.5)  # a teacher that differs from the student
+    ref = copy.deepcopy(net)
+    train_step(net, plan, x, y, torch.optim.SGD(net.parameters(), lr=0.0), teacher_net=teacher, kd_ratio=0.5,
+               label_smoothing=0.1)
+    with torch.no_grad():
+        t_logits = teacher(x, space.max())
+    loss = 0.0
+    for p in plan.passes:  # OFA: (CE + r·KD) · 2 / (r + 1) per subnet, KD from the frozen teacher's logits
+        logits = ref(x, p.arch)
+        loss = loss + (F.cross_entropy(logits, y, label_smoothing=0.1) + 0.5 * kd_loss(logits, t_logits)) * (2 / 1.5)
+    loss.backward()
+    got, want = _grads(net), _grads(ref)
+    assert all(_close(got[n], want[n]) for n in want)

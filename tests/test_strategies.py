@@ -12,7 +12,7 @@ SPACE = tiny_space("mbv3-cifar")
 
 
 def _schedule(epochs=20, spe=10, lr=0.1):
-    return Schedule(epochs, spe, cosine_lr(lr, epochs * spe))
+    return Schedule(epochs, spe, lr)
 
 
 def test_registry_lists_strategies_and_rejects_unknown():
@@ -108,3 +108,89 @@ def test_restricted_space_samples_stay_inside():
     phase = ofa.get_space("mbv3-cifar").restrict(kernels=(7,), depths=(4, 3))
     for role, arch in sample_sandwich(phase, 0, 5, 4):
         assert phase.contains(arch), role
+
+
+def _walk(strategy, total):
+    return [(t, strategy.plan(t)) for t in range(total)]
+
+
+def test_ofa_ps_runs_its_phases_in_order_with_restricted_spaces():
+    space = tiny_space("mbv3-cifar")
+    sched = Schedule(epochs=121, steps_per_epoch=5, base_lr=1.0)  # 605 steps: one per OFA epoch
+    s = get_strategy(StrategyConfig(name="ofa-ps"), space, sched, seed=0)
+    assert s.bounds == [0, 180, 305, 330, 455, 480, 605]
+    plans = _walk(s, 605)
+    names = [p.phase for _, p in plans]
+    assert [n for i, n in enumerate(names) if i == 0 or n != names[i - 1]] == [
+        "full", "kernel", "depth-1", "depth-2", "expand-1", "expand-2"]
+    for _, p in plans:
+        if p.phase == "full":
+            assert [x.arch for x in p.passes] == [space.max()] and p.teacher is None
+            continue
+        assert p.teacher == "frozen" and p.teacher_arch == space.max()
+        assert all(x.loss == "ce+kd" for x in p.passes)
+        archs = [x.arch for x in p.passes]
+        kernels = {k for a in archs for ks in a.kernels for k in ks}
+        expands = {e for a in archs for es in a.expands for e in es}
+        depths = {d for a in archs for d in a.depths}
+        if p.phase == "kernel":
+            assert len(archs) == 1 and depths == {4} and expands == {6}
+        elif p.phase.startswith("depth"):
+            assert len(archs) == 2 and expands == {6} and depths <= ({3, 4} if p.phase == "depth-1" else {2, 3, 4})
+        else:
+            assert len(archs) == 4 and expands <= ({4, 6} if p.phase == "expand-1" else {3, 4, 6})
+        assert kernels <= {3, 5, 7}
+    # the later phases really use their new choices
+    seen = lambda phase, f: {v for t, p in plans if p.phase == phase for x in p.passes for v in f(x.arch)}  # noqa: E731
+    assert seen("kernel", lambda a: [k for ks in a.kernels for k in ks]) == {3, 5, 7}
+    assert seen("depth-2", lambda a: a.depths) == {2, 3, 4}
+    assert seen("expand-2", lambda a: [e for es in a.expands for e in es]) == {3, 4, 6}
+    events = {name: [t for t, p in plans if getattr(p, name)] for name in
+              ("snapshot_teacher", "reorganize", "reset_momentum")}
+    assert events == {"snapshot_teacher": [180], "reorganize": [455, 480], "reset_momentum": [180, 305, 330, 455, 480]}
+
+
+def test_ofa_ps_learning_rate_restarts_per_phase():
+    space = tiny_space("mbv3-cifar")
+    sched = Schedule(epochs=121, steps_per_epoch=5, base_lr=2.0, warmup_steps=10)
+    s = get_strategy(StrategyConfig(name="ofa-ps"), space, sched, seed=0)
+    assert s.lr_at(0) == pytest.approx(0.2) and s.lr_at(9) == pytest.approx(2.0)  # optim warmup in the full phase
+    assert s.lr_at(179) < 0.01
+    assert s.lr_at(180 + 4) == pytest.approx(2.0 * 0.369)  # kernel phase: 5 warmup steps (5 of 125)
+    assert s.lr_at(305) == pytest.approx(2.0 * 0.031)  # depth-1: no warmup
+    assert s.lr_at(330 + 4) == pytest.approx(2.0 * 0.092)
+    assert all(s.lr_at(t) >= s.lr_at(t + 1) for t in range(340, 454))
+
+
+def test_compofa_samples_only_coupled_archs():
+    space = tiny_space("mbv3-cifar")
+    sched = Schedule(epochs=66, steps_per_epoch=5, base_lr=1.0)  # 330 steps
+    s = get_strategy(StrategyConfig(name="compofa"), space, sched, seed=0)
+    assert s.bounds == [0, 180, 205, 330]
+    coupled = {2: 3, 3: 4, 4: 6}
+    depths = set()
+    for _, p in _walk(s, 330):
+        for x in p.passes:
+            for ks, es in zip(x.arch.kernels, x.arch.expands):
+                assert set(es) == {coupled[len(ks)]}
+                depths.add(len(ks))
+    assert depths == {2, 3, 4}
+    assert [t for t, p in _walk(s, 330) if p.reorganize] == [180, 205]
+
+
+def test_phases_from_config_and_errors():
+    space = tiny_space("mbv3-cifar")
+    sched = Schedule(epochs=10, steps_per_epoch=10, base_lr=1.0)
+    phases = [{"name": "full", "fraction": 0.5, "kernels": "max", "depths": "max", "expands": "max", "num_subnets": 0},
+              {"name": "all", "fraction": 0.5, "num_subnets": 3, "depths": [2, 4]}]
+    s = get_strategy(StrategyConfig(name="ofa-ps", phases=phases), space, sched, 0)
+    plan = s.plan(60)
+    assert len(plan.passes) == 3 and all(set(x.arch.depths) <= {2, 4} for x in plan.passes)
+    with pytest.raises(ValueError, match="fractions sum to 0.9000; they must sum to 1"):
+        get_strategy(StrategyConfig(name="ofa-ps", phases=[{"name": "a", "fraction": 0.9}]), space, sched, 0)
+    with pytest.raises(ValueError, match=r"strategy.phases: entry .* is not valid; keys: "):
+        get_strategy(StrategyConfig(name="ofa-ps", phases=[{"name": "a", "fraction": 1.0, "epochs": 3}]), space,
+                     sched, 0)
+    with pytest.raises(ValueError, match="phase 'a' kernels 'small' is not valid; valid: all, max, top2 or a list"):
+        get_strategy(StrategyConfig(name="ofa-ps", phases=[{"name": "a", "fraction": 1.0, "kernels": "small"}]),
+                     space, sched, 0)

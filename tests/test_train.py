@@ -190,3 +190,29 @@ def test_bad_checkpoints_are_refused(tmp_path):
     out = _run_cli(["train", "--config", "fashion-mnist-quick", "--name", "a", "--out-dir", str(tmp_path)],
                    timeout=120)
     assert out.returncode == 2 and "already holds a checkpoint; use --resume" in out.stderr
+
+
+@pytest.mark.parametrize("strategy", ["ofa-ps", "compofa"])
+def test_phased_strategies_log_their_phases_and_archs(tmp_path, strategy):
+    from onceforall.strategies import get_strategy
+
+    cfg = _cfg("train.epochs=3", f"strategy.name={strategy}")  # 24 steps
+    train(cfg, tmp_path / strategy)
+    rows = _rows(tmp_path / strategy, "step")
+    phases = [r["phase"] for r in _rows(tmp_path / strategy, "phase")]
+    expected = ["full", "kernel", "depth-1", "depth-2", "expand-1", "expand-2"] if strategy == "ofa-ps" else [
+        "full", "compound-1", "compound-2"]
+    assert phases == expected
+    space = get_space("mbv3-cifar", 0.25, (16,), num_classes=10, in_channels=1)
+    s = get_strategy(cfg.strategy, space, _schedule(cfg, 8), cfg.train.seed)
+    for r in rows:  # the logged archs of every step belong to the restricted space of the logged phase
+        i = [p.name for p in s.phases].index(r["phase"])
+        for text in r["archs"]:
+            assert s.spaces[i].contains(space.parse(text)), (r["phase"], text)
+    assert load_checkpoint(tmp_path / strategy / "checkpoints" / "last.pt")["teacher"] is not None
+
+
+def _schedule(cfg, steps_per_epoch):
+    from onceforall.strategies import Schedule
+
+    return Schedule(cfg.train.epochs, steps_per_epoch, cfg.optim.lr)

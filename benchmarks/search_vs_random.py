@@ -1,0 +1,64 @@
+"""Does the search beat random sampling? For a trained run and a few MACs budgets, the best measured accuracy
+of the search's top-K archs (predictor + evolution) vs the best of K random archs under the same budget,
+all measured on the whole validation set, plus the predictor's held-out error.
+
+    python benchmarks/search_vs_random.py runs/fashion-mnist-quick-...          # budgets at 1/3, 1/2, 2/3
+    python benchmarks/search_vs_random.py RUN --budgets 4M,8M --top 5 --random-seeds 5
+
+The predictor learns from the subnets `onceforall eval` measured (more are measured if there are fewer than
+--samples). Random baselines are drawn with several seeds; the table shows their mean and their best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from onceforall.evaluate import Evaluator
+from onceforall.runs import load_run
+from onceforall.search import parse_budget, random_search, run_search
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run")
+    p.add_argument("--budgets", help="comma-separated MACs budgets (default: 1/3, 1/2, 2/3 of the range)")
+    p.add_argument("--top", type=int, default=3, help="archs measured per method (K)")
+    p.add_argument("--random-seeds", type=int, default=3)
+    p.add_argument("--samples", type=int, default=60, help="measured subnets for the predictor")
+    p.add_argument("--selection-images", type=int, default=2000)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    run = load_run(args.run)
+    space = run.space
+    lo, hi = space.macs_range()
+    budgets = ([parse_budget(b) for b in args.budgets.split(",")] if args.budgets
+               else [lo + f * (hi - lo) for f in (1 / 3, 1 / 2, 2 / 3)])
+    ev = Evaluator(run)
+    measure = lambda archs: ev.accuracy(list(archs), None)  # noqa: E731 - whole validation set, cached
+    print(f"# {run.run_dir}: {space.name} w{space.width_mult:g}, {run.eval_split} set "
+          f"({len(run.data.val_full.ds)} images), K = {args.top}")
+    print(f"{'budget':>8s} {'search best':>11s} {'random mean':>11s} {'random best':>11s} {'search >= random':>16s}"
+          f" {'pred. RMSE':>10s} {'tau':>5s}")
+    wins = 0
+    for budget in budgets:
+        found = run_search(run, macs=budget, top=args.top, samples=args.samples,
+                           selection_images=args.selection_images)
+        best_search = max(c["measured_acc"] for c in found["candidates"])
+        bests = []
+        for seed in range(args.random_seeds):
+            drawn = random_search(space, measure, space.macs, budget, n=args.top, seed=1000 + seed)
+            bests.append(max(acc for _, acc, _ in drawn))
+        ok = best_search >= statistics.mean(bests)
+        wins += ok
+        pr = found["predictor"]
+        print(f"{budget / 1e6:7.2f}M {best_search:10.2f}% {statistics.mean(bests):10.2f}% {max(bests):10.2f}% "
+              f"{'yes' if ok else 'no':>16s} {pr['heldout_rmse']:10.2f} {pr['heldout_kendall_tau']:5.2f}")
+    print(f"search >= mean of random baselines in {wins}/{len(budgets)} budgets")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Pareto fronts of evaluated subnets (DESIGN.md "Evaluation", paper §5.1).
+
+- **Buckets**: the space's MACs range [min, max] split into ``n`` (default 6) equal-width intervals; the
+  last one is closed. The most accurate subnet of each bucket is its winner.
+- **Mean Pareto accuracy**: the area under accuracy vs normalized MACs (0 = the smallest subnet, 1 = the
+  full model) of the piecewise-linear curve through the smallest subnet, the bucket winners and the full
+  model (trapezoids), i.e. the curve's mean accuracy over the whole range.
+- **Front**: the non-dominated subnets (no other subnet has fewer-or-equal MACs and higher-or-equal
+  accuracy with one of the two strict).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Point", "bucket_index", "bucket_winners", "mean_pareto_accuracy", "non_dominated", "pareto_summary"]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One evaluated subnet."""
+
+    arch: str
+    macs: int
+    acc: float
+
+
+def bucket_index(macs: float, lo: float, hi: float, n: int = 6) -> int:
+    """Bucket of ``macs`` among ``n`` equal-width intervals of [lo, hi] (values at hi go to the last one)."""
+    if hi <= lo:
+        return 0
+    if not lo <= macs <= hi:
+        raise ValueError(f"macs {macs} is outside the space's range [{lo}, {hi}]")
+    return min(n - 1, int((macs - lo) / (hi - lo) * n))
+
+
+def bucket_winners(points: Sequence[Point], lo: float, hi: float, n: int = 6) -> list[Point | None]:
+    """The most accurate point of each bucket (None for an empty bucket); ties go to fewer MACs."""
+    winners: list[Point | None] = [None] * n
+    for p in points:
+        b = bucket_index(p.macs, lo, hi, n)
+        w = winners[b]
+        if w is None or (p.acc, -p.macs) > (w.acc, -w.macs):
+            winners[b] = p
+    return winners
+
+
+def non_dominated(points: Sequence[Point]) -> list[Point]:
+    """The Pareto front (fewer MACs and higher accuracy are better), sorted by MACs."""
+    front: list[Point] = []
+    best = float("-inf")
+    for p in sorted(points, key=lambda q: (q.macs, -q.acc)):
+        if p.acc > best:
+            front.append(p)
+            best = p.acc
+    return front
+
+
+def mean_pareto_accuracy(curve: Sequence[Point], lo: float, hi: float) -> float:
+    """Trapezoidal area under accuracy vs (macs - lo) / (hi - lo) of ``curve`` sorted by MACs, divided by the
+    normalized MACs it spans (1 when the curve runs from the smallest subnet to the full model)."""
+    pts = sorted(curve, key=lambda p: p.macs)
+    if not pts:
+        raise ValueError("mean_pareto_accuracy: no points")
+    if len(pts) == 1 or hi <= lo:
+        return pts[0].acc
+    xs = [(p.macs - lo) / (hi - lo) for p in pts]
+    area = sum((xs[i + 1] - xs[i]) * (pts[i].acc + pts[i + 1].acc) / 2 for i in range(len(pts) - 1))
+    span = xs[-1] - xs[0]
+    return area / span if span > 0 else sum(p.acc for p in pts) / len(pts)
+
+
+def pareto_summary(points: Sequence[Point], smallest: Point, largest: Point, n: int = 6) -> dict:
+    """Everything the reports need: bucket edges and winners, the curve, the front, mean Pareto accuracy."""
+    lo, hi = smallest.macs, largest.macs
+    every = list(points) + [smallest, largest]
+    winners = bucket_winners(every, lo, hi, n)
+    curve = {p.arch: p for p in [smallest, *[w for w in winners if w is not None], largest]}
+    edges = [lo + (hi - lo) * i / n for i in range(n + 1)]
+    return {
+        "macs_range": [lo, hi],
+        "bucket_edges": edges,
+        "buckets": [
+            {"bucket": i, "lo": edges[i], "hi": edges[i + 1], **({"arch": w.arch, "macs": w.macs, "acc": w.acc}
+                                                              if w is not None else {"arch": None})}
+            for i, w in enumerate(winners)
+        ],
+        "curve": [{"arch": p.arch, "macs": p.macs, "acc": p.acc} for p in sorted(curve.values(), key=lambda p: p.macs)],
+        "front": [{"arch": p.arch, "macs": p.macs, "acc": p.acc} for p in non_dominated(every)],
+        "mean_pareto_acc": mean_pareto_accuracy(list(curve.values()), lo, hi),
+        "smallest": {"arch": smallest.arch, "macs": smallest.macs, "acc": smallest.acc},
+        "largest": {"arch": largest.arch, "macs": largest.macs, "acc": largest.acc},
+    }

@@ -1,0 +1,149 @@
+"""onceforall eval / compare on tiny real runs."""
+
+import csv
+import json
+
+import pytest
+
+import onceforall.evaluate as evaluate_mod
+from onceforall.cli import main
+from onceforall.config import load_config
+from onceforall.pareto import Point, mean_pareto_accuracy
+from onceforall.report import compare_runs
+from onceforall.runs import RunError, load_run
+from onceforall.train import train
+
+from .helpers import needs_fashion
+
+pytestmark = needs_fashion
+
+TINY = [
+    "data.train_subset=256", "data.eval_subset=64", "data.bn_images=64", "data.eval_batch_size=128",
+    "data.image_size=16", "model.width_mult=0.25", "model.resolutions=[16]", "train.batch_size=32",
+    "train.epochs=2", "train.threads=1", "data.val_split=300",
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    train(load_config("fashion-mnist-quick", TINY), root / "deps")
+    bignas = load_config("fashion-mnist-quick", TINY + ["strategy.name=bignas", "strategy.num_subnets=3"])
+    train(bignas, root / "bignas")
+    return root
+
+
+def test_eval_writes_a_consistent_front_and_caches(runs, monkeypatch, capsys):
+    assert main(["eval", str(runs / "deps"), "--per-bucket", "2", "--no-uniform", "--selection-images", "100",
+                 "--quiet"]) == 0
+    out = runs / "deps" / "eval"
+    r = json.loads((out / "pareto.json").read_text())
+    assert len(r["buckets"]) == 6 and r["eval_set"]["images"] == 300
+    assert r["eval_set"]["split"] == "held-out training images"
+    run = load_run(runs / "deps")
+    lo, hi = run.space.macs_range()
+    assert r["macs_range"] == [lo, hi]
+    assert r["curve"][0]["arch"] == str(run.space.min()) and r["curve"][-1]["arch"] == str(run.space.max())
+    curve = [Point(p["arch"], p["macs"], p["acc"]) for p in r["curve"]]
+    assert r["mean_pareto_acc"] == pytest.approx(mean_pareto_accuracy(curve, lo, hi))
+    for b in r["buckets"]:
+        if b["arch"] is not None:
+            assert b["lo"] <= b["macs"] <= b["hi"]
+    rows = list(csv.DictReader((out / "pareto.csv").open()))
+    assert len(rows) == len(r["evaluated"]) >= 8
+    assert {p["arch"] for p in r["curve"]} <= {row["arch"] for row in rows if row["bucket_winner"] == "True"} | {
+        r["smallest"]["arch"], r["largest"]["arch"]}
+    assert "Mean Pareto accuracy" in (out / "report.md").read_text()
+    assert (out / "pareto.png").stat().st_size > 1000
+    assert "mean Pareto accuracy" in capsys.readouterr().out
+    # second run: everything comes from eval/cache.json
+    calls = []
+    real = evaluate_mod.evaluate_arch
+    monkeypatch.setattr(evaluate_mod, "evaluate_arch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = evaluate_mod.evaluate_run(load_run(runs / "deps"), per_bucket=2, uniform=False, selection_images=100)
+    assert calls == [] and again["mean_pareto_acc"] == r["mean_pareto_acc"]
+
+
+def test_compare_table_and_plots(runs, tmp_path):
+    for name in ("deps", "bignas"):
+        if not (runs / name / "eval" / "pareto.json").exists():
+            evaluate_mod.evaluate_run(load_run(runs / name), per_bucket=2, uniform=False, selection_images=100)
+    rows = compare_runs([runs / "bignas", runs / "deps"], tmp_path / "cmp")
+    by = {r["strategy"]: r for r in rows}
+    assert by["deps"]["cost_ratio"] == pytest.approx(1.0)  # the DεpS run is the reference
+    assert by["bignas"]["cost_ratio"] == pytest.approx(by["bignas"]["device_hours"] / by["deps"]["device_hours"])
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| deps | deps |" in md and "| bignas | bignas |" in md and "mean Pareto acc" in md
+    table = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
+    assert [t["method"] for t in table] == ["bignas", "deps"]
+    assert (tmp_path / "cmp" / "fronts.png").stat().st_size > 1000
+    assert (tmp_path / "cmp" / "training.png").stat().st_size > 1000
+
+
+def test_missing_runs_and_evals_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(RunError, match="run .*nope not found"):
+        load_run(tmp_path / "nope")
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.yaml").write_text("name: x\n")
+    assert main(["eval", str(tmp_path / "half")]) == 2
+    assert "has no checkpoints/last.pt; train it first" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "half"), "--out", str(tmp_path / "c")]) == 2
+    assert "has no eval/pareto.json; run `onceforall eval" in capsys.readouterr().err
+
+
+def test_search_cli_respects_the_budget_and_measures(runs, capsys):
+    run = load_run(runs / "deps")
+    lo, hi = run.space.macs_range()
+    budget = lo + 0.4 * (hi - lo)
+    assert main(["search", str(runs / "deps"), "--macs", str(int(budget)), "--samples", "12", "--top", "2",
+                 "--selection-images", "100", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "predictor trained on" in out
+    found = json.loads(next((runs / "deps" / "search").glob("macs-*.json")).read_text())
+    assert len(found["candidates"]) == 2 and found["predictor"]["pairs"] >= 12
+    for c in found["candidates"]:
+        assert c["macs"] <= budget and run.space.macs(run.space.parse(c["arch"])) == c["macs"]
+        assert 0 <= c["measured_acc"] <= 100
+    assert main(["search", str(runs / "deps"), "--macs", "1k"]) == 2
+    err = capsys.readouterr().err
+    assert "is below the smallest subnet (" in err and err.count("\n") == 1
+    assert main(["search", str(runs / "deps"), "--macs", "lots"]) == 2
+    assert "budget 'lots' is not valid" in capsys.readouterr().err
+    assert main(["search", str(runs / "deps")]) == 2
+    assert "give exactly one budget" in capsys.readouterr().err
+
+
+def test_export_cli_round_trip(runs, tmp_path, capsys):
+    import torch
+
+    from onceforall.evaluate import accuracy
+    from onceforall.export import load_subnet, read_sidecar
+
+    assert main(["export", str(runs / "deps"), "--arch", "max", "--out", str(tmp_path), "--onnx"]) == 0
+    capsys.readouterr()
+    run = load_run(runs / "deps")
+    full = run.space.max()
+    side = read_sidecar(tmp_path / f"{full}.json")
+    assert side["macs"] == run.space.macs(full) and side["source"]["step"] == run.step
+    assert side["latency"]["backend"] == "torch" and side["latency"]["ms"] > 0
+    assert side["accuracy"]["top1"] > 20  # trained (chance is 10 %), so a wrong BN would show
+    sub = load_subnet(tmp_path / f"{full}.safetensors")
+    # the exported module is the BN-recalibrated subnet whose accuracy the sidecar states
+    assert accuracy(sub, run.data.val_full, torch.device("cpu")) == pytest.approx(side["accuracy"]["top1"], abs=1e-3)
+    assert (tmp_path / f"{full}.onnx").exists()
+    assert main(["export", str(runs / "deps"), "--arch", "r16_k9e3", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "arch 'r16_k9e3'" in err and err.count("\n") == 1
+    assert main(["export", str(runs / "deps")]) == 2
+    assert "give --arch" in capsys.readouterr().err
+
+
+def test_latency_table_cli(runs, tmp_path, capsys):
+    out = tmp_path / "lat.json"
+    assert main(["latency-table", "--run", str(runs / "deps"), "--out", str(out), "--check", "2", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "mean abs error" in text and out.exists()
+    assert main(["latency-table", "--space", "mbv3-cifar", "--backend", "tpu", "--out", str(out)]) == 2
+    assert "tpu" in capsys.readouterr().err

@@ -1,0 +1,424 @@
+"""Search: budgets, encoding, accuracy predictor, constrained evolution and random search."""
+
+import json
+import random
+import re
+import statistics
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import onceforall as ofa
+from onceforall.search import (
+    AccuracyPredictor,
+    encode,
+    evolutionary_search,
+    feature_dim,
+    format_cost,
+    parse_budget,
+    random_search,
+)
+from onceforall.spaces import Arch, iter_archs
+
+COUPLING = {2: 3, 3: 4, 4: 6}
+
+
+def base_space() -> ofa.Space:
+    return ofa.get_space("mbv3-cifar", width_mult=0.25, resolutions=(20, 24), num_classes=10, in_channels=1)
+
+
+def small_space() -> ofa.Space:
+    """15,552 archs: small enough to enumerate, varied enough (resolution, depth, kernel, expand)."""
+    return base_space().restrict(
+        depths=[(2,), (2, 3), (2,), (2,), (2, 3)],
+        kernels=[(3, 5), (3,), (3, 5, 7), (3,), (3,)],
+        expands=[(3,), (3, 6), (3,), (3, 4, 6), (3,)],
+    )
+
+
+def coupled_space() -> ofa.Space:
+    """4,536 archs of a CompOFA space (depth 2/3/4 -> expand 3/4/6)."""
+    return base_space().restrict(kernels=[(3, 5), (3,), (3,), (3,), (3,)], coupling=COUPLING)
+
+
+def gene_score(seed: int, low: float = 0.0):
+    """A synthetic accuracy: a random weight per (resolution), (stage, depth), (stage, block, kernel) and
+    (stage, block, expand) gene, summed over the active ones. Not monotone in MACs, unique optimum."""
+    rng, weights = random.Random(seed), {}
+
+    def weight(key) -> float:
+        if key not in weights:
+            weights[key] = rng.uniform(low, 1.0)
+        return weights[key]
+
+    def score(a: Arch) -> float:
+        s = weight(("r", a.resolution))
+        for i, (ks, es) in enumerate(zip(a.kernels, a.expands)):
+            s += weight(("d", i, len(ks)))
+            for b, (k, e) in enumerate(zip(ks, es)):
+                s += weight(("k", i, b, k)) + weight(("e", i, b, e))
+        return s
+
+    return score
+
+
+def batched(score):
+    return lambda archs: [score(a) for a in archs]
+
+
+def brute_force(archs, score, cost, budget):
+    """(best feasible arch, its score, second best feasible score, best arch of all)."""
+    feasible = sorted((a for a in archs if cost(a) <= budget), key=score, reverse=True)
+    return feasible[0], score(feasible[0]), score(feasible[1]), max(archs, key=score)
+
+
+@pytest.fixture(scope="module")
+def small():
+    space = small_space()
+    archs = list(iter_archs(space))
+    assert len(archs) == space.size == 15552
+    return space, archs, np.array([space.macs(a) for a in archs])
+
+
+def check_results(space, results, score, cost, budget):
+    archs = [a for a, _, _ in results]
+    assert len(set(archs)) == len(archs)
+    assert [s for _, s, _ in results] == sorted((s for _, s, _ in results), reverse=True)
+    for a, s, c in results:
+        assert space.contains(a)
+        assert c == cost(a) <= budget
+        assert s == pytest.approx(score(a))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Budgets
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("20M", 20e6), ("1.5G", 1.5e9), ("350k", 350e3), ("12345", 12345.0), (" 20m ", 20e6), ("350 K", 350e3),
+     ("2e6", 2e6), (".5G", 0.5e9), ("1T", 1e12), (20_000_000, 20e6), (1.5, 1.5)],
+)
+def test_parse_budget(text, value):
+    assert parse_budget(text) == pytest.approx(value)
+    assert isinstance(parse_budget(text), float)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "20X", "-5M", "0", "0k", "1..5M", "20MM", "M", "nan", "inf", "5 ms", None])
+def test_parse_budget_rejects(text):
+    with pytest.raises(ValueError, match=re.escape(f"budget {text!r}") + r".*expected .*k, M, G.*20M"):
+        parse_budget(text)
+
+
+def test_format_cost():
+    assert format_cost(7_123_456) == "7.12M MACs"
+    assert format_cost(3.4, "ms") == "3.40ms"
+    assert format_cost(12, "cycles") == "12.00 cycles"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Encoding
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_encode_fixed_length_and_one_hot_blocks():
+    space = base_space()
+    assert feature_dim(space) == 5 * 4 * (3 + 3) + 2
+    rng = random.Random(0)
+    for a in [space.min(), space.max()] + [space.sample(rng) for _ in range(300)]:
+        v = encode(space, a)
+        assert len(v) == feature_dim(space) and set(v) <= {0.0, 1.0}
+        pos = 0
+        for st, ks, es in zip(space.stages, a.kernels, a.expands):
+            for b in range(max(st.depths)):
+                kern = v[pos:pos + len(st.kernels)]
+                exp = v[pos + len(st.kernels):pos + len(st.kernels) + len(st.expands)]
+                pos += len(st.kernels) + len(st.expands)
+                active = b < len(ks)
+                assert sum(kern) == sum(exp) == (1 if active else 0)
+                if active:
+                    assert st.kernels[kern.index(1.0)] == ks[b] and st.expands[exp.index(1.0)] == es[b]
+        assert v[pos:] == [1.0 if r == a.resolution else 0.0 for r in space.resolutions]
+
+
+def test_encode_injective_over_a_whole_space_and_samples(small):
+    space, archs, _ = small
+    assert len({str(tuple(encode(space, a))) for a in archs}) == len(archs)
+    big, rng = base_space(), random.Random(1)
+    sampled = {big.sample(rng) for _ in range(3000)}
+    assert len({str(tuple(encode(big, a))) for a in sampled}) == len(sampled)
+
+
+def test_encode_coupled_space_and_rejects_foreign_archs():
+    space = base_space().restrict(coupling=COUPLING)
+    rng = random.Random(2)
+    sampled = {space.sample(rng) for _ in range(1000)}
+    codes = {str(tuple(encode(space, a))) for a in sampled}
+    assert len(codes) == len(sampled)
+    assert all(len(encode(space, a)) == feature_dim(space) for a in sampled)
+    a = Arch(20, ((3, 3),) * 5, ((3, 4),) * 5)  # depth 2 with an expand 4 breaks the coupling
+    assert base_space().contains(a)
+    with pytest.raises(ValueError, match="coupling"):
+        encode(space, a)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Accuracy predictor
+# ----------------------------------------------------------------------------------------------------
+
+
+def smooth_accuracy(a: Arch) -> float:
+    blocks = [(k, e) for ks, es in zip(a.kernels, a.expands) for k, e in zip(ks, es)]
+    return (60 + 3 * sum(e for _, e in blocks) / len(blocks) + 0.05 * sum(k for k, _ in blocks)
+            + 0.1 * a.resolution + 0.1 * len(blocks))
+
+
+@pytest.fixture(scope="module")
+def predictor_data():
+    space = ofa.get_space("mbv3-cifar", width_mult=0.25, resolutions=(20, 24, 28), num_classes=10, in_channels=1)
+    rng = random.Random(0)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(400)))
+    test = [a for a in dict.fromkeys(space.sample(rng) for _ in range(200)) if a not in set(archs)]
+    return space, archs, [smooth_accuracy(a) for a in archs], test
+
+
+def fit_small(space, archs, accs, epochs=100, **kw):
+    p = AccuracyPredictor(space, hidden=64, layers=3, seed=kw.pop("init_seed", 0))
+    return p, p.fit(archs, accs, epochs=epochs, **kw)
+
+
+@pytest.fixture(scope="module")
+def fitted(predictor_data):
+    space, archs, accs, _ = predictor_data
+    return fit_small(space, archs, accs, seed=3, batch_size=512)  # full batch: fast on a busy CPU
+
+
+def test_predictor_learns_a_smooth_target(predictor_data, fitted):
+    space, archs, accs, test = predictor_data
+    p, stats = fitted
+    std = statistics.pstdev(accs)
+    assert std > 0.8
+    assert stats["pairs"] == 400 and stats["heldout_pairs"] == 80
+    assert stats["heldout_rmse"] < 0.3 * std
+    assert stats["heldout_mae"] <= stats["heldout_rmse"]
+    assert 0.8 < stats["heldout_kendall_tau"] <= 1
+    assert stats["train_rmse"] < stats["heldout_rmse"]
+    pred = p.predict(test)
+    rmse = float(np.sqrt(np.mean((np.array(pred) - [smooth_accuracy(a) for a in test]) ** 2)))
+    assert rmse < 0.3 * std
+    assert p(test[:3]) == pred[:3] and p.predict([]) == []
+
+
+def test_predictor_is_deterministic_and_leaves_global_rngs_alone(predictor_data):
+    space, archs, accs, test = predictor_data
+    states = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    p1, stats1 = fit_small(space, archs, accs, epochs=10, seed=3)
+    assert torch.equal(states[0], torch.get_rng_state()) and states[1] == random.getstate()
+    assert np.array_equal(states[2], np.random.get_state()[1])
+    p2, stats2 = fit_small(space, archs, accs, epochs=10, seed=3)
+    assert stats1 == stats2 and p1.predict(test) == p2.predict(test)
+    assert p2.fit(archs, accs, epochs=10, seed=3) == stats1 and p2.predict(test) == p1.predict(test)  # from scratch
+    p3, stats3 = fit_small(space, archs, accs, epochs=10, seed=4)  # another split and batch order
+    assert stats3 != stats1 and p3.predict(test) != p1.predict(test)
+    p4, _ = fit_small(space, archs, accs, epochs=10, seed=3, init_seed=1)  # another initialisation
+    assert p4.predict(test) != p1.predict(test)
+
+
+def test_predictor_state_dict_round_trip_through_safetensors_and_json(predictor_data, fitted, tmp_path):
+    space, _, _, test = predictor_data
+    p, _ = fitted
+    state = p.state_dict()
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    plain = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+    assert tensors and set(plain) == {"base_acc", "hidden", "layers", "feature_dim", "encoding"}
+    save_file(tensors, tmp_path / "predictor.safetensors")
+    (tmp_path / "predictor.json").write_text(json.dumps(plain))
+    loaded = AccuracyPredictor(space, hidden=8, layers=1)  # rebuilt to the saved shape
+    loaded.load_state_dict({**load_file(tmp_path / "predictor.safetensors"),
+                            **json.loads((tmp_path / "predictor.json").read_text())})
+    assert loaded.predict(test) == p.predict(test)
+    with pytest.raises(ValueError, match="encoding"):
+        AccuracyPredictor(base_space()).load_state_dict(state)
+    with pytest.raises(ValueError, match="missing field 'base_acc'"):
+        AccuracyPredictor(space).load_state_dict({k: v for k, v in state.items() if k != "base_acc"})
+
+
+def test_kendall_tau():
+    from onceforall.search import _kendall_tau
+
+    assert _kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert _kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert _kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert _kendall_tau([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / np.sqrt(5 * 6))  # tau-b with a tie
+    assert _kendall_tau([1, 1, 1], [1, 2, 3]) == 0.0
+
+
+def test_predictor_errors_and_tiny_heldout(predictor_data):
+    space, archs, accs, _ = predictor_data
+    p = AccuracyPredictor(space, hidden=16, layers=2)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        p.predict(archs[:2])
+    with pytest.raises(ValueError, match="3 .* pairs is too few; need at least 4"):
+        p.fit(archs[:3], accs[:3])
+    with pytest.raises(ValueError, match="4 archs but 3 accuracies"):
+        p.fit(archs[:4], accs[:3])
+    stats = p.fit(archs[:20], accs[:20], epochs=5)  # 4 held out: no held-out metrics
+    assert stats["heldout_pairs"] == 4 and stats["pairs"] == 20
+    assert stats["heldout_rmse"] is stats["heldout_mae"] is stats["heldout_kendall_tau"] is None
+    assert stats["train_rmse"] is not None and len(p.predict(archs[:5])) == 5
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evolutionary search
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("percentile", [30, 60])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_evolution_finds_the_known_optimum(small, percentile, seed):
+    space, archs, macs = small
+    score = gene_score(0)
+    budget = float(np.percentile(macs, percentile))
+    best, best_score, second, best_overall = brute_force(archs, score, space.macs, budget)
+    assert space.macs(best_overall) > budget  # the budget binds
+    assert best_score > second  # unique optimum
+    results = evolutionary_search(space, batched(score), space.macs, budget, seed=seed)
+    assert results[0][0] == best and results[0][1] == pytest.approx(best_score)
+    assert len(results) > 300
+    check_results(space, results, score, space.macs, budget)
+
+
+def test_evolution_is_deterministic_batched_and_cached(small):
+    space, _, macs = small
+    score, budget, calls = gene_score(1), float(np.percentile(macs, 50)), []
+
+    def score_fn(archs):
+        assert isinstance(archs, list)
+        calls.append(list(archs))
+        return [score(a) for a in archs]
+
+    kw = dict(seed=5, population=40, generations=10)
+    r1 = evolutionary_search(space, score_fn, space.macs, budget, **kw)
+    assert len(calls) == 11  # initial population + one batch per generation
+    flat = [a for c in calls for a in c]
+    assert len(flat) == len(set(flat)) == len(r1)  # no arch scored twice
+    assert len(calls[0]) == 40
+    r2 = evolutionary_search(space, batched(score), space.macs, budget, **kw)
+    assert r1 == r2
+    r3 = evolutionary_search(space, batched(score), space.macs, budget, **{**kw, "seed": 6})
+    assert r3 != r1
+    seen = []
+    evolutionary_search(space, batched(score), space.macs, budget, progress=lambda *a: seen.append(a), **kw)
+    assert [g for g, *_ in seen] == list(range(11))
+    assert seen[-1] == (10, *r1[0]) and [s for _, _, s, _ in seen] == sorted(s for _, _, s, _ in seen)
+
+
+@pytest.mark.parametrize("mutation_ratio", [0.0, 1.0])
+def test_crossover_alone_and_mutation_alone_make_new_archs(small, mutation_ratio):
+    space, _, macs = small
+    budget = float(np.percentile(macs, 50))
+    results = evolutionary_search(space, batched(gene_score(0)), space.macs, budget, population=40, generations=5,
+                                  mutation_ratio=mutation_ratio, max_tries=20)
+    assert len(results) > 40 + 4 * 5  # children that are neither over budget nor copies of a member
+
+
+def test_budget_below_the_smallest_subnet_is_an_error(small):
+    space, _, _ = small
+    smallest = space.macs(space.min())
+    msg = f"budget {(smallest - 1e5) / 1e6:.2f}M is below the smallest subnet ({smallest / 1e6:.2f}M MACs)"
+    for search in (evolutionary_search, lambda *a: random_search(*a, n=5)):
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            search(space, batched(gene_score(0)), space.macs, smallest - 1e5)
+
+
+def test_budget_of_exactly_the_smallest_subnet(small):
+    space, _, _ = small
+    smallest = space.min()
+    budget = space.macs(smallest)
+    results = evolutionary_search(space, batched(gene_score(0)), space.macs, budget, generations=3, max_tries=50)
+    assert results[0][0] == smallest and all(c <= budget for _, _, c in results)
+    assert random_search(space, batched(gene_score(0)), space.macs, budget, n=3, max_tries=50)[0][0] == smallest
+
+
+def test_evolution_with_a_latency_cost(small):
+    space, archs, _ = small
+    rng = random.Random(7)
+    table = {}
+    for s, st in enumerate(space.stages):
+        for b in range(max(st.depths)):
+            for k in st.kernels:
+                for e in st.expands:
+                    table[s, b, k, e] = rng.uniform(0.05, 0.3)
+
+    def latency(a: Arch) -> float:  # ms: not proportional to MACs
+        blocks = sum(table[s, b, k, e] for s, (ks, es) in enumerate(zip(a.kernels, a.expands))
+                     for b, (k, e) in enumerate(zip(ks, es)))
+        return 0.4 + blocks * (a.resolution / 20) ** 1.5
+
+    lat = np.array([latency(a) for a in archs])
+    budget = float(np.percentile(lat, 40))
+    score = gene_score(3)
+    best, best_score, second, best_overall = brute_force(archs, score, latency, budget)
+    assert latency(best_overall) > budget and best_score > second
+    results = evolutionary_search(space, batched(score), latency, budget, seed=0, unit="ms")
+    assert results[0][0] == best
+    check_results(space, results, score, latency, budget)
+    low = latency(space.min())
+    with pytest.raises(ValueError, match=re.escape(f"budget 0.50ms is below the smallest subnet ({low:.2f}ms)")):
+        evolutionary_search(space, batched(score), latency, 0.5, unit="ms")
+
+
+def test_evolution_in_a_coupled_space():
+    space = coupled_space()
+    archs = list(iter_archs(space))
+    assert len(archs) == space.size == 4536
+    score = gene_score(3, low=-1.0)
+    budget = float(np.percentile([space.macs(a) for a in archs], 50))
+    best, best_score, second, best_overall = brute_force(archs, score, space.macs, budget)
+    assert space.macs(best_overall) > budget and best_score > second
+    results = evolutionary_search(space, batched(score), space.macs, budget, seed=0)
+    assert results[0][0] == best
+    check_results(space, results, score, space.macs, budget)  # contains() checks the coupling
+    for a, _, _ in results:
+        for ks, es in zip(a.kernels, a.expands):
+            assert set(es) == {COUPLING[len(ks)]}
+    assert len({a.depths for a, _, _ in results}) > 10  # depths do move
+
+
+def test_evolution_rejects_bad_settings(small):
+    space, _, _ = small
+    args = (space, batched(gene_score(0)), space.macs, space.macs(space.max()))
+    for kw, name in [({"population": 1}, "population"), ({"parent_ratio": 0}, "parent_ratio"),
+                     ({"mutate_prob": 1.5}, "mutate_prob"), ({"max_tries": 0}, "max_tries")]:
+        with pytest.raises(ValueError, match=f"{name}: .* is not valid"):
+            evolutionary_search(*args, **kw)
+    with pytest.raises(ValueError, match="returned 1 scores for 100 archs"):
+        evolutionary_search(space, lambda archs: [0.0], space.macs, space.macs(space.max()))
+
+
+def test_evolution_with_the_predictor_as_score(predictor_data, fitted):
+    space, _, _, _ = predictor_data
+    p, _ = fitted
+    budget = float(np.mean(space.macs_range()))
+    results = evolutionary_search(space, p.predict, space.macs, budget, population=30, generations=5)
+    check_results(space, results, lambda a: p.predict([a])[0], space.macs, budget)
+    assert smooth_accuracy(results[0][0]) > np.percentile(
+        [smooth_accuracy(a) for a, _, _ in results], 90)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Random search
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_random_search(small):
+    space, _, macs = small
+    score, budget = gene_score(0), float(np.percentile(macs, 30))
+    results = random_search(space, batched(score), space.macs, budget, n=50, seed=1)
+    assert len(results) == 50
+    check_results(space, results, score, space.macs, budget)
+    assert results == random_search(space, batched(score), space.macs, budget, n=50, seed=1)
+    assert results != random_search(space, batched(score), space.macs, budget, n=50, seed=2)

@@ -279,9 +279,26 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze_gradients(args: argparse.Namespace) -> int:
+    """Per-layer gradients with and without (ε-)shrinking at a checkpoint, and the first shrinking steps."""
+    from .gradients import analyze_gradients
+    from .runs import load_run
+
+    s = analyze_gradients(load_run(args.run), checkpoint=args.checkpoint, batches=args.batches, eps=args.eps,
+                          steps=args.steps, out_dir=args.out)
+    print(f"step {s['step']} ({s['checkpoint']}), {s['layers']} layers, {s['batches']} minibatches:")
+    print(f"  mean cos(G_noShrink, G_Shrink)    {s['mean_cos_shrink']:.3f}   mean norm ratio "
+          f"{s['mean_norm_ratio_shrink']:.2f}")
+    print(f"  mean cos(G_noShrink, G_Shrink(ε)) {s['mean_cos_shrink_eps']:.3f}   mean norm ratio "
+          f"{s['mean_norm_ratio_shrink_eps']:.2f}   (ε = {s['eps']:g})")
+    print(f"wrote {s['out']}/layers.csv, layers.png, steps.csv, steps.png, summary.json")
+    return 0
+
+
 # Overrides that may change when resuming (they do not change what is computed).
 RESUME_SAFE = ("train.log_every", "train.progress", "train.tensorboard", "train.threads", "data.workers",
-               "train.stop_after_steps", "train.checkpoint_every_steps", "data.eval_batch_size")
+               "train.stop_after_steps", "train.checkpoint_every_steps", "train.eval_every_steps",
+               "data.eval_batch_size")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -408,6 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_latency_table)
+
+    p = sub.add_parser("analyze-gradients", help="gradients with/without (ε-)shrinking per layer (paper Fig. 3, 4)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint name in RUN/checkpoints (e.g. epoch-005) or a path; default last")
+    p.add_argument("--batches", type=int, default=4, help="minibatches averaged for the per-layer figures")
+    p.add_argument("--eps", type=float, default=1e-3, help="ε of G_Shrink(ε) (paper Fig. 3: 0.001)")
+    p.add_argument("--steps", type=int, default=40, help="shrinking steps traced with and without ε")
+    p.add_argument("--out", default=None, help="output folder (default RUN/gradients)")
+    p.set_defaults(func=cmd_analyze_gradients)
 
     p = sub.add_parser("presets", help="list the config presets")
     p.set_defaults(func=cmd_presets)

@@ -161,6 +161,8 @@ class TrainConfig:
     """Write a step row to metrics.jsonl every this many steps."""
     eval_every: int = 1
     """Validate the full model and the smallest subnet every this many epochs (0: only at the end)."""
+    eval_every_steps: int = 0
+    """Also validate every this many steps (0: off); for curves around the shrink start (paper Fig. 7)."""
     checkpoint_every: int = 1
     """Save checkpoints/last.pt every this many epochs (and always at the end)."""
     checkpoint_every_steps: int = 0
@@ -232,6 +234,7 @@ _RANGES: dict[str, tuple[float | None, float | None, str]] = {
     "train.threads": (1, None, ">= 1"),
     "train.log_every": (1, None, ">= 1"),
     "train.eval_every": (0, None, ">= 0"),
+    "train.eval_every_steps": (0, None, ">= 0"),
     "train.checkpoint_every": (1, None, ">= 1"),
     "train.checkpoint_every_steps": (0, None, ">= 0"),
     "train.price_per_device_hour": (0, None, ">= 0"),

@@ -434,8 +434,11 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
                     if done % t_cfg.checkpoint_every == 0 or t == total:
                         save(f"epoch-{done:03d}" if t_cfg.keep_checkpoints else None)
                     tic = time.perf_counter()
-                elif t_cfg.checkpoint_every_steps and t % t_cfg.checkpoint_every_steps == 0:
-                    save()
+                else:
+                    if t_cfg.eval_every_steps and t % t_cfg.eval_every_steps == 0:
+                        validate(t / spe)
+                    if t_cfg.checkpoint_every_steps and t % t_cfg.checkpoint_every_steps == 0:
+                        save()
                     tic = time.perf_counter()
                 if stop.raised is not None or (t_cfg.stop_after_steps is not None and t >= t_cfg.stop_after_steps):
                     summary["stopped"] = True

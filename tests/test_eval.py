@@ -20,7 +20,7 @@ pytestmark = needs_fashion
 TINY = [
     "data.train_subset=256", "data.eval_subset=64", "data.bn_images=64", "data.eval_batch_size=128",
     "data.image_size=16", "model.width_mult=0.25", "model.resolutions=[16]", "train.batch_size=32",
-    "train.epochs=2", "train.threads=1", "data.val_split=300",
+    "train.epochs=2", "train.threads=1", "data.val_split=300", "train.keep_checkpoints=true",
 ]
 
 
@@ -147,3 +147,24 @@ def test_latency_table_cli(runs, tmp_path, capsys):
     assert "mean abs error" in text and out.exists()
     assert main(["latency-table", "--space", "mbv3-cifar", "--backend", "tpu", "--out", str(out)]) == 2
     assert "tpu" in capsys.readouterr().err
+
+
+def test_analyze_gradients(runs, tmp_path, capsys):
+    assert main(["analyze-gradients", str(runs / "deps"), "--checkpoint", "epoch-001", "--batches", "2",
+                 "--steps", "4", "--out", str(tmp_path / "g")]) == 0
+    assert "mean cos(G_noShrink, G_Shrink(ε))" in capsys.readouterr().out
+    layers = list(csv.DictReader((tmp_path / "g" / "layers.csv").open()))
+    assert len(layers) > 20
+    for r in layers:  # ε = 1e-3: the ε-shrinking gradient is the full model's, up to 0.1 % of the subnets'
+        assert float(r["cos_shrink_eps"]) > 0.99
+        assert float(r["norm_shrink_eps"]) == pytest.approx(float(r["norm_no_shrink"]), rel=0.02)
+    assert sum(float(r["cos_shrink"]) for r in layers) < sum(float(r["cos_shrink_eps"]) for r in layers)
+    steps = list(csv.DictReader((tmp_path / "g" / "steps.csv").open()))
+    eps_rows = [r for r in steps if r["variant"] == "eps_shrinking"]
+    no_eps = [r for r in steps if r["variant"] == "no_eps"]
+    assert len(eps_rows) == len(no_eps) == 4
+    assert all(float(r["eps"]) == 1.0 for r in no_eps)
+    assert [float(r["eps"]) for r in eps_rows] == sorted(float(r["eps"]) for r in eps_rows)
+    assert (tmp_path / "g" / "layers.png").exists() and (tmp_path / "g" / "steps.png").exists()
+    assert main(["analyze-gradients", str(runs / "deps")]) == 2  # last.pt: nothing left to trace
+    assert "is at the end of the run; pass --checkpoint epoch-NNN" in capsys.readouterr().err

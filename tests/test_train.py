@@ -95,6 +95,14 @@ def test_resume_is_bitwise_identical(tmp_path):
     assert strip(_rows(tmp_path / "straight", "eval")) == strip(_rows(tmp_path / "split", "eval"))
 
 
+def test_validation_every_n_steps_does_not_change_training(tmp_path):
+    train(_cfg(), tmp_path / "plain")
+    train(_cfg("train.eval_every_steps=3"), tmp_path / "fine")
+    _assert_same_state(tmp_path / "plain" / "checkpoints" / "last.pt", tmp_path / "fine" / "checkpoints" / "last.pt")
+    # every 3 steps, plus the end of each epoch (step 8) and the final evaluation (step 16)
+    assert [e["step"] for e in _rows(tmp_path / "fine", "eval")] == [3, 6, 8, 9, 12, 15, 16]
+
+
 def test_sigkill_mid_epoch_then_resume_finishes(tmp_path):
     run = tmp_path / "killed"
     args = ["train", "--config", "fashion-mnist-quick", "--name", "killed", "--out-dir", str(tmp_path), *TINY,

@@ -1,0 +1,205 @@
+"""Reproduce the paper's comparison (Table 2, Fig. 5) and ablations (Fig. 7) at CPU scale on Fashion-MNIST.
+
+    python benchmarks/reproduce.py                      # the 5 methods at the benchmark size (~2 h on 2 cores)
+    python benchmarks/reproduce.py --quick --seeds 0,1,2  # the --quick variant with 3 seeds (~20 min each)
+    python benchmarks/reproduce.py --ablations          # DεpS ablations: shrink start, ε on/off, IKD warm-up
+    python benchmarks/reproduce.py --quick --ablations  # the ablations at the --quick size
+    python benchmarks/reproduce.py --only deps,bignas   # a subset of the methods
+
+Every training is a separate `onceforall train` process writing to <out>/runs/<name>; a killed benchmark
+continues where it stopped when run again (finished runs are skipped, unfinished ones resumed from their
+last checkpoint, saved every epoch and every 100 steps). Then every run is evaluated (`onceforall eval`,
+cached) and compared (`onceforall compare`); with several seeds a table of mean ± standard deviation per
+method is written too. Results go to <out>/ (default benchmarks/results/<full|quick>[-ablations]).
+
+The ablation runs (deps included, trained again) also validate the full model 8 times per epoch, so the
+effect of ε-Shrinking on the full model right after the shrink start is visible: <out>/shrink-start-s<seed>.png
+and .md (accuracy just before the shrink start and its lowest value in the epoch after it).
+
+Budgets follow the paper's Table 2 epoch counts relative to DεpS: full-only 1x, BigNAS 1.5x (400/270),
+OFA-PS 2.2x (605/270), CompOFA 1.2x (330/270).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METHODS = {  # name -> (preset, epochs relative to DεpS)
+    "full-only": ("fashion-mnist-full-only", 1.0),
+    "deps": ("fashion-mnist", 1.0),
+    "bignas": ("fashion-mnist-bignas", 1.5),
+    "ofa-ps": ("fashion-mnist-ofa-ps", 2.2),
+    "compofa": ("fashion-mnist-compofa", 1.2),
+}
+
+# DεpS variants of the paper's ablations (Fig. 7), relative to the main deps run.
+ABLATIONS = {
+    "deps-shrink-0.25": ["strategy.shrink_start=0.25"],
+    "deps-shrink-0.75": ["strategy.shrink_start=0.75"],
+    "deps-no-eps": ["strategy.eps_shrinking=false"],
+    "deps-inplace-kd": ["strategy.fm_warmup=false"],  # in-place KD from step 0 instead of IKD-Warmup
+}
+
+FULL = {"epochs": 10, "train_subset": 30000}
+QUICK = {"epochs": 4, "train_subset": 10000}
+
+
+def sh(cmd: list[str], log: Path) -> None:
+    """Run a onceforall command, appending its output to ``log``; stop the benchmark if it fails."""
+    with log.open("a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if code != 0:
+        sys.exit(f"failed ({code}): {' '.join(cmd)}; see {log}")
+
+
+def finished(run: Path) -> bool:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()] if (
+        run / "metrics.jsonl").exists() else []
+    return any(r["event"] == "end" for r in rows) and (run / "cost.json").exists()
+
+
+def train_run(name: str, preset: str, overrides: list[str], out: Path, log: Path, threads: int) -> Path:
+    run = out / "runs" / name
+    ofa = [sys.executable, "-m", "onceforall"]
+    if finished(run):
+        print(f"  {name}: done", flush=True)
+    elif (run / "checkpoints" / "last.pt").exists():
+        print(f"  {name}: resuming", flush=True)
+        sh([*ofa, "train", "--resume", str(run), "train.progress=off"], log)
+    else:
+        print(f"  {name}: training ({preset} {' '.join(overrides)})", flush=True)
+        sh([*ofa, "train", "--config", preset, "--name", name, "--out-dir", str(out / "runs"), *overrides,
+            f"train.threads={threads}", "train.progress=off", "train.checkpoint_every_steps=100",
+            "train.keep_checkpoints=true"], log)
+    return run
+
+
+def summarize(out: Path, names_by_seed: dict[int, list[str]]) -> None:
+    """Mean ± std over seeds of each method's numbers (from each seed's compare.csv)."""
+    import csv
+
+    per_method: dict[str, list[dict]] = {}
+    for seed in names_by_seed:
+        for row in csv.DictReader((out / f"compare-s{seed}" / "compare.csv").open()):
+            per_method.setdefault(row["method"].rsplit("-s", 1)[0], []).append(row)  # "deps-s0" -> "deps"
+    keys = ["wall_min", "device_hours", "cost_ratio", "smallest_acc", "largest_acc", "mean_pareto_acc"]
+    lines = ["| method | seeds | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for method, rows in per_method.items():
+        cells = []
+        for k in keys:
+            vals = [float(r[k]) for r in rows if r[k] not in ("", "None")]
+            if not vals:
+                cells.append("–")
+            elif len(vals) == 1:
+                cells.append(f"{vals[0]:.3f}")
+            else:
+                cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}")
+        lines.append(f"| {method} | {len(rows)} | " + " | ".join(cells) + " |")
+    (out / "seeds.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _evals(run: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["event"] == "eval" and not r.get("final")]
+
+
+def shrink_start_drop(out: Path, seed: int) -> None:
+    """Full model's validation accuracy around the shrink start, with and without ε-Shrinking (paper Fig. 7)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from onceforall.config import load_config
+
+    start = load_config(str(out / "runs" / f"deps-s{seed}" / "config.yaml")).strategy.shrink_start
+    epochs = max(r["epoch"] for r in _evals(out / "runs" / f"deps-s{seed}"))
+    at = start * round(epochs)
+    lines = [f"Full model's validation accuracy around the shrink start (epoch {at:g}), seed {seed}:", "",
+             "| run | acc. before | lowest in the epoch after | drop (points) | acc. 1 epoch after |",
+             "|---|---|---|---|---|"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in ("deps", "deps-no-eps"):
+        ev = _evals(out / "runs" / f"{name}-s{seed}")
+        xs, ys = [r["epoch"] for r in ev], [100 * r["acc_full"] for r in ev]
+        ax.plot(xs, ys, marker=".", label="ε-Shrinking (deps)" if name == "deps" else "no ε (deps-no-eps)")
+        before = [y for x, y in zip(xs, ys) if x <= at + 1e-9][-1]
+        after = [y for x, y in zip(xs, ys) if at < x <= at + 1 + 1e-9]
+        lines.append(f"| {name} | {before:.2f} | {min(after):.2f} | {before - min(after):.2f} | {after[-1]:.2f} |")
+    ax.axvline(at, color="grey", ls="--", lw=1)
+    ax.set_xlim(max(0, at - 1), min(epochs, at + 1.5))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("full model validation accuracy (%)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / f"shrink-start-s{seed}.png", dpi=120)
+    plt.close(fig)
+    (out / f"shrink-start-s{seed}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help=f"{QUICK['train_subset']} images, {QUICK['epochs']} DεpS epochs")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
+    p.add_argument("--only", help="comma-separated methods (default all five)")
+    p.add_argument("--ablations", action="store_true", help="run the DεpS ablations instead of the five methods")
+    p.add_argument("--out", help="output folder (default benchmarks/results/<full|quick>)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    size = QUICK if args.quick else FULL
+    out = Path(args.out or f"benchmarks/results/{'quick' if args.quick else 'full'}"
+               f"{'-ablations' if args.ablations else ''}")
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "log.txt"
+    seeds = [int(s) for s in args.seeds.split(",")]
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    ofa = [sys.executable, "-m", "onceforall"]
+    if args.ablations:
+        jobs = {"deps": ("fashion-mnist", [])} | {n: ("fashion-mnist", o) for n, o in ABLATIONS.items()}
+        every = max(1, round(size["train_subset"] / 128 / 8))  # 8 validations per epoch at batch 128
+        jobs = {n: (preset, [*o, f"train.epochs={size['epochs']}", f"train.eval_every_steps={every}"])
+                for n, (preset, o) in jobs.items()}
+    else:
+        chosen = args.only.split(",") if args.only else list(METHODS)
+        bad = [m for m in chosen if m not in METHODS]
+        if bad:
+            sys.exit(f"--only: unknown method '{bad[0]}'; valid: {', '.join(METHODS)}")
+        jobs = {m: (METHODS[m][0], [f"train.epochs={round(size['epochs'] * METHODS[m][1])}"]) for m in chosen}
+    started = time.time()
+    names_by_seed = {}
+    for seed in seeds:
+        print(f"seed {seed}:", flush=True)
+        names = []
+        for name, (preset, overrides) in jobs.items():
+            run_name = f"{name}-s{seed}"
+            run = train_run(run_name, preset, [*overrides, f"data.train_subset={size['train_subset']}",
+                                               f"train.seed={seed}"], out, log, args.threads)
+            if not (run / "eval" / "pareto.json").exists():
+                print(f"  {run_name}: evaluating", flush=True)
+                sh([*ofa, "eval", str(run), "--quiet", "--threads", str(args.threads)], log)
+            names.append(run_name)
+        sh([*ofa, "compare", *[str(out / "runs" / n) for n in names], "--out", str(out / f"compare-s{seed}")], log)
+        names_by_seed[seed] = names
+        print((out / f"compare-s{seed}" / "compare.md").read_text().split("\n\n![")[0], flush=True)
+        if args.ablations:
+            shrink_start_drop(out, seed)
+    if len(seeds) > 1:
+        summarize(out, names_by_seed)
+    print(f"done in {(time.time() - started) / 60:.1f} min; results in {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

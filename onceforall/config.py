@@ -322,6 +322,8 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{key}: {value!r} is not valid; expected a number")
         return float(value)
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans: `train.progress=off`
+            return "on" if value else "off"
         if not isinstance(value, str):
             raise ConfigError(f"{key}: {value!r} is not valid; expected a string")
         return value

@@ -36,6 +36,9 @@ def test_dotted_overrides_are_typed():
                                               "model.resolutions=[16, 24]", "data.root=/tmp/x"])
     assert cfg.train.epochs == 3 and cfg.strategy.shrink_start == 0.25 and cfg.optim.grad_clip == 5.0
     assert cfg.model.resolutions == [16, 24] and cfg.data.root == "/tmp/x"
+    # YAML 1.1 reads off/on as booleans; string fields take them back as written
+    assert load_config("fashion-mnist-quick", ["train.progress=off"]).train.progress == "off"
+    assert load_config("fashion-mnist-quick", ["train.progress=on"]).train.progress == "on"
 
 
 @pytest.mark.parametrize(

@@ -131,7 +131,7 @@ def shrink_start_drop(out: Path, seed: int) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in ("deps", "deps-no-eps"):
         ev = _evals(out / "runs" / f"{name}-s{seed}")
-        xs, ys = [r["epoch"] for r in ev], [100 * r["acc_full"] for r in ev]
+        xs, ys = [r["epoch"] for r in ev], [r["acc_full"] for r in ev]
         ax.plot(xs, ys, marker=".", label="ε-Shrinking (deps)" if name == "deps" else "no ε (deps-no-eps)")
         before = [y for x, y in zip(xs, ys) if x <= at + 1e-9][-1]
         after = [y for x, y in zip(xs, ys) if at < x <= at + 1 + 1e-9]

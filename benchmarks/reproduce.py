@@ -91,7 +91,8 @@ def summarize(out: Path, names_by_seed: dict[int, list[str]]) -> None:
     for seed in names_by_seed:
         for row in csv.DictReader((out / f"compare-s{seed}" / "compare.csv").open()):
             per_method.setdefault(row["method"].rsplit("-s", 1)[0], []).append(row)  # "deps-s0" -> "deps"
-    keys = ["wall_min", "device_hours", "cost_ratio", "smallest_acc", "largest_acc", "mean_pareto_acc"]
+    keys = ["epochs", "wall_min", "device_hours", "dollars", "cost_ratio", "smallest_acc", "smallest_macs",
+            "largest_acc", "largest_macs", "mean_pareto_acc"]
     lines = ["| method | seeds | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for method, rows in per_method.items():
         cells = []
@@ -99,6 +100,8 @@ def summarize(out: Path, names_by_seed: dict[int, list[str]]) -> None:
             vals = [float(r[k]) for r in rows if r[k] not in ("", "None")]
             if not vals:
                 cells.append("–")
+            elif k.endswith("_macs") or k == "epochs":  # the same for every seed
+                cells.append(f"{vals[0] / 1e6:.2f}M" if k.endswith("_macs") else f"{vals[0]:g}")
             elif len(vals) == 1:
                 cells.append(f"{vals[0]:.3f}")
             else:
@@ -126,8 +129,9 @@ def shrink_start_drop(out: Path, seed: int) -> None:
     epochs = max(r["epoch"] for r in _evals(out / "runs" / f"deps-s{seed}"))
     at = start * round(epochs)
     lines = [f"Full model's validation accuracy around the shrink start (epoch {at:g}), seed {seed}:", "",
-             "| run | acc. before | lowest in the epoch after | drop (points) | acc. 1 epoch after |",
-             "|---|---|---|---|---|"]
+             "| run | acc. before | lowest in the epoch after | drop (points) | mean in the epoch after "
+             "| acc. 1 epoch after |", "|---|---|---|---|---|---|"]
+    shown: list[float] = []
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in ("deps", "deps-no-eps"):
         ev = _evals(out / "runs" / f"{name}-s{seed}")
@@ -135,9 +139,12 @@ def shrink_start_drop(out: Path, seed: int) -> None:
         ax.plot(xs, ys, marker=".", label="ε-Shrinking (deps)" if name == "deps" else "no ε (deps-no-eps)")
         before = [y for x, y in zip(xs, ys) if x <= at + 1e-9][-1]
         after = [y for x, y in zip(xs, ys) if at < x <= at + 1 + 1e-9]
-        lines.append(f"| {name} | {before:.2f} | {min(after):.2f} | {before - min(after):.2f} | {after[-1]:.2f} |")
+        lines.append(f"| {name} | {before:.2f} | {min(after):.2f} | {before - min(after):.2f} | "
+                     f"{statistics.mean(after):.2f} | {after[-1]:.2f} |")
+        shown += [y for x, y in zip(xs, ys) if at - 1 <= x <= at + 1.5]
     ax.axvline(at, color="grey", ls="--", lw=1)
     ax.set_xlim(max(0, at - 1), min(epochs, at + 1.5))
+    ax.set_ylim(min(shown) - 1, max(shown) + 1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("full model validation accuracy (%)")
     ax.legend()

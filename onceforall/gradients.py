@@ -79,6 +79,9 @@ def analyze_gradients(run, *, checkpoint: str | None = None, batches: int = 4, e
     spe = data.train.steps_per_epoch
     o = cfg.optim
     schedule = Schedule(cfg.train.epochs, spe, o.lr, int(round(o.warmup_epochs * spe)), o.min_lr)
+    if start >= schedule.total_steps:  # before any work: Fig. 4 needs steps left to trace
+        raise ValueError(f"checkpoint {ck_path} is at the end of the run; pass --checkpoint epoch-NNN (saved with "
+                         "train.keep_checkpoints=true), e.g. the one where shrinking starts")
     scfg = dataclasses.replace(cfg.strategy, name="deps")
     strategy = get_strategy(scfg, run.space, schedule, cfg.train.seed)
     fmt = run.memory_format
@@ -105,9 +108,6 @@ def analyze_gradients(run, *, checkpoint: str | None = None, batches: int = 4, e
 
     # Fig. 4: `steps` optimizer steps from this checkpoint with shrinking starting right there, with and
     # without ε-Shrinking (the same batches, archs and dropout in both)
-    if start >= schedule.total_steps:
-        raise ValueError(f"checkpoint {ck_path} is at the end of the run; pass --checkpoint epoch-NNN (saved with "
-                         "train.keep_checkpoints=true), e.g. the one where shrinking starts")
     trace = {}
     for label, eps_on in (("eps_shrinking", True), ("no_eps", False)):
         model = copy.deepcopy(net).train()

@@ -99,6 +99,15 @@ def _check_positive(name: str, value: Any, minimum: int = 1) -> None:
         raise ValueError(f"{name}: {value!r} is not valid; must be an integer >= {minimum}")
 
 
+def _check_timing(backend: str, threads: Any, batch: Any, repeats: Any, warmup: Any) -> None:
+    """The arguments every timing function shares: a known backend, positive counts."""
+    _check_backend(backend)
+    _check_positive("threads", threads)
+    _check_positive("batch", batch)
+    _check_positive("repeats", repeats)
+    _check_positive("warmup", warmup, 0)
+
+
 def _device_name(backend: str) -> str:
     return device_name("cuda" if backend == "cuda" else "cpu")
 
@@ -360,11 +369,7 @@ def build_latency_table(
     sweeps. ``progress`` gets one line per measured layer (and, for onnxruntime, one per exported layer).
     Torch threads are set for the duration and restored.
     """
-    _check_backend(backend)
-    _check_positive("threads", threads)
-    _check_positive("batch", batch)
-    _check_positive("repeats", repeats)
-    _check_positive("warmup", warmup, 0)
+    _check_timing(backend, threads, batch, repeats, warmup)
     if resolutions is None:
         res = tuple(space.resolutions)
     else:
@@ -423,11 +428,7 @@ def _measure_archs(space: Space, archs: Sequence[Arch], *, backend: str = "torch
                    repeats: int = 30, warmup: int = 5) -> list[float]:
     """Whole-network medians of several archs, timed round-robin in groups (per repeat, each arch runs once
     untimed then once timed), so a slow spell of a shared machine is spread over all of them."""
-    _check_backend(backend)
-    _check_positive("threads", threads)
-    _check_positive("batch", batch)
-    _check_positive("repeats", repeats)
-    _check_positive("warmup", warmup, 0)
+    _check_timing(backend, threads, batch, repeats, warmup)
     for arch in archs:
         space.validate(arch)
     result = []

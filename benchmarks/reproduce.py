@@ -47,7 +47,7 @@ ABLATIONS = {
     "deps-inplace-kd": ["strategy.fm_warmup=false"],  # in-place KD from step 0 instead of IKD-Warmup
 }
 
-FULL = {"epochs": 10, "train_subset": 30000}
+FULL = {"epochs": 10, "train_subset": 24000}
 QUICK = {"epochs": 4, "train_subset": 10000}
 
 

@@ -10,6 +10,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+from .runs import read_metrics
+
 __all__ = ["compare_runs", "write_run_report"]
 
 
@@ -119,7 +121,7 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
             raise ValueError(f"run {d} has no cost.json; it never finished a training session")
         r, c = json.loads(pj.read_text()), json.loads(cost_path.read_text())
         results.append(r)
-        metrics.append([json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()])
+        metrics.append(read_metrics(d))
         rows.append({
             "method": d.name, "strategy": r["strategy"], "epochs": c["epochs"], "wall_min": c["wall_seconds"] / 60,
             "s_per_epoch": c["seconds_per_epoch"], "device_hours": c["device_hours"], "dollars": c["dollars"],

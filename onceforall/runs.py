@@ -14,7 +14,7 @@ from .config import Config, load_config
 from .spaces import Space, get_space
 from .supernet import Supernet, build_supernet
 
-__all__ = ["LoadedRun", "RunError", "load_run"]
+__all__ = ["LoadedRun", "RunError", "load_run", "read_metrics"]
 
 
 class RunError(ValueError):
@@ -61,10 +61,16 @@ class LoadedRun:
         return json.loads(path.read_text()) if path.exists() else None
 
     def metrics(self) -> list[dict]:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_metrics(self.run_dir)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (one dict per event: step, eval, phase, end, ...), oldest first;
+    empty if the run has not logged anything yet."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:

@@ -13,6 +13,7 @@ import torch
 
 from onceforall.checkpoint import load_checkpoint
 from onceforall.config import load_config
+from onceforall.runs import read_metrics
 from onceforall.spaces import get_space
 from onceforall.supernet import build_supernet
 from onceforall.train import train
@@ -224,3 +225,11 @@ def _schedule(cfg, steps_per_epoch):
     from onceforall.strategies import Schedule
 
     return Schedule(cfg.train.epochs, steps_per_epoch, cfg.optim.lr)
+
+
+def test_read_metrics_rows_in_order_and_missing_log(tmp_path):
+    assert read_metrics(tmp_path) == []  # nothing logged yet
+    rows = [{"event": "step", "step": 1}, {"event": "eval", "epoch": 1.0, "acc_full": 50.0}, {"event": "end"}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    assert read_metrics(tmp_path) == rows
+    assert read_metrics(str(tmp_path)) == rows

@@ -1,7 +1,7 @@
 """Reproduce the paper's comparison (Table 2, Fig. 5) and ablations (Fig. 7) at CPU scale on Fashion-MNIST.
 
-    python benchmarks/reproduce.py                      # the 5 methods at the benchmark size (~2 h on 2 cores)
-    python benchmarks/reproduce.py --quick --seeds 0,1,2  # the --quick variant with 3 seeds (~20 min each)
+    python benchmarks/reproduce.py                      # the 5 methods at the benchmark size (~90 min on 2 cores)
+    python benchmarks/reproduce.py --quick --seeds 0,1,2  # the --quick variant with 3 seeds (~25 min each)
     python benchmarks/reproduce.py --ablations          # DεpS ablations: shrink start, ε on/off, IKD warm-up
     python benchmarks/reproduce.py --quick --ablations  # the ablations at the --quick size
     python benchmarks/reproduce.py --only deps,bignas   # a subset of the methods
@@ -23,13 +23,14 @@ OFA-PS 2.2x (605/270), CompOFA 1.2x (330/270).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from onceforall.runs import read_metrics
 
 METHODS = {  # name -> (preset, epochs relative to DεpS)
     "full-only": ("fashion-mnist-full-only", 1.0),
@@ -62,9 +63,7 @@ def sh(cmd: list[str], log: Path) -> None:
 
 
 def finished(run: Path) -> bool:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()] if (
-        run / "metrics.jsonl").exists() else []
-    return any(r["event"] == "end" for r in rows) and (run / "cost.json").exists()
+    return any(r["event"] == "end" for r in read_metrics(run)) and (run / "cost.json").exists()
 
 
 def train_run(name: str, preset: str, overrides: list[str], out: Path, log: Path, threads: int) -> Path:
@@ -112,8 +111,7 @@ def summarize(out: Path, names_by_seed: dict[int, list[str]]) -> None:
 
 
 def _evals(run: Path) -> list[dict]:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["event"] == "eval" and not r.get("final")]
+    return [r for r in read_metrics(run) if r["event"] == "eval" and not r.get("final")]
 
 
 def shrink_start_drop(out: Path, seed: int) -> None:

@@ -616,15 +616,20 @@ def random_search(
     seed: int = 0,
     max_tries: int = 500,
     unit: str = "MACs",
+    min_cost: float = 0.0,
 ) -> list[Result]:
-    """``n`` distinct archs drawn with ``space.sample`` and kept when ``cost_fn(arch) <= budget``, scored
-    in one ``score_fn`` call, best first (as :func:`evolutionary_search`). Stops early, returning fewer,
-    after ``max_tries`` draws in a row that are over budget or already drawn (a nearly exhausted
-    space); if none was found, returns the smallest subnet alone (it is under budget). Deterministic for
-    a seed."""
+    """``n`` distinct archs drawn with ``space.sample`` and kept when ``min_cost <= cost_fn(arch) <= budget``,
+    scored in one ``score_fn`` call, best first (as :func:`evolutionary_search`). ``min_cost`` close to the
+    budget gives a budget-matched baseline (archs that use the budget, as a search's result does). Stops
+    early, returning fewer, after ``max_tries`` draws in a row that are outside the band or already drawn
+    (a nearly exhausted space); if none was found, returns the smallest subnet alone when it is in the
+    band, else raises ``ValueError``. Deterministic for a seed."""
     n = _check_int("n", n, 1)
     max_tries = _check_int("max_tries", max_tries, 1)
     budget = _check_budget(space, cost_fn, budget, unit)
+    if not (isinstance(min_cost, (int, float)) and 0 <= min_cost <= budget):
+        raise ValueError(f"min_cost {min_cost!r} must be a number between 0 and the budget "
+                         f"({_short(budget, unit)})")
     rng = random.Random(seed)
     scorer = _Scorer(score_fn, cost_fn)
     found: list[Arch] = []
@@ -632,15 +637,18 @@ def random_search(
     misses = 0
     while len(found) < n and misses < max_tries:
         a = space.sample(rng)
-        if a in seen or scorer.cost(a) > budget:
+        if a in seen or not min_cost <= scorer.cost(a) <= budget:
             misses += 1
             continue
         misses = 0
         seen.add(a)
         found.append(a)
     if not found:  # only (nearly) the smallest subnet fits: never return nothing
-        found.append(space.min())
-        scorer.cost(found[0])
+        smallest = space.min()
+        if scorer.cost(smallest) < min_cost:
+            raise ValueError(f"no arch with cost between {_short(min_cost, unit)} and {_short(budget, unit)} "
+                             f"in {max_tries} draws; lower min_cost")
+        found.append(smallest)
     scorer.score(found)
     return scorer.results()
 

@@ -325,6 +325,21 @@ def test_crossover_alone_and_mutation_alone_make_new_archs(small, mutation_ratio
     assert len(results) > 40 + 4 * 5  # children that are neither over budget nor copies of a member
 
 
+def test_random_search_budget_matched_band(small):
+    space, _, macs = small
+    score = gene_score(0)
+    lo, budget = float(np.percentile(macs, 40)), float(np.percentile(macs, 60))
+    results = random_search(space, batched(score), space.macs, budget, n=10, seed=1, min_cost=lo)
+    assert len(results) == 10 and all(lo <= c <= budget for _, _, c in results)
+    anywhere = random_search(space, batched(score), space.macs, budget, n=10, seed=1)
+    assert any(c < lo for _, _, c in anywhere)  # without the band, cheaper archs are drawn too
+    with pytest.raises(ValueError, match=r"min_cost 2e\+30 must be a number between 0 and the budget"):
+        random_search(space, batched(score), space.macs, budget, n=3, min_cost=2e30)
+    top = space.macs(space.max())  # a band above every arch but the largest few: nothing in 5 draws
+    with pytest.raises(ValueError, match=r"no arch with cost between .* in 5 draws; lower min_cost"):
+        random_search(space, batched(score), space.macs, top, n=3, min_cost=top, max_tries=5, seed=3)
+
+
 def test_budget_below_the_smallest_subnet_is_an_error(small):
     space, _, _ = small
     smallest = space.macs(space.min())

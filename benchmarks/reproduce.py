@@ -5,6 +5,7 @@
     python benchmarks/reproduce.py --ablations          # DεpS ablations: shrink start, ε on/off, IKD warm-up
     python benchmarks/reproduce.py --quick --ablations  # the ablations at the --quick size
     python benchmarks/reproduce.py --only deps,bignas   # a subset of the methods
+    python benchmarks/reproduce.py --ablations --only deps,deps-no-eps   # a subset of the ablation runs
 
 Every training is a separate `onceforall train` process writing to <out>/runs/<name>; a killed benchmark
 continues where it stopped when run again (finished runs are skipped, unfinished ones resumed from their
@@ -159,7 +160,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK['train_subset']} images, {QUICK['epochs']} DεpS epochs")
     p.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
-    p.add_argument("--only", help="comma-separated methods (default all five)")
+    p.add_argument("--only", help="comma-separated methods (default all five), or with --ablations runs "
+                                  f"(default all: deps,{','.join(ABLATIONS)})")
     p.add_argument("--ablations", action="store_true", help="run the DεpS ablations instead of the five methods")
     p.add_argument("--out", help="output folder (default benchmarks/results/<full|quick>)")
     p.add_argument("--threads", type=int, default=2)
@@ -167,22 +169,22 @@ def main() -> None:
     size = QUICK if args.quick else FULL
     out = Path(args.out or f"benchmarks/results/{'quick' if args.quick else 'full'}"
                f"{'-ablations' if args.ablations else ''}")
-    out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
     seeds = [int(s) for s in args.seeds.split(",")]
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     ofa = [sys.executable, "-m", "onceforall"]
+    valid = ["deps", *ABLATIONS] if args.ablations else list(METHODS)
+    chosen = args.only.split(",") if args.only else valid
+    bad = [m for m in chosen if m not in valid]
+    if bad:
+        sys.exit(f"--only: unknown {'run' if args.ablations else 'method'} '{bad[0]}'; valid: {', '.join(valid)}")
     if args.ablations:
-        jobs = {"deps": ("fashion-mnist", [])} | {n: ("fashion-mnist", o) for n, o in ABLATIONS.items()}
         every = max(1, round(size["train_subset"] / 128 / 8))  # 8 validations per epoch at batch 128
-        jobs = {n: (preset, [*o, f"train.epochs={size['epochs']}", f"train.eval_every_steps={every}"])
-                for n, (preset, o) in jobs.items()}
+        jobs = {n: ("fashion-mnist", [*ABLATIONS.get(n, []), f"train.epochs={size['epochs']}",
+                                      f"train.eval_every_steps={every}"]) for n in chosen}
     else:
-        chosen = args.only.split(",") if args.only else list(METHODS)
-        bad = [m for m in chosen if m not in METHODS]
-        if bad:
-            sys.exit(f"--only: unknown method '{bad[0]}'; valid: {', '.join(METHODS)}")
         jobs = {m: (METHODS[m][0], [f"train.epochs={round(size['epochs'] * METHODS[m][1])}"]) for m in chosen}
+    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     names_by_seed = {}
     for seed in seeds:
@@ -199,7 +201,7 @@ def main() -> None:
         sh([*ofa, "compare", *[str(out / "runs" / n) for n in names], "--out", str(out / f"compare-s{seed}")], log)
         names_by_seed[seed] = names
         print((out / f"compare-s{seed}" / "compare.md").read_text().split("\n\n![")[0], flush=True)
-        if args.ablations:
+        if args.ablations and {"deps", "deps-no-eps"} <= set(jobs):
             shrink_start_drop(out, seed)
     if len(seeds) > 1:
         summarize(out, names_by_seed)

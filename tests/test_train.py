@@ -35,8 +35,7 @@ def _cfg(*extra):
 
 
 def _rows(run_dir, event=None):
-    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if event is None or r["event"] == event]
+    return [r for r in read_metrics(run_dir) if event is None or r["event"] == event]
 
 
 def _assert_same_state(a, b, exact=True):

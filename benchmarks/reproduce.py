@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from onceforall.runs import read_metrics
+from onceforall.run.rundir import read_metrics
 
 METHODS = {  # name -> (preset, epochs relative to DεpS)
     "full-only": ("fashion-mnist-full-only", 1.0),
@@ -122,7 +122,7 @@ def shrink_start_drop(out: Path, seed: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from onceforall.config import load_config
+    from onceforall.run.config import load_config
 
     start = load_config(str(out / "runs" / f"deps-s{seed}" / "config.yaml")).strategy.shrink_start
     epochs = max(r["epoch"] for r in _evals(out / "runs" / f"deps-s{seed}"))

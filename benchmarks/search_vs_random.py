@@ -18,9 +18,10 @@ import statistics
 
 import torch
 
-from onceforall.evaluate import Evaluator
-from onceforall.runs import load_run
-from onceforall.search import parse_budget, random_search, run_search
+from onceforall.run.rundir import load_run
+from onceforall.specialize.search import parse_budget, random_search
+from onceforall.workflows.evaluate import Evaluator
+from onceforall.workflows.search import run_search
 
 
 def main() -> None:

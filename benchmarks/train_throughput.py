@@ -13,6 +13,7 @@ training thread). Peak memory comes from a fresh process per kind.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -21,11 +22,19 @@ from pathlib import Path
 
 import torch
 
-from onceforall.config import load_config
-from onceforall.step import train_step
-from onceforall.strategies import Schedule, get_strategy
-from onceforall.supernet import build_supernet
-from onceforall.train import build_data, build_optimizer, build_space
+from onceforall.core.step import train_step
+from onceforall.core.strategies import StrategyConfig
+from onceforall.run.config import load_config
+from onceforall.run.setup import (
+    build_data,
+    build_net,
+    build_optimizer,
+    build_schedule,
+    build_space,
+    build_strategy,
+    image_size,
+    memory_format,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import peak_rss_mib, run_child  # noqa: E402
@@ -35,14 +44,13 @@ def setup(args):
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(args.threads)
     space0 = build_space(cfg)
-    data = build_data(cfg, cfg.data.image_size or max(space0.resolutions))
+    data = build_data(cfg, image_size(cfg, space0))
     space = space0.with_io(num_classes=data.num_classes, in_channels=data.in_channels)
-    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    net = build_supernet(space, dropout=cfg.model.dropout, seed=0).to(memory_format=fmt)
+    fmt = memory_format(cfg)
+    net = build_net(cfg, space, seed=0).to(memory_format=fmt)
     opt = build_optimizer(net, cfg)
-    spe = data.train.steps_per_epoch
-    sched = Schedule(cfg.train.epochs, spe, cfg.optim.lr)
-    deps = get_strategy(cfg.strategy.__class__(name="deps"), space, sched, 0)
+    sched = build_schedule(cfg, data.train.steps_per_epoch)
+    deps = build_strategy(dataclasses.replace(cfg, strategy=StrategyConfig(name="deps")), space, sched)
     plans = {"full-only": lambda t: deps.plan(0), "deps-shrinking": lambda t: deps.plan(deps.shrink_step + 50 + t)}
     return cfg, data, net, opt, plans, fmt
 
@@ -53,7 +61,7 @@ def one_step(cfg, data, net, opt, plan, fmt, t):
     x, y = data.train.batch(t // spe, t % spe)
     x = x.contiguous(memory_format=fmt)
     t1 = time.perf_counter()
-    train_step(net, plan, x, y, opt, label_smoothing=cfg.optim.label_smoothing)
+    train_step(net, plan, x, y, opt)
     return t1 - t0, time.perf_counter() - t0, x.shape[0]
 
 

@@ -5,14 +5,22 @@
 >>> a = space.sample(random.Random(0))
 >>> space.parse(str(a)) == a
 True
+
+Layers (each imports only from those below it): ``core`` (archs, spaces, supernet, subnet, step, strategies)
+and ``data`` -> ``specialize`` (predictor and search, export files, latency tables) -> ``run`` (config,
+checkpoints, run directory) -> ``workflows`` (train, eval, search, export, compare, ...) -> ``cli``.
+See docs/design.md.
 """
 
-from .bn import recalibrate_bn
-from .spaces import Arch, Space, Stage, get_space, list_spaces, make_divisible, register_space
-from .subnet import Subnet, build_subnet
-from .supernet import Supernet, build_supernet
-
-__version__ = "0.1.0"
+from .core.arch import Arch, make_divisible
+from .core.bn import recalibrate_bn
+from .core.registry import get_space, list_spaces, register_space
+from .core.space import Space, Stage
+from .core.subnet import Subnet, build_subnet
+from .core.supernet import Supernet, build_supernet
+from .core.version import __version__
+from .run.rundir import load_run
+from .specialize.export import export_subnet, load_subnet
 
 __all__ = [
     "Arch",
@@ -20,10 +28,14 @@ __all__ = [
     "Stage",
     "Subnet",
     "Supernet",
+    "__version__",
     "build_subnet",
     "build_supernet",
+    "export_subnet",
     "get_space",
     "list_spaces",
+    "load_run",
+    "load_subnet",
     "make_divisible",
     "recalibrate_bn",
     "register_space",

@@ -12,8 +12,8 @@ import random
 import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
-from .spaces import get_space, list_spaces
+from .core.registry import get_space, list_spaces
+from .core.version import __version__
 
 __all__ = ["main"]
 
@@ -58,7 +58,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     """List the shipped presets with their space, strategy and length."""
-    from .config import list_presets, load_config
+    from .run.config import list_presets, load_config
 
     for name in list_presets():
         c = load_config(name)
@@ -70,57 +70,11 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: train the quick DεpS preset on Fashion-MNIST, evaluate its Pareto
     front, search two MACs budgets, export the best subnet (safetensors + sidecar + ONNX)."""
-    import time
-    from pathlib import Path
+    from .workflows.demo import run_demo
 
-    from .config import load_config
-    from .evaluate import evaluate_run
-    from .runs import load_run
-    from .search import run_search
-    from .train import default_run_name, train
-
-    start = time.perf_counter()
-    ofa_space = get_space("mbv3", 1.0, (224,))
-    print("OFA MobileNetV3 space at 224 px, 1000 classes (OFA's published range: 151M .. 566M MACs):")
-    print(f"  k7 e3 d2: {ofa_space.macs(ofa_space.uniform(7, 3, 2)) / 1e6:.2f}M MACs   "
-          f"k7 e6 d4 (full model): {ofa_space.macs(ofa_space.max()) / 1e6:.2f}M MACs")
-    if args.run:
-        run_dir = Path(args.run)
-        print(f"\n[1/4] using the trained run {run_dir}")
-    else:
-        cfg = load_config(args.config, args.overrides + [f"train.out_dir={args.out_dir}"])
-        run_dir = Path(cfg.train.out_dir) / (args.name or default_run_name(cfg))
-        print(f"\n[1/4] training preset {args.config} ({cfg.strategy.name}, {cfg.model.space} width "
-              f"{cfg.model.width_mult:g}, {cfg.train.epochs} epochs) into {run_dir}")
-        summary = train(cfg, run_dir)
-        cost = summary["cost"]
-        print(f"      {cost['wall_seconds'] / 60:.1f} min ({cost['seconds_per_epoch']:.0f} s/epoch, "
-              f"{cost['device_hours']:.3f} device-hours, ${cost['dollars']:.3f}); test accuracy (BN-recalibrated): "
-              f"full model {summary['acc_full']:.2f}%, smallest subnet {summary['acc_min']:.2f}%")
-    run = load_run(run_dir)
-    print(f"\n[2/4] evaluating subnets across the MACs range ({run.eval_split} set)")
-    r = evaluate_run(run, per_bucket=args.per_bucket, uniform=False, selection_images=args.selection_images)
-    print(pareto_table(r))
-    lo, hi = run.space.macs_range()
-    found = []
-    for i, frac in enumerate((1 / 3, 2 / 3)):
-        budget = lo + frac * (hi - lo)
-        print(f"\n[3/4] search {i + 1}/2: best subnet under {budget / 1e6:.2f}M MACs")
-        found.append(run_search(run, macs=budget, top=2, samples=args.samples, selection_images=args.selection_images))
-        print(search_table(found[-1]))
-    print("\n[4/4] exporting the best subnet found under the first budget")
-    export_args = argparse.Namespace(run=str(run_dir), arch=None, from_search=found[0]["path"], out=None,
-                                     onnx=_has_onnxruntime(), torchscript=True, threads=1)
-    cmd_export(export_args)
-    print(f"\nreports: {run_dir / 'eval' / 'report.md'} (+ pareto.png); whole demo "
-          f"{(time.perf_counter() - start) / 60:.1f} min")
+    run_demo(config=args.config, overrides=args.overrides, out_dir=args.out_dir, name=args.name, run=args.run,
+             per_bucket=args.per_bucket, selection_images=args.selection_images, samples=args.samples)
     return 0
-
-
-def _has_onnxruntime() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def _say(text: str) -> None:
@@ -129,8 +83,9 @@ def _say(text: str) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a run across its MACs range: eval/pareto.{json,csv}, report.md, pareto.png."""
-    from .evaluate import evaluate_run
-    from .runs import load_run
+    from .run.rundir import load_run
+    from .workflows.evaluate import evaluate_run
+    from .workflows.report import pareto_table
 
     run = load_run(args.run, device=args.device)
     if args.threads:
@@ -141,28 +96,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      selection_images=None if args.selection_images == 0 else args.selection_images, seed=args.seed,
                      progress=None if args.quiet else _say)
     print(pareto_table(r))
-    print(f"wrote {run.run_dir / 'eval'}/pareto.json, pareto.csv, report.md, pareto.png")
+    print(f"wrote {run.dir.eval_dir}/pareto.json, pareto.csv, report.md, pareto.png")
     return 0
-
-
-def pareto_table(r: dict) -> str:
-    rows = [f"mean Pareto accuracy {r['mean_pareto_acc']:.2f}% ({r['eval_set']['split']}, "
-            f"{r['eval_set']['images']} images)", f"{'bucket':>6s} {'MACs':>9s} {'acc':>7s}  arch"]
-    for b in r["buckets"]:
-        if b["arch"] is None:
-            rows.append(f"{b['bucket'] + 1:6d} {'-':>9s} {'-':>7s}  (none)")
-        else:
-            rows.append(f"{b['bucket'] + 1:6d} {b['macs'] / 1e6:8.2f}M {b['acc']:6.2f}%  {b['arch']}")
-    rows.append(f"smallest {r['smallest']['acc']:.2f}% at {r['smallest']['macs'] / 1e6:.2f}M MACs; "
-                f"full model {r['largest']['acc']:.2f}% at {r['largest']['macs'] / 1e6:.2f}M MACs")
-    return "\n".join(rows)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare runs: compare.md / compare.csv / fronts.png / training.png."""
     from pathlib import Path
 
-    from .report import compare_runs
+    from .workflows.report import compare_runs
 
     out = Path(args.out)
     rows = compare_runs(args.runs, out, reference=args.reference)
@@ -171,21 +113,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _arch_arg(run, text: str):
-    if text in ("min", "smallest"):
-        return run.space.min()
-    if text in ("max", "full"):
-        return run.space.max()
-    return run.space.parse(text)
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     """Best archs of a run under a MACs or latency budget: predictor + evolution, then measured."""
-    from .search import run_search
-
     if (args.macs is None) == (args.latency_ms is None):
         raise CLIError("search: give exactly one budget, --macs (e.g. 20M) or --latency-ms (e.g. 1.5)")
-    from .runs import load_run
+    from .run.rundir import load_run
+    from .workflows.search import run_search, search_table
 
     result = run_search(load_run(args.run), macs=args.macs, latency_ms=args.latency_ms,
                         latency_table=args.latency_table, top=args.top, samples=args.samples,
@@ -196,93 +129,51 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def search_table(r: dict) -> str:
-    p = r["predictor"]
-    err = f"held-out RMSE {p['heldout_rmse']:.2f} points, Kendall tau {p['heldout_kendall_tau']:.2f}" \
-        if p.get("heldout_rmse") is not None else "too few pairs for a held-out error"
-    rows = [f"budget {r['budget_text']}: predictor trained on {p['pairs']} measured subnets ({err})",
-            f"{'cost':>12s} {'MACs':>9s} {'predicted':>9s} {'measured':>9s}  arch"]
-    for c in r["candidates"]:
-        measured = f"{c['measured_acc']:8.2f}%" if c.get("measured_acc") is not None else f"{'-':>9s}"
-        rows.append(f"{c['cost_text']:>12s} {c['macs'] / 1e6:8.2f}M {c['predicted_acc']:8.2f}% {measured}  {c['arch']}")
-    return "\n".join(rows)
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a subnet of a run: safetensors + JSON sidecar (+ ONNX, TorchScript)."""
-    import json
-    from pathlib import Path
-
-    from .bn import recalibrate_bn
-    from .devices import device_name
-    from .evaluate import Evaluator
-    from .export import export_subnet, measure_latency_ms
-    from .runs import load_run
+    from .run.rundir import load_run
+    from .workflows.export import arch_from_search, export_run, resolve_arch
 
     run = load_run(args.run)
     if args.from_search:
-        found = json.loads(Path(args.from_search).read_text())
-        measured = [c for c in found["candidates"] if c.get("measured_acc") is not None]
-        if not measured:
-            raise CLIError(f"--from-search: {args.from_search} has no measured candidate")
-        arch = run.space.parse(max(measured, key=lambda c: c["measured_acc"])["arch"])
+        arch = arch_from_search(run, args.from_search)
     elif args.arch:
-        arch = _arch_arg(run, args.arch)
+        arch = resolve_arch(run, args.arch)
     else:
         raise CLIError("export: give --arch STR (or min / max) or --from-search FILE")
-    acc = Evaluator(run).accuracy([arch], None)[0]  # cached; the same recalibration as below
-    sub = run.net.extract(arch)
-    recalibrate_bn(sub, run.data.bn, num_images=run.cfg.data.bn_images)
-    shape = (1, run.space.in_channels, arch.resolution, arch.resolution)
-    ms = measure_latency_ms(sub, shape, threads=args.threads)
-    ds = run.data.val_full.ds
-    path = export_subnet(
-        sub, Path(args.out) if args.out else run.run_dir / "exports",
-        accuracy={"top1": acc, "split": run.eval_split, "images": len(ds), "dataset": run.cfg.data.dataset},
-        latency={"ms": round(ms, 4), "backend": "torch", "threads": args.threads, "batch": 1,
-                 "device": device_name("cpu", args.threads)},
-        source={"run": str(run.run_dir), "step": run.step, "checkpoint": str(run.checkpoint),
-                "strategy": run.cfg.strategy.name},
-        normalization={"mean": list(ds.mean), "std": list(ds.std)}, onnx=args.onnx, torchscript=args.torchscript,
-    )
-    print(f"exported {arch}: {run.space.macs(arch) / 1e6:.2f}M MACs, {run.space.params(arch) / 1e6:.3f}M params, "
-          f"{acc:.2f}% ({run.eval_split}), {ms:.2f} ms (torch, {args.threads} thread(s), batch 1)")
-    for f in sorted(path.parent.glob(path.stem + ".*")):
-        print(f"  {f}")
+    result = export_run(run, arch, out_dir=args.out, onnx=args.onnx, torchscript=args.torchscript,
+                        threads=args.threads)
+    print(result.describe())
     return 0
 
 
 def cmd_latency_table(args: argparse.Namespace) -> int:
     """Build a per-layer latency lookup table on this device and report its error on random archs."""
-    import random
-
-    from .latency import build_latency_table, latency_error
+    from .workflows.latency import make_latency_table
 
     if args.run:
-        from .runs import load_run
+        from .run.rundir import load_run
 
         space = load_run(args.run).space
     else:
         space = get_space(args.space, args.width_mult, args.resolutions, num_classes=args.num_classes,
                           in_channels=args.in_channels)
-    table = build_latency_table(space, backend=args.backend, threads=args.threads, batch=args.batch,
+    result = make_latency_table(space, backend=args.backend, threads=args.threads, batch=args.batch, out=args.out,
+                                run_dir=args.run, check=args.check, seed=args.seed,
                                 progress=None if args.quiet else _say)
-    out = args.out or f"latency-{space.name}-w{space.width_mult:g}-{args.backend}-t{args.threads}-b{args.batch}.json"
-    table.save(out)
-    print(f"wrote {out}: {len(table.entries)} layers, {table.backend}, {table.threads} thread(s), batch {table.batch}, "
-          f"{table.device}")
-    if args.check:
-        rng = random.Random(args.seed)
-        report = latency_error(table, space, [space.sample(rng) for _ in range(args.check)])
+    table = result.table
+    print(f"wrote {result.path}: {len(table.entries)} layers, {table.backend}, {table.threads} thread(s), "
+          f"batch {table.batch}, {table.device}")
+    if result.check is not None:
         print(f"predicted vs measured on {args.check} random archs: mean abs error "
-              f"{report['mean_abs_error_pct']:.1f}%, max {report['max_abs_error_pct']:.1f}%")
+              f"{result.check['mean_abs_error_pct']:.1f}%, max {result.check['max_abs_error_pct']:.1f}%")
     return 0
 
 
 def cmd_analyze_gradients(args: argparse.Namespace) -> int:
     """Per-layer gradients with and without (ε-)shrinking at a checkpoint, and the first shrinking steps."""
-    from .gradients import analyze_gradients
-    from .runs import load_run
+    from .run.rundir import load_run
+    from .workflows.gradients import analyze_gradients
 
     s = analyze_gradients(load_run(args.run), checkpoint=args.checkpoint, batches=args.batches, eps=args.eps,
                           steps=args.steps, out_dir=args.out)
@@ -302,31 +193,35 @@ RESUME_SAFE = ("train.log_every", "train.progress", "train.tensorboard", "train.
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a supernet (see onceforall.train for the launch commands)."""
+    """Train a supernet (see onceforall.workflows.train for the launch commands)."""
     from pathlib import Path
 
-    from .config import field_docs, load_config, to_yaml
-    from .train import train
+    from .run.config import field_docs, load_config
+    from .run.rundir import RunDir
+    from .workflows.train import train
 
     if args.fields:
         for name, tp, default, doc in field_docs():
             print(f"{name:32s} {tp:18s} default {default!r:12s} {doc}")
         return 0
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise CLIError(f"--resume: {run_dir} is not a run directory (no config.yaml)")
+        run = RunDir(args.resume)
+        if not run.config_file.is_file():
+            raise CLIError(f"--resume: {run.path} is not a run directory (no config.yaml)")
         if args.config:
             raise CLIError("--resume takes the run's own config.yaml; drop --config")
         bad = [o for o in args.overrides if o.split("=", 1)[0] not in RESUME_SAFE]
         if bad:
             raise CLIError(f"--resume: override '{bad[0]}' would change the run; allowed: {', '.join(RESUME_SAFE)}")
-        cfg = load_config(str(run_dir / "config.yaml"), args.overrides)
+        cfg = run.read_config(args.overrides)
+        run_dir = run.path
     else:
         overrides = list(args.overrides) + ([f"train.out_dir={args.out_dir}"] if args.out_dir else [])
         cfg = load_config(args.config or "fashion-mnist-quick", overrides)
         run_dir = Path(cfg.train.out_dir) / args.name if args.name else None
     if args.print_config:
+        from .run.config import to_yaml
+
         print(to_yaml(cfg), end="")
         return 0
     summary = train(cfg, run_dir, resume=bool(args.resume))

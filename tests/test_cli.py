@@ -5,14 +5,26 @@ from pathlib import Path
 
 import pytest
 
-from onceforall.cli import main
+import onceforall as ofa
+from onceforall.cli import build_parser, main
 
 from .helpers import needs_fashion
 
 
-def test_module_entry_point_help_lists_subcommands():
+def test_module_entry_point_runs_the_cli():
+    """`python -m onceforall` is the CLI: every subcommand is listed, and `spaces` prints each registered space
+    with the MACs range the library computes."""
     out = subprocess.run([sys.executable, "-m", "onceforall", "--help"], capture_output=True, text=True, check=True)
-    assert "spaces" in out.stdout and "demo" in out.stdout
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    assert {"train", "eval", "compare", "search", "export", "latency-table", "analyze-gradients", "demo"} <= commands
+    listed = set(re.findall(r"^    ([a-z][a-z-]*)\s*(?:\s\s|$)", out.stdout, re.M))
+    assert listed == commands
+    out = subprocess.run([sys.executable, "-m", "onceforall", "spaces"], capture_output=True, text=True, check=True)
+    rows = dict(re.findall(r"^(\S+)\s+MACs\s+(\S+M \.\. +\S+M)", out.stdout, re.M))
+    assert set(rows) == set(ofa.list_spaces())
+    for name, text in rows.items():
+        lo, hi = ofa.get_space(name).macs_range()
+        assert text.split() == [f"{lo / 1e6:.2f}M", "..", f"{hi / 1e6:.2f}M"]
 
 
 @pytest.mark.parametrize("script", ["onceforall", "ofa"])

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import yaml
 
-from onceforall.config import (
+from onceforall.run.config import (
     Config,
     ConfigError,
     config_from_dict,
@@ -108,3 +108,34 @@ def test_presets_inherit_with_a_deep_merge(tmp_path):
     (tmp_path / "c.yaml").write_text("inherit: fashion-mnist\ntrain:\n  seed: 3\n")
     c = load_config(str(tmp_path / "c.yaml"))
     assert c.train.seed == 3 and c.train.epochs == 10 and c.name == "fashion-mnist"
+
+
+@pytest.mark.parametrize(
+    "phases, message",
+    [
+        ("[{name: a, fraction: 0.9}]", r"strategy.phases: fractions sum to 0.9000; they must sum to 1"),
+        ("[{name: a, fraction: 1.0, epochs: 3}]", r"strategy.phases: entry .* is not valid; keys: "),
+        ("[{name: a, fraction: 1.0, kernels: big}]", r"phase 'a' kernels 'big' is not valid; valid: all, max, top2"),
+        ("[{name: a, fraction: 1.0, depths: [9]}]", r"restrict: depths 9 for stage 0 not in the space; valid: 2, 3, 4"),
+        ("[{name: a, fraction: 1.0, num_subnets: -1}]", r"phase 'a' num_subnets -1 is not valid"),
+        ("[{name: a, fraction: 1.0, coupled: true, depths: [3, 4]}]", r"couples 2 depths with 3 expands"),
+        ("[oops]", r"strategy.phases\[0\]: 'oops' is not valid; expected a mapping"),
+    ],
+)
+def test_strategy_checks_its_section_when_the_config_loads(phases, message):
+    """Each strategy validates its own fields against the space it will train, as a one-line ConfigError."""
+    with pytest.raises(ConfigError, match=message):
+        load_config("fashion-mnist-quick", ["strategy.name=ofa-ps", f"strategy.phases={phases}"])
+    # the same section is valid for a strategy that does not read it
+    load_config("fashion-mnist-quick", ["strategy.name=bignas", "strategy.phases=[{name: a, fraction: 0.9}]"])
+
+
+def test_bad_phases_fail_before_any_data_is_read(tmp_path, capsys):
+    from onceforall.cli import main
+
+    code = main(["train", "--out-dir", str(tmp_path), "strategy.name=compofa", "data.root=/nonexistent",
+                 "strategy.phases=[{name: a, fraction: 0.5}]"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "strategy.phases: fractions sum to 0.5000" in err and "/nonexistent" not in err
+    assert not any(tmp_path.iterdir())

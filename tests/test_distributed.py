@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from onceforall.distributed import Dist
+from onceforall.core.distributed import Dist
 
 
 def _free_port() -> int:
@@ -34,7 +34,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     except RuntimeError as e:
         result["disagree_raised"] = "ranks disagree on archs" in str(e)
     result["name"] = d.broadcast_str(f"name-from-{rank}")
-    result["sum"] = d.all_sum([1.0, float(rank)])
+    module = torch.nn.BatchNorm1d(2)
+    with torch.no_grad():
+        module.weight.fill_(rank + 2.0)
+        module.running_mean.fill_(rank - 1.0)
+    d.broadcast_module(module)  # every rank starts from rank 0's parameters and buffers
+    result["weight"], result["running_mean"] = module.weight.detach().clone(), module.running_mean.clone()
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -47,7 +52,8 @@ def test_sync_check_and_broadcast_with_two_gloo_ranks(tmp_path):
         assert r["c"] is None
         assert r["disagree_raised"] is True
         assert r["name"] == "name-from-0"
-        assert r["sum"] == [2.0, 1.0]
+        assert torch.equal(r["weight"], torch.full((2,), 2.0))
+        assert torch.equal(r["running_mean"], torch.full((2,), -1.0))
     assert torch.equal(r0["b"], r1["b"])
     assert torch.allclose(r0["b"], torch.tensor([0.0, 1.0, 0.0]) * 1.5)
 

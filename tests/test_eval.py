@@ -4,14 +4,20 @@ import csv
 import json
 
 import pytest
+import torch
 
-import onceforall.evaluate as evaluate_mod
+import onceforall.workflows.evaluate as evaluate_mod
 from onceforall.cli import main
-from onceforall.config import load_config
-from onceforall.pareto import Point, mean_pareto_accuracy
-from onceforall.report import compare_runs
-from onceforall.runs import RunError, load_run
-from onceforall.train import train
+from onceforall.core.pareto import Point, mean_pareto_accuracy
+from onceforall.run.checkpoint import load_checkpoint
+from onceforall.run.config import load_config
+from onceforall.run.rundir import RunError, load_run
+from onceforall.run.setup import build_schedule, build_strategy
+from onceforall.specialize.timing import torch_threads
+from onceforall.workflows.evaluate import Evaluator
+from onceforall.workflows.gradients import replay_steps
+from onceforall.workflows.report import compare_runs
+from onceforall.workflows.train import train
 
 from .helpers import needs_fashion
 
@@ -118,8 +124,8 @@ def test_search_cli_respects_the_budget_and_measures(runs, capsys):
 def test_export_cli_round_trip(runs, tmp_path, capsys):
     import torch
 
-    from onceforall.evaluate import accuracy
-    from onceforall.export import load_subnet, read_sidecar
+    from onceforall.core.evaluation import accuracy
+    from onceforall.specialize.export import load_subnet, read_sidecar
 
     assert main(["export", str(runs / "deps"), "--arch", "max", "--out", str(tmp_path), "--onnx"]) == 0
     capsys.readouterr()
@@ -128,7 +134,10 @@ def test_export_cli_round_trip(runs, tmp_path, capsys):
     side = read_sidecar(tmp_path / f"{full}.json")
     assert side["macs"] == run.space.macs(full) and side["source"]["step"] == run.step
     assert side["latency"]["backend"] == "torch" and side["latency"]["ms"] > 0
-    assert side["accuracy"]["top1"] > 20  # trained (chance is 10 %), so a wrong BN would show
+    # the sidecar states the BN-recalibrated accuracy, which the supernet's running statistics would not give
+    stale = accuracy(run.net.extract(full), run.data.val_full, torch.device("cpu"))
+    assert side["accuracy"]["top1"] == pytest.approx(Evaluator(run).accuracy([full], None)[0])
+    assert side["accuracy"]["top1"] != pytest.approx(stale, abs=1.0)
     sub = load_subnet(tmp_path / f"{full}.safetensors")
     # the exported module is the BN-recalibrated subnet whose accuracy the sidecar states
     assert accuracy(sub, run.data.val_full, torch.device("cpu")) == pytest.approx(side["accuracy"]["top1"], abs=1e-3)
@@ -168,3 +177,20 @@ def test_analyze_gradients(runs, tmp_path, capsys):
     assert (tmp_path / "g" / "layers.png").exists() and (tmp_path / "g" / "steps.png").exists()
     assert main(["analyze-gradients", str(runs / "deps")]) == 2  # last.pt: nothing left to trace
     assert "is at the end of the run; pass --checkpoint epoch-NNN" in capsys.readouterr().err
+
+
+def test_replayed_steps_equal_the_training_steps(runs):
+    """analyze-gradients takes its steps through the training step itself: replaying epoch 2 of the DεpS run from
+    its epoch-001 checkpoint (the shrink start) ends bit for bit at the run's final weights, so plan actions,
+    learning rate and dropout seeds are the same in both."""
+    run = load_run(runs / "deps")
+    start, end = load_checkpoint(run.dir.checkpoint("epoch-001")), load_checkpoint(run.checkpoint)
+    strategy = build_strategy(run.cfg, run.space, build_schedule(run.cfg, run.data.train.steps_per_epoch))
+    first, stop = start["state"]["step"], end["state"]["step"]
+    assert strategy.plan(first).phase == "shrinking" and stop > first
+    with torch_threads(run.cfg.train.threads):  # the run trained with train.threads
+        model = replay_steps(run, start, strategy, first, stop)
+    state = model.state_dict()
+    assert state.keys() == end["model"].keys()
+    for key, value in end["model"].items():
+        assert torch.equal(state[key], value), key

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import onceforall as ofa
-from onceforall.export import export_subnet, load_subnet, measure_latency_ms, read_sidecar, torch_threads
+from onceforall.specialize.export import export_subnet, load_subnet, read_sidecar
+from onceforall.specialize.timing import measure_latency_ms, torch_threads
 
 from .helpers import SPACE_NAMES, randomize_bn_and_transforms
 
@@ -205,7 +206,7 @@ def test_torch_export_based_onnx_fallback(tmp_path, monkeypatch):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
-    import onceforall.export as export_mod
+    import onceforall.specialize.onnx_export as export_mod
 
     def removed(*args, **kwargs):
         raise RuntimeError("the TorchScript-based exporter was removed")

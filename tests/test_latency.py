@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import onceforall as ofa
-from onceforall.export import torch_threads
-from onceforall.latency import (
+from onceforall.core.space import iter_archs
+from onceforall.specialize.latency import (
     BACKENDS,
     LatencyTable,
     build_latency_table,
@@ -16,7 +16,7 @@ from onceforall.latency import (
     layer_keys,
     measure_arch_latency,
 )
-from onceforall.spaces import iter_archs
+from onceforall.specialize.timing import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -129,14 +129,25 @@ def test_latency_error_reports_finite_numbers(table):
         report = latency_error(t, space, archs, repeats=5, warmup=2)
         assert torch.get_num_threads() == 3
     assert [row["arch"] for row in report["archs"]] == [str(a) for a in archs]
-    for row in report["archs"]:
+    for row, a in zip(report["archs"], archs):
         assert set(row) == {"arch", "predicted_ms", "measured_ms", "error_pct"}
-        assert row["predicted_ms"] > 0 and row["measured_ms"] > 0
-        assert row["error_pct"] == pytest.approx(100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"])
-    errors = [abs(row["error_pct"]) for row in report["archs"]]
-    assert report["mean_abs_error_pct"] == pytest.approx(sum(errors) / len(errors))
-    assert report["max_abs_error_pct"] == max(errors) and math.isfinite(report["max_abs_error_pct"])
+        assert row["predicted_ms"] == pytest.approx(sum(t.entries[k] for k in layer_keys(space, a)))
+        assert row["measured_ms"] > 0 and math.isfinite(row["error_pct"])
     assert (report["backend"], report["threads"], report["batch"]) == ("torch", 1, 1)
+
+
+def test_latency_error_compares_the_sum_of_layers_with_whole_networks(table, monkeypatch):
+    """With known whole-network times, the signed and absolute errors are exactly what they should be."""
+    import onceforall.specialize.latency as latency_mod
+
+    space, t = table
+    archs = [space.min(), space.max()]
+    predicted = [sum(t.entries[k] for k in layer_keys(space, a)) for a in archs]
+    measured = [predicted[0] * 2, predicted[1] / 2]  # the table predicts -50 % and +100 %
+    monkeypatch.setattr(latency_mod, "_measure_archs", lambda space, archs, **kw: measured)
+    report = latency_error(t, space, archs)
+    assert [r["error_pct"] for r in report["archs"]] == pytest.approx([-50.0, 100.0])
+    assert report["mean_abs_error_pct"] == pytest.approx(75.0) and report["max_abs_error_pct"] == pytest.approx(100.0)
 
 
 def _one_line(excinfo) -> str:
@@ -186,7 +197,7 @@ def test_onnxruntime_table_on_a_tiny_space():
 @pytest.mark.parametrize("name", ofa.list_spaces())
 def test_timing_passes_cover_every_layer(name):
     """The forward passes that time the layers in context reach every layer of full and coupled spaces."""
-    from onceforall.latency import _chains, _layers
+    from onceforall.specialize.latency import _chains, _layers
 
     space = ofa.get_space(name, width_mult=0.25, resolutions=(32,))
     for sp in (space, space.restrict(coupling={2: 3, 3: 4, 4: 6})):

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from onceforall.pareto import (
+from onceforall.core.pareto import (
     Point,
     bucket_index,
     bucket_winners,

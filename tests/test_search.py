@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import onceforall as ofa
-from onceforall.search import (
+from onceforall.core.arch import Arch
+from onceforall.core.space import iter_archs
+from onceforall.specialize.search import (
     AccuracyPredictor,
     encode,
     evolutionary_search,
@@ -20,7 +22,6 @@ from onceforall.search import (
     parse_budget,
     random_search,
 )
-from onceforall.spaces import Arch, iter_archs
 
 COUPLING = {2: 3, 3: 4, 4: 6}
 
@@ -247,7 +248,7 @@ def test_predictor_state_dict_round_trip_through_safetensors_and_json(predictor_
 
 
 def test_kendall_tau():
-    from onceforall.search import _kendall_tau
+    from onceforall.specialize.search import kendall_tau as _kendall_tau
 
     assert _kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
     assert _kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 import onceforall as ofa
-from onceforall.config import StrategyConfig
-from onceforall.step import kd_loss, train_step
-from onceforall.strategies import Schedule, get_strategy
+from onceforall.core.step import kd_loss, train_step
+from onceforall.core.strategies import Schedule, get_strategy
+from onceforall.run.config import StrategyConfig
 
 from .helpers import randomize_bn_and_transforms, tiny_space
 
@@ -51,7 +51,7 @@ def test_shrinking_step_gradient_equals_eq4(step):
     assert (eps < 0.5) == (step < 70) and 0 < eps <= 1 and len(plan.passes) == 4
     ref = copy.deepcopy(net)
     opt = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: the step leaves weights and .grad for inspection
-    losses = train_step(net, plan, x, y, opt, label_smoothing=0.1, temperature=1.0)
+    losses = train_step(net, plan, x, y, opt)  # the plan's passes carry label smoothing 0.1 and T = 1
 
     # Direct: L = CE_ls(full(B), y) + ε_t · Σ_j KD(a_j(B), softmax(full(B).detach()))   (paper eq. 4)
     full_logits = ref(x, plan.passes[0].arch)
@@ -90,10 +90,12 @@ def test_fm_warmup_runs_only_the_full_model():
 
 def test_without_ikd_subnets_learn_from_labels():
     space, net, x, y, sched = _setup()
-    strategy = get_strategy(StrategyConfig(name="deps", ikd=False, eps_shrinking=False), space, sched, 0)
+    strategy = get_strategy(StrategyConfig(name="deps", ikd=False, eps_shrinking=False), space, sched, 0,
+                            label_smoothing=0.0)
     plan = strategy.plan(60)
+    assert all(p.loss.kind == "ce" and p.loss.label_smoothing == 0.0 for p in plan.passes)
     ref = copy.deepcopy(net)
-    train_step(net, plan, x, y, torch.optim.SGD(net.parameters(), lr=0.0), label_smoothing=0.0)
+    train_step(net, plan, x, y, torch.optim.SGD(net.parameters(), lr=0.0))
     loss = sum(F.cross_entropy(ref(x, p.arch), y) for p in plan.passes)
     loss.backward()
     got, want = _grads(net), _grads(ref)
@@ -118,8 +120,8 @@ def test_ofa_ps_step_uses_the_frozen_teacher_and_normalised_ce_plus_kd():
     with torch.no_grad():
         teacher.head.classifier.weight.mul_(0.5)  # a teacher that differs from the student
     ref = copy.deepcopy(net)
-    train_step(net, plan, x, y, torch.optim.SGD(net.parameters(), lr=0.0), teacher_net=teacher, kd_ratio=0.5,
-               label_smoothing=0.1)
+    assert all(p.loss.kind == "ce+kd" and p.loss.kd_ratio == 0.5 for p in plan.passes)
+    train_step(net, plan, x, y, torch.optim.SGD(net.parameters(), lr=0.0), teacher_net=teacher)
     with torch.no_grad():
         t_logits = teacher(x, space.max())
     loss = 0.0

@@ -3,8 +3,8 @@ import math
 import pytest
 
 import onceforall as ofa
-from onceforall.config import StrategyConfig
-from onceforall.strategies import Schedule, cosine_lr, get_strategy, list_strategies, sample_sandwich
+from onceforall.core.strategies import Schedule, cosine_lr, get_strategy, list_strategies, sample_sandwich
+from onceforall.run.config import StrategyConfig
 
 from .helpers import tiny_space
 
@@ -32,7 +32,7 @@ def test_deps_fm_warmup_then_shrinking_at_the_configured_epoch():
     plan = s.plan(100)
     assert [p.role for p in plan.passes] == ["full", "min", "random1", "random2"]
     assert plan.passes[0].arch == SPACE.max() and plan.passes[1].arch == SPACE.min()
-    assert [p.loss for p in plan.passes] == ["ce", "kd", "kd", "kd"] and plan.teacher == "inplace"
+    assert [p.loss.kind for p in plan.passes] == ["ce", "kd", "kd", "kd"] and plan.teacher == "inplace"
     assert plan.passes[0].weight == 1.0 and all(p.weight == pytest.approx(1e-4) for p in plan.passes[1:])
 
 
@@ -70,7 +70,7 @@ def test_ablation_switches():
     assert no_fm.shrink_step == 0 and len(no_fm.plan(0).passes) == 4
     no_ikd = get_strategy(StrategyConfig(name="deps", ikd=False), SPACE, sched, 0)
     plan = no_ikd.plan(150)
-    assert plan.teacher is None and {p.loss for p in plan.passes} == {"ce"}
+    assert plan.teacher is None and {p.loss.kind for p in plan.passes} == {"ce"}
     reorg = get_strategy(StrategyConfig(name="deps", reorganize=True), SPACE, sched, 0)
     assert [t for t in range(200) if reorg.plan(t).reorganize] == [100]
 
@@ -128,7 +128,7 @@ def test_ofa_ps_runs_its_phases_in_order_with_restricted_spaces():
             assert [x.arch for x in p.passes] == [space.max()] and p.teacher is None
             continue
         assert p.teacher == "frozen" and p.teacher_arch == space.max()
-        assert all(x.loss == "ce+kd" for x in p.passes)
+        assert all(x.loss.kind == "ce+kd" for x in p.passes)
         archs = [x.arch for x in p.passes]
         kernels = {k for a in archs for ks in a.kernels for k in ks}
         expands = {e for a in archs for es in a.expands for e in es}

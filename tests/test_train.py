@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from onceforall.checkpoint import load_checkpoint
-from onceforall.config import load_config
-from onceforall.runs import read_metrics
-from onceforall.spaces import get_space
-from onceforall.supernet import build_supernet
-from onceforall.train import train
+from onceforall.core.registry import get_space
+from onceforall.core.supernet import build_supernet
+from onceforall.run.checkpoint import load_checkpoint
+from onceforall.run.config import load_config
+from onceforall.run.rundir import read_metrics
+from onceforall.workflows.train import train
 
 from .helpers import needs_fashion
 
@@ -202,7 +202,7 @@ def test_bad_checkpoints_are_refused(tmp_path):
 
 @pytest.mark.parametrize("strategy", ["ofa-ps", "compofa"])
 def test_phased_strategies_log_their_phases_and_archs(tmp_path, strategy):
-    from onceforall.strategies import get_strategy
+    from onceforall.core.strategies import get_strategy
 
     cfg = _cfg("train.epochs=3", f"strategy.name={strategy}")  # 24 steps
     train(cfg, tmp_path / strategy)
@@ -221,7 +221,7 @@ def test_phased_strategies_log_their_phases_and_archs(tmp_path, strategy):
 
 
 def _schedule(cfg, steps_per_epoch):
-    from onceforall.strategies import Schedule
+    from onceforall.core.strategies import Schedule
 
     return Schedule(cfg.train.epochs, steps_per_epoch, cfg.optim.lr)
 

@@ -1,0 +1,41 @@
+"""Datasets and deterministic minibatches.
+
+* :mod:`.base`: the dataset types (:class:`ImageDataset` in memory, :class:`FolderDataset` decoded lazily) and
+  :class:`DataError` (every missing or malformed file: one line naming the path and the expected layout).
+* :mod:`.registry`: :func:`register_dataset`, :func:`list_datasets`, :func:`load_dataset`, :func:`default_root`.
+* The built-in readers, registered on import: :mod:`.fashion_mnist` (``fashion-mnist``), :mod:`.cifar`
+  (``cifar10``, ``cifar100``), :mod:`.imagefolder` (``imagefolder``).
+* :mod:`.splits`: :func:`split_holdout`, :func:`bn_subset`.
+* :mod:`.batches`: :class:`Augment`, :class:`TrainBatches`, :class:`EvalBatches` (everything random is a pure
+  function of ``(seed, epoch, index)``).
+"""
+
+# The built-in readers register themselves when imported, and list_datasets() keeps the order of registration
+# (the order of the data.dataset choices and of the valid names in error messages): fashion-mnist first.
+from .fashion_mnist import FASHION_MNIST_CLASSES
+
+# isort: split
+from . import cifar  # noqa: F401  (registers cifar10 and cifar100)
+from .base import DataError, Dataset, FolderDataset, ImageDataset
+from .batches import Augment, EvalBatches, TrainBatches
+from .imagefolder import IMAGE_EXTENSIONS
+from .registry import default_root, list_datasets, load_dataset, register_dataset
+from .splits import bn_subset, split_holdout
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "IMAGE_EXTENSIONS",
+    "Augment",
+    "DataError",
+    "Dataset",
+    "EvalBatches",
+    "FolderDataset",
+    "ImageDataset",
+    "TrainBatches",
+    "bn_subset",
+    "default_root",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+    "split_holdout",
+]

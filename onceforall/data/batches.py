@@ -1,0 +1,232 @@
+"""Deterministic minibatches: :class:`TrainBatches` (shuffled, augmented) and :class:`EvalBatches` (fixed order).
+
+Design:
+
+* In-memory datasets (:class:`~.base.ImageDataset`) are augmented (random crop with zero padding, horizontal flip)
+  on a whole batch at once with tensor ops: the batch is padded once and every crop, flipped or not, is gathered
+  with two ``torch.gather`` ops from per-sample row/column index tables (no per-image Python loop). On a 2-core
+  machine a data loader whose worker processes compete with the model for the CPU is the bottleneck; the batched
+  gather costs about a millisecond for 256 images and needs no worker process (``benchmarks/data_speed.py``).
+* Image folders (:class:`~.base.FolderDataset`) are decoded and augmented one image at a time, in this process or
+  in ``torch.utils.data.DataLoader`` workers (``workers``); both give the same batches.
+* Everything random is a pure function of ``(seed, epoch, index)`` (seeds derived with SHA-256, never from
+  torch's or Python's global RNG): the epoch permutation from ``(seed, epoch)``, the augmentation of a global
+  batch from ``(seed, epoch, index)``. A resumed run therefore sees exactly the batches it would have seen, and
+  every rank can materialise only its own rows of the same global batch (``rows``), which concatenate to the
+  global batch bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .base import Dataset, FolderDataset, ImageDataset, data_error, resize_uint8, seeded_generator
+
+__all__ = ["Augment", "EvalBatches", "TrainBatches"]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Augmentation of the training batches (image folders always use RandomResizedCrop; ``hflip`` applies)."""
+
+    crop_padding: int = 4
+    """Random crop with this zero padding (in-memory datasets); 0 disables."""
+    hflip: bool = True
+    """Random horizontal flip."""
+
+
+def _normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (b, C, H, W) -> float32 ((x / 255 - mean) / std), channels_last."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    c = x.shape[1]
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(1, c, 1, 1)
+    bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(1, c, 1, 1)
+    out = x.to(torch.float32)
+    return out.mul_(scale).add_(bias).contiguous(memory_format=torch.channels_last)
+
+
+def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
+
+
+class _FolderTrainItems(torch.utils.data.Dataset):
+    """Position ``pos`` of epoch ``epoch``: image perm[pos], augmented from a generator seeded (seed, epoch, pos)."""
+
+    def __init__(self, ds: FolderDataset, perm: list[int], seed: int, epoch: int, image_size: int, hflip: bool):
+        self.ds, self.perm, self.seed, self.epoch = ds, perm, seed, epoch
+        self.image_size, self.hflip = image_size, hflip
+
+    def __len__(self) -> int:
+        return len(self.perm)
+
+    def __getitem__(self, pos: int) -> tuple[torch.Tensor, int]:
+        i = self.perm[pos]
+        g = seeded_generator(self.seed, self.epoch, "sample", pos)
+        return self.ds.load(i, self.image_size, True, g, hflip=self.hflip), self.ds.samples[i][1]
+
+
+class _FolderEvalItems(torch.utils.data.Dataset):
+    def __init__(self, ds: FolderDataset, image_size: int):
+        self.ds, self.image_size = ds, image_size
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.ds.load(i, self.image_size, False), self.ds.samples[i][1]
+
+
+def _check_rows(rows: slice | None) -> slice:
+    if rows is None:
+        return slice(None)
+    if not isinstance(rows, slice) or (rows.step is not None and rows.step < 1):
+        raise ValueError(f"rows: {rows!r} is not valid; must be None or a slice with a positive step")
+    return rows
+
+
+class TrainBatches:
+    """Deterministic global minibatches. Everything random is a pure function of (seed, epoch, index), so a resumed
+    run sees exactly the same batches, and every rank can take its own rows of the same global batch."""
+
+    def __init__(self, ds: Dataset, batch_size: int, seed: int, augment: Augment, image_size: int,
+                 drop_last: bool = True, workers: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size: {batch_size} is not valid; must be >= 1")
+        n = len(ds)
+        if n == 0:
+            raise data_error(f"{ds.name}: the training set is empty")
+        if drop_last and n < batch_size:
+            raise data_error(f"batch_size: {batch_size} is larger than the {n} training images of {ds.name}; lower "
+                             "batch_size (or use more training images)")
+        if augment.crop_padding < 0:
+            raise ValueError(f"crop_padding: {augment.crop_padding} is not valid; must be >= 0")
+        self.ds = ds
+        self.batch_size = batch_size
+        self.seed = seed
+        self.augment = augment
+        self.image_size = image_size
+        self.drop_last = drop_last
+        self.workers = workers
+        self.steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
+        self._perm_cache: tuple[int, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The order of the images in epoch ``epoch`` (randperm seeded from (seed, epoch))."""
+        if self._perm_cache is None or self._perm_cache[0] != epoch:
+            g = seeded_generator(self.seed, "perm", epoch)
+            self._perm_cache = (epoch, torch.randperm(len(self.ds), generator=g))
+        return self._perm_cache[1]
+
+    def _positions(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < self.steps_per_epoch:
+            raise IndexError(f"batch index {index} is out of range 0..{self.steps_per_epoch - 1}")
+        start = index * self.batch_size
+        return start, min(start + self.batch_size, len(self.ds))
+
+    def batch(self, epoch: int, index: int, rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``index``-th global batch of epoch ``epoch`` (only ``rows`` of it; None: all): x float32 normalised,
+        (b, C, image_size, image_size), channels_last; y int64."""
+        rows = _check_rows(rows)
+        start, stop = self._positions(index)
+        if isinstance(self.ds, ImageDataset):
+            return self._memory_batch(epoch, index, start, stop, rows)
+        positions = list(range(start, stop))[rows]
+        if self.workers > 0 and positions:
+            return next(iter(self._folder_loader(epoch, [positions])))
+        items = _FolderTrainItems(self.ds, self.permutation(epoch).tolist(), self.seed, epoch, self.image_size,
+                                  self.augment.hflip)
+        return self._finish_folder(_collate([items[p] for p in positions]) if positions else self._empty())
+
+    def _empty(self) -> tuple[torch.Tensor, torch.Tensor]:
+        c, s = self.ds.in_channels, self.image_size
+        return torch.empty((0, c, s, s), dtype=torch.uint8), torch.empty((0,), dtype=torch.int64)
+
+    def _finish_folder(self, xy: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = xy
+        return _normalize(x, self.ds.mean, self.ds.std), y
+
+    def _folder_loader(self, epoch: int, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        items = _FolderTrainItems(self.ds, self.permutation(epoch).tolist(), self.seed, epoch, self.image_size,
+                                  self.augment.hflip)
+        loader = torch.utils.data.DataLoader(items, batch_sampler=batches, num_workers=self.workers,
+                                             collate_fn=_collate)
+        for xy in loader:
+            yield self._finish_folder(xy)
+
+    def _memory_batch(self, epoch: int, index: int, start: int, stop: int,
+                      rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        ds = self.ds
+        idx = self.permutation(epoch)[start:stop]
+        b = idx.shape[0]
+        p = self.augment.crop_padding
+        # All randomness of the global batch, drawn in a fixed order whatever ``rows`` is.
+        g = seeded_generator(self.seed, epoch, index)
+        offsets = torch.randint(0, 2 * p + 1, (b, 2), generator=g) if p > 0 else torch.zeros((b, 2), dtype=torch.int64)
+        flips = torch.rand(b, generator=g) < 0.5 if self.augment.hflip else torch.zeros(b, dtype=torch.bool)
+        idx, offsets, flips = idx[rows], offsets[rows], flips[rows]
+        x = ds.images[idx]  # (b, C, H, W) uint8
+        labels = ds.labels[idx]
+        if p > 0 or bool(flips.any()):
+            h, w = x.shape[-2:]
+            xp = F.pad(x, (p, p, p, p)) if p > 0 else x
+            n, ch, _, wp = xp.shape
+            r = offsets[:, 0:1] + torch.arange(h)  # (n, h) source rows in the padded images
+            c = offsets[:, 1:2] + torch.arange(w)  # (n, w) source columns; a flip reads them backwards
+            c = torch.where(flips[:, None], c.flip(1), c)
+            # Two gathers (rows, then columns) with per-sample index tables: faster than 4-d advanced indexing.
+            x = torch.gather(xp, 2, r[:, None, :, None].expand(n, ch, h, wp))
+            x = torch.gather(x, 3, c[:, None, None, :].expand(n, ch, h, w))
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = resize_uint8(x, self.image_size)
+        return _normalize(x, ds.mean, ds.std), labels
+
+    def epoch_batches(self, epoch: int, start: int = 0,
+                      rows: slice | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``start``..steps_per_epoch-1 of epoch ``epoch`` (image folders: prefetched by the DataLoader)."""
+        rows = _check_rows(rows)
+        if isinstance(self.ds, FolderDataset) and self.workers > 0:
+            batches = [list(range(*self._positions(i)))[rows] for i in range(start, self.steps_per_epoch)]
+            yield from self._folder_loader(epoch, [b for b in batches if b])
+            return
+        for i in range(start, self.steps_per_epoch):
+            yield self.batch(epoch, i, rows)
+
+
+class EvalBatches:
+    """Fixed-order, un-augmented batches (validation/test, and the BN-recalibration subset)."""
+
+    def __init__(self, ds: Dataset, batch_size: int, image_size: int, workers: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size: {batch_size} is not valid; must be >= 1")
+        self.ds = ds
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.workers = workers
+
+    def __len__(self) -> int:
+        return -(-len(self.ds) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        ds = self.ds
+        if isinstance(ds, ImageDataset):
+            for s in range(0, len(ds), self.batch_size):
+                x = resize_uint8(ds.images[s: s + self.batch_size], self.image_size)
+                yield _normalize(x, ds.mean, ds.std), ds.labels[s: s + self.batch_size]
+            return
+        items = _FolderEvalItems(ds, self.image_size)
+        if self.workers > 0:
+            loader = torch.utils.data.DataLoader(items, batch_size=self.batch_size, shuffle=False,
+                                                 num_workers=self.workers, collate_fn=_collate)
+            for x, y in loader:
+                yield _normalize(x, ds.mean, ds.std), y
+            return
+        for s in range(0, len(ds), self.batch_size):
+            x, y = _collate([items[i] for i in range(s, min(s + self.batch_size, len(ds)))])
+            yield _normalize(x, ds.mean, ds.std), y

@@ -1,0 +1,430 @@
+"""Typed run configuration: dataclasses with a docstring per field, YAML presets, dotted overrides.
+
+    cfg = load_config("fashion-mnist-quick", ["train.epochs=3", "strategy.shrink_start=0.25"])
+    print(to_yaml(cfg))
+
+Presets live in ``onceforall/configs/*.yaml`` (``configs/`` at the repository root links there). Bad
+input raises :class:`ConfigError` with one line naming the field, the value and what is valid.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..core.registry import get_space, list_spaces
+from ..core.strategies import StrategyConfig, get_strategy_class, list_strategies
+from ..core.util import first_line
+from ..data import list_datasets
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "StrategyConfig",
+    "TrainConfig",
+    "field_docs",
+    "list_presets",
+    "load_config",
+    "config_from_dict",
+    "to_dict",
+    "to_yaml",
+]
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A bad configuration value (one line: field, value, what is valid)."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"
+    """Dataset: fashion-mnist (embedded default, Debian package), cifar10, cifar100, imagefolder."""
+    root: str | None = None
+    """Folder holding the data files; None: the default location of the dataset (fashion-mnist only)."""
+    image_size: int | None = None
+    """Side of the training images; None: the largest resolution of the space."""
+    train_subset: int | None = None
+    """Train on a fixed random subset of this many training images; None: all."""
+    val_split: int = 0
+    """Hold out this many training images for validation; 0: validate on the test split."""
+    eval_subset: int | None = None
+    """Per-epoch validation on a fixed subset of this many images; None: the whole validation set."""
+    crop_padding: int = 4
+    """Random-crop augmentation: zero padding in pixels (in-memory datasets); 0 disables cropping."""
+    hflip: bool = True
+    """Random horizontal flips."""
+    bn_images: int = 2000
+    """Training images used to recalibrate BN statistics before evaluating a subnet."""
+    eval_batch_size: int = 500
+    """Batch size for validation and BN recalibration."""
+    workers: int = 0
+    """DataLoader worker processes for image folders (in-memory datasets need none)."""
+
+
+@dataclass
+class ModelConfig:
+    space: str = "mbv3-cifar"
+    """Search space name (see `onceforall spaces`)."""
+    width_mult: float = 1.0
+    """Width multiplier of the space."""
+    resolutions: list[int] | None = None
+    """Resolution choices; None: the space's defaults."""
+    dropout: float = 0.1
+    """Dropout before the classifier."""
+    kernel_transform: bool = True
+    """OFA's learnable 7->5->3 kernel transformation matrices (False: plain center crop)."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1
+    """Peak learning rate for the global batch (nothing is rescaled behind your back)."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    nesterov: bool = True
+    """Nesterov momentum."""
+    weight_decay: float = 3e-5
+    """Weight decay (not applied to BN, biases or kernel-transform matrices)."""
+    warmup_epochs: float = 0.0
+    """Linear learning-rate warmup from 0 before the cosine decay."""
+    min_lr: float = 0.0
+    """Learning rate at the end of the cosine schedule."""
+    label_smoothing: float = 0.1
+    """Label smoothing of the cross-entropy on labels."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this value; None: no clipping."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    """Epochs of the whole run."""
+    batch_size: int = 128
+    """Global batch size (split evenly over ranks and micro-batches)."""
+    micro_batches: int = 1
+    """Split each rank's batch into this many sequential chunks (gradient accumulation; BN statistics
+    per chunk, like per-rank BN across devices)."""
+    seed: int = 0
+    """Seed of everything random (init, data order, augmentation, arch sampling, dropout)."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    channels_last: bool = True
+    """channels_last memory format (1.2–3.2× faster depthwise convolutions on CPU)."""
+    amp: str = "none"
+    """none or bf16 (autocast; meant for GPUs)."""
+    threads: int | None = None
+    """CPU threads per process; None: all cores divided by the processes on this node."""
+    log_every: int = 20
+    """Write a step row to metrics.jsonl every this many steps."""
+    eval_every: int = 1
+    """Validate the full model and the smallest subnet every this many epochs (0: only at the end)."""
+    eval_every_steps: int = 0
+    """Also validate every this many steps (0: off); for curves around the shrink start (paper Fig. 7)."""
+    checkpoint_every: int = 1
+    """Save checkpoints/last.pt every this many epochs (and always at the end)."""
+    checkpoint_every_steps: int = 0
+    """Also save last.pt every this many steps (0: off)."""
+    keep_checkpoints: bool = False
+    """Keep a copy of the checkpoint of every epoch (epoch-NNN.pt) besides last.pt."""
+    out_dir: str = "runs"
+    """Folder holding run directories."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files (needs the tensorboard package)."""
+    progress: str = "auto"
+    """Progress bar on stderr: auto (on a terminal), on, off."""
+    price_per_device_hour: float = 2.13
+    """Dollars per device-hour for cost.json (the rate implied by the paper's Table 2)."""
+    stop_after_steps: int | None = None
+    """Stop (as if interrupted, with a checkpoint) after this global step; for tests and budgets."""
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    """Default run name (a timestamp is appended unless --name is given)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Choices and ranges checked after loading (types are checked generically from the annotations).
+# ---------------------------------------------------------------------------------------------------
+
+_CHOICES = {
+    "train.amp": ("none", "bf16"),
+    "train.progress": ("auto", "on", "off"),
+}
+
+_RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    "data.image_size": (8, None, ">= 8"),
+    "data.train_subset": (1, None, ">= 1"),
+    "data.val_split": (0, None, ">= 0"),
+    "data.eval_subset": (1, None, ">= 1"),
+    "data.crop_padding": (0, None, ">= 0"),
+    "data.bn_images": (1, None, ">= 1"),
+    "data.eval_batch_size": (1, None, ">= 1"),
+    "data.workers": (0, None, ">= 0"),
+    "model.width_mult": (1e-6, 4, "in (0, 4]"),
+    "model.dropout": (0, 0.999, "in [0, 1)"),
+    "optim.lr": (1e-12, None, "> 0"),
+    "optim.momentum": (0, 0.999999, "in [0, 1)"),
+    "optim.weight_decay": (0, None, ">= 0"),
+    "optim.warmup_epochs": (0, None, ">= 0"),
+    "optim.min_lr": (0, None, ">= 0"),
+    "optim.label_smoothing": (0, 0.999, "in [0, 1)"),
+    "optim.grad_clip": (1e-12, None, "> 0"),
+    "train.epochs": (1, None, ">= 1"),
+    "train.batch_size": (1, None, ">= 1"),
+    "train.micro_batches": (1, None, ">= 1"),
+    "train.threads": (1, None, ">= 1"),
+    "train.log_every": (1, None, ">= 1"),
+    "train.eval_every": (0, None, ">= 0"),
+    "train.eval_every_steps": (0, None, ">= 0"),
+    "train.checkpoint_every": (1, None, ">= 1"),
+    "train.checkpoint_every_steps": (0, None, ">= 0"),
+    "train.price_per_device_hour": (0, None, ">= 0"),
+    "train.stop_after_steps": (1, None, ">= 1"),
+}
+
+
+def _validate(cfg: Config) -> Config:
+    choices = dict(_CHOICES)
+    choices["data.dataset"] = tuple(list_datasets())
+    choices["model.space"] = tuple(list_spaces())
+    choices["strategy.name"] = tuple(list_strategies())
+    for key, valid in choices.items():
+        value = _get(cfg, key)
+        if value not in valid:
+            raise ConfigError(f"{key}: '{value}' is not valid; valid: {', '.join(valid)}")
+    for key, (lo, hi, text) in _RANGES.items():
+        value = _get(cfg, key)
+        if value is None:
+            continue
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{key}: {value} is not valid; must be {text}")
+    if cfg.model.resolutions is not None and (not cfg.model.resolutions or min(cfg.model.resolutions) < 8):
+        raise ConfigError(f"model.resolutions: {cfg.model.resolutions} is not valid; need integers >= 8")
+    dev = cfg.train.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"train.device: '{dev}' is not valid; valid: auto, cpu, cuda, cuda:N")
+    if cfg.train.batch_size % cfg.train.micro_batches:
+        raise ConfigError(
+            f"train.micro_batches: {cfg.train.micro_batches} does not divide train.batch_size {cfg.train.batch_size}"
+        )
+    try:  # the strategy checks its own section against the space it will train (before any data is read)
+        space = get_space(cfg.model.space, cfg.model.width_mult, cfg.model.resolutions)
+        get_strategy_class(cfg.strategy.name).check_config(cfg.strategy, space)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(first_line(e)) from None
+    return cfg
+
+
+def _get(cfg: Config, key: str) -> Any:
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------------
+# dict <-> dataclasses with type checks
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(key, value, arg)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: {value!r} is not valid")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: {value!r} is not valid; expected a list")
+        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: {value!r} is not valid; expected a mapping")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: {value!r} is not valid; expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: {value!r} is not valid; expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: {value!r} is not valid; expected a number")
+        return float(value)
+    if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans: `train.progress=off`
+            return "on" if value else "off"
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: {value!r} is not valid; expected a string")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
+
+
+def _from_dict(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{full}: unknown field; valid: {', '.join(names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _from_dict(tp, value or {}, f"{full}.")
+        else:
+            kwargs[key] = _check_type(full, value, tp)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build and validate a Config from a (possibly partial) nested dict."""
+    return _validate(_from_dict(Config, data or {}, ""))
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config: file '{name_or_path}' not found")
+        return path
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        raise ConfigError(
+            f"config: unknown preset '{name_or_path}'; valid: {', '.join(list_presets())} or a .yaml path"
+        )
+    return preset
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``section.field=value`` overrides (values parsed as YAML) to a nested dict."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not valid; expected section.field=value, e.g. train.epochs=3")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError:
+            value = text
+        parts = key.strip().split(".")
+        target = data
+        for part in parts[:-1]:
+            if not isinstance(target.get(part, {}), dict):
+                raise ConfigError(f"override '{item}': {part} is not a section")
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return data
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_tree(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict:
+    """The raw YAML mapping of a preset or file, with ``inherit: <preset or file>`` resolved (deep merge)."""
+    path = resolve_preset(name_or_path)
+    data = _read_yaml(path)
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: inherit: {parent!r} is not valid; expected a preset name or a .yaml path")
+    if parent in _seen:
+        raise ConfigError(f"{path}: inherit: '{parent}' makes a cycle ({' -> '.join((*_seen, parent))})")
+    return _merge(load_tree(parent, (*_seen, name_or_path)), data)
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a preset (by name) or a YAML file (``inherit:`` another one), apply dotted overrides, validate."""
+    data = load_tree(name_or_path) if name_or_path else {}
+    return config_from_dict(apply_overrides(data, list(overrides or [])))
+
+
+def field_docs(cls=Config, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted name, type, default, docstring) of every field, read from the attribute docstrings."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    tree = ast.parse(source).body[0]
+    docs, last = {}, None
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            last = node.target.id
+        elif isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant) and last:
+            docs[last] = " ".join(str(node.value.value).split())
+            last = None
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += field_docs(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        type_name = str(tp).replace("typing.", "") if not isinstance(tp, type) else tp.__name__
+        rows.append((f"{prefix}{f.name}", type_name, default, docs.get(f.name, "")))
+    return rows

@@ -1,0 +1,228 @@
+"""The run directory: the one owner of a run's files (every path is spelled here) and of opening a run.
+
+    runs/<name>/config.yaml       resolved config
+    runs/<name>/metrics.jsonl     one JSON object per event (step, eval, phase, start, end, stopped)
+    runs/<name>/cost.json         wall seconds, epochs, device-hours, dollars
+    runs/<name>/checkpoints/      last.pt (+ epoch-NNN.pt)
+    runs/<name>/tensorboard/      optional
+    runs/<name>/eval/ search/ exports/ gradients/   what the workflows write
+
+:func:`load_run` opens a trained run: the network (space identity and model settings) comes from the
+checkpoint, which says what its weights are; data and evaluation settings come from ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.registry import space_from_identity
+from ..core.space import Space
+from ..core.supernet import Supernet, build_supernet
+from .checkpoint import load_checkpoint, load_model_state
+from .config import Config, config_from_dict, load_config, to_yaml
+from .setup import TrainData, build_data, image_size, memory_format
+
+__all__ = ["LoadedRun", "MetricsLog", "RunDir", "RunError", "load_run", "read_metrics", "supernet_of_checkpoint"]
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used (missing, never trained)."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory (nothing is created until written)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def cost_file(self) -> Path:
+        return self.path / "cost.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint("last")
+
+    def checkpoint(self, name: str) -> Path:
+        """``checkpoints/<name>.pt`` (``last``, ``epoch-003``, ...), or ``name`` itself if it is a .pt path."""
+        return Path(name) if str(name).endswith(".pt") else self.checkpoints / f"{name}.pt"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def search_dir(self) -> Path:
+        return self.path / "search"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.path / "exports"
+
+    @property
+    def gradients_dir(self) -> Path:
+        return self.path / "gradients"
+
+    def latency_table(self, backend: str = "torch", threads: int = 1, batch: int = 1) -> Path:
+        """Where a run keeps the latency lookup table of this device for its space."""
+        return self.path / f"latency-{backend}-t{threads}-b{batch}.json"
+
+    def read_config(self, overrides: list[str] | None = None) -> Config:
+        return load_config(str(self.config_file), overrides)
+
+    def write_config(self, cfg: Config) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(to_yaml(cfg))
+
+    def read_metrics(self) -> list[dict]:
+        return read_metrics(self.path)
+
+    def read_cost(self) -> dict | None:
+        return json.loads(self.cost_file.read_text()) if self.cost_file.exists() else None
+
+    def write_cost(self, cost: dict) -> None:
+        self.cost_file.write_text(json.dumps(cost, indent=2) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (one dict per event: step, eval, phase, end, ...), oldest first;
+    empty if the run has not logged anything yet."""
+    path = RunDir(run_dir).metrics_file
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsLog:
+    """Appends rows to metrics.jsonl (one JSON object per event) and an optional TensorBoard sink."""
+
+    def __init__(self, run: RunDir, *, enabled: bool = True, tensorboard: bool = False,
+                 resume_step: int | None = None):
+        self.enabled = enabled
+        self.path = run.metrics_file
+        self.tb = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.exists():
+            # drop rows written after the checkpoint we resume from: those steps run again
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError(
+                    "train.tensorboard: true needs the tensorboard package; pip install 'onceforall[tensorboard]'"
+                ) from None
+            self.tb = SummaryWriter(str(run.tensorboard))
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{row['event']}/{key}", value, row.get("step", 0))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    cfg: Config
+    space: Space
+    """The space with the run's number of classes and input channels."""
+    net: Supernet
+    step: int
+    checkpoint: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.run_dir)
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return memory_format(self.cfg)
+
+    @property
+    def image_size(self) -> int:
+        return image_size(self.cfg, self.space)
+
+    @cached_property
+    def data(self) -> TrainData:
+        """TrainData of the run (BN-recalibration subset, validation set)."""
+        return build_data(self.cfg, self.image_size)
+
+    @property
+    def eval_split(self) -> str:
+        return "held-out training images" if self.cfg.data.val_split else "test"
+
+    @cached_property
+    def cost(self) -> dict | None:
+        return self.dir.read_cost()
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Open a trained run: its supernet from ``checkpoints/last.pt``, its settings from ``config.yaml``."""
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise RunError(f"run {run.path} not found")
+    if not run.config_file.is_file():
+        raise RunError(f"run {run.path} has no config.yaml; is it a onceforall run directory?")
+    if not run.last_checkpoint.is_file():
+        raise RunError(f"run {run.path} has no checkpoints/last.pt; train it first")
+    cfg = run.read_config()
+    ck = load_checkpoint(run.last_checkpoint)
+    net = supernet_of_checkpoint(ck, run.last_checkpoint)
+    net = net.to(device=torch.device(device), memory_format=memory_format(cfg)).eval()
+    return LoadedRun(run.path, cfg, net.space, net, int(ck["state"]["step"]), run.last_checkpoint,
+                     torch.device(device))
+
+
+def supernet_of_checkpoint(ck: dict, path: Path) -> Supernet:
+    """The supernet a checkpoint holds: its space identity and model settings, its weights."""
+    model = config_from_dict(ck["config"]).model
+    net = build_supernet(space_from_identity(ck["space"]), dropout=model.dropout,
+                         kernel_transform=model.kernel_transform)
+    load_model_state(net, ck["model"], path)
+    return net

@@ -1,0 +1,83 @@
+"""Exporting a subnet of a trained run (``onceforall export``): BN-recalibrated, timed on this machine,
+written as safetensors + JSON sidecar (+ ONNX, TorchScript) with the run's accuracy and provenance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.arch import Arch
+from ..core.bn import recalibrate_bn
+from ..core.devices import device_name
+from ..run.rundir import LoadedRun
+from ..specialize.export import export_subnet
+from ..specialize.timing import measure_latency_ms
+from .evaluate import Evaluator
+
+__all__ = ["ExportResult", "arch_from_search", "export_run", "resolve_arch"]
+
+
+@dataclass
+class ExportResult:
+    arch: Arch
+    sidecar: Path
+    macs: int
+    params: int
+    accuracy: float
+    """Top-1 (%) on the run's validation set (``split``)."""
+    split: str
+    latency_ms: float
+    threads: int
+
+    @property
+    def files(self) -> list[Path]:
+        """The sidecar and its siblings (safetensors, and ONNX / TorchScript when written)."""
+        return sorted(self.sidecar.parent.glob(self.sidecar.stem + ".*"))
+
+    def describe(self) -> str:
+        """What ``onceforall export`` prints: the arch, its cost and accuracy, and the files written."""
+        lines = [f"exported {self.arch}: {self.macs / 1e6:.2f}M MACs, {self.params / 1e6:.3f}M params, "
+                 f"{self.accuracy:.2f}% ({self.split}), {self.latency_ms:.2f} ms (torch, {self.threads} thread(s), "
+                 "batch 1)"]
+        return "\n".join(lines + [f"  {f}" for f in self.files])
+
+
+def resolve_arch(run: LoadedRun, text: str) -> Arch:
+    """An arch of the run's space from its string form, or ``min``/``smallest``, ``max``/``full``."""
+    if text in ("min", "smallest"):
+        return run.space.min()
+    if text in ("max", "full"):
+        return run.space.max()
+    return run.space.parse(text)
+
+
+def arch_from_search(run: LoadedRun, path: str | Path) -> Arch:
+    """The best measured arch of a ``search/<budget>.json`` result."""
+    found = json.loads(Path(path).read_text())
+    measured = [c for c in found["candidates"] if c.get("measured_acc") is not None]
+    if not measured:
+        raise ValueError(f"--from-search: {path} has no measured candidate")
+    return run.space.parse(max(measured, key=lambda c: c["measured_acc"])["arch"])
+
+
+def export_run(run: LoadedRun, arch: Arch, *, out_dir: str | Path | None = None, onnx: bool = False,
+               torchscript: bool = False, threads: int = 1) -> ExportResult:
+    """Extract ``arch``, recalibrate its BN as evaluation does, time it (torch, ``threads``, batch 1) and
+    export it into ``out_dir`` (default ``RUN/exports``) with its accuracy (the cached evaluation) and source."""
+    acc = Evaluator(run).accuracy([arch], None)[0]  # cached; the same recalibration as below
+    sub = run.net.extract(arch)
+    recalibrate_bn(sub, run.data.bn, num_images=run.cfg.data.bn_images)
+    shape = (1, run.space.in_channels, arch.resolution, arch.resolution)
+    ms = measure_latency_ms(sub, shape, threads=threads)
+    ds = run.data.val_full.ds
+    path = export_subnet(
+        sub, Path(out_dir) if out_dir else run.dir.exports_dir,
+        accuracy={"top1": acc, "split": run.eval_split, "images": len(ds), "dataset": run.cfg.data.dataset},
+        latency={"ms": round(ms, 4), "backend": "torch", "threads": threads, "batch": 1,
+                 "device": device_name("cpu", threads)},
+        source={"run": str(run.run_dir), "step": run.step, "checkpoint": str(run.checkpoint),
+                "strategy": run.cfg.strategy.name},
+        normalization={"mean": list(ds.mean), "std": list(ds.std)}, onnx=onnx, torchscript=torchscript,
+    )
+    return ExportResult(arch, path, run.space.macs(arch), run.space.params(arch), acc, run.eval_split, ms, threads)

@@ -1,0 +1,233 @@
+"""Reports: a run's Pareto front (eval/), and the comparison of several runs (Table 2 of the paper).
+
+Plots use matplotlib's Agg backend (files only, no display needed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from pathlib import Path
+
+from ..run.rundir import LoadedRun, RunDir
+
+__all__ = ["compare_runs", "pareto_table", "pyplot", "write_run_report"]
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only; imported on first use, not at package import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _m(macs: float) -> str:
+    return f"{macs / 1e6:.2f}M"
+
+
+def write_run_report(run: LoadedRun, result: dict) -> None:
+    """eval/pareto.json, eval/pareto.csv (every evaluated subnet), eval/report.md, eval/pareto.png."""
+    out = run.dir.eval_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pareto.json").write_text(json.dumps(result, indent=2) + "\n")
+    curve = {p["arch"] for p in result["curve"]}
+    front = {p["arch"] for p in result["front"]}
+    with (out / "pareto.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "macs", "params", "bucket", "acc_selection", "acc", "bucket_winner", "on_front"])
+        for e in sorted(result["evaluated"], key=lambda e: e["macs"]):
+            w.writerow([e["arch"], e["macs"], e["params"], e["bucket"], e["acc_selection"],
+                        "" if e["acc"] is None else e["acc"], e["arch"] in curve, e["arch"] in front])
+    (out / "report.md").write_text(_run_markdown(run, result))
+    _plot_run(result, out / "pareto.png", title=run.name)
+
+
+def _run_markdown(run: LoadedRun, r: dict) -> str:
+    es = r["eval_set"]
+    sel = f", candidates ranked on {es['selection_images']} of them" if es["selection_images"] else ""
+    lines = [
+        f"# {run.name}: Pareto front",
+        "",
+        f"Strategy `{r['strategy']}`, space `{r['space']['name']}` width {r['space']['width_mult']:g}, "
+        f"checkpoint step {r['step']}. Accuracy: top-1 on {es['images']} {es['split']} images{sel}; "
+        f"BN recalibrated on {es['bn_images']} training images per subnet.",
+        "",
+        f"**Mean Pareto accuracy: {r['mean_pareto_acc']:.2f}%** "
+        f"(area under accuracy vs normalized MACs, 6 buckets over {_m(r['macs_range'][0])}..{_m(r['macs_range'][1])})",
+        "",
+        "| bucket | MACs range | MACs | accuracy | arch |",
+        "|---|---|---|---|---|",
+    ]
+    for b in r["buckets"]:
+        rng = f"{_m(b['lo'])}–{_m(b['hi'])}"
+        if b["arch"] is None:
+            lines.append(f"| {b['bucket'] + 1} | {rng} | – | – | (no subnet evaluated) |")
+        else:
+            lines.append(f"| {b['bucket'] + 1} | {rng} | {_m(b['macs'])} | {b['acc']:.2f}% | `{b['arch']}` |")
+    lines += ["", f"Smallest subnet: {r['smallest']['acc']:.2f}% at {_m(r['smallest']['macs'])}; "
+              f"full model: {r['largest']['acc']:.2f}% at {_m(r['largest']['macs'])}.", ""]
+    if run.cost:
+        c = run.cost
+        lines += [f"Training cost: {c['wall_seconds'] / 60:.1f} min wall, {c['epochs']:g} epochs, "
+                  f"{c['seconds_per_epoch']:.1f} s/epoch, {c['device_hours']:.4f} device-hours on {c['devices']} x "
+                  f"{c['device']}, ${c['dollars']:.4f}.", ""]
+    lines += ["![Pareto front](pareto.png)", ""]
+    return "\n".join(lines)
+
+
+def _plot_run(r: dict, path: Path, title: str) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ev = [e for e in r["evaluated"]]
+    ax.scatter([e["macs"] / 1e6 for e in ev], [e["acc_selection"] for e in ev], s=12, color="0.7",
+               label="evaluated (selection set)")
+    xs = [p["macs"] / 1e6 for p in r["curve"]]
+    ys = [p["acc"] for p in r["curve"]]
+    ax.plot(xs, ys, "o-", color="C0", label=f"bucket winners (mean Pareto acc {r['mean_pareto_acc']:.2f}%)")
+    for edge in r["bucket_edges"]:
+        ax.axvline(edge / 1e6, color="0.9", lw=0.8, zorder=0)
+    ax.set_xlabel("MACs (M)")
+    ax.set_ylabel(f"top-1 accuracy (%), {r['eval_set']['split']}")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def pareto_table(r: dict) -> str:
+    """The Pareto summary of ``evaluate_run`` as a plain-text table."""
+    rows = [f"mean Pareto accuracy {r['mean_pareto_acc']:.2f}% ({r['eval_set']['split']}, "
+            f"{r['eval_set']['images']} images)", f"{'bucket':>6s} {'MACs':>9s} {'acc':>7s}  arch"]
+    for b in r["buckets"]:
+        if b["arch"] is None:
+            rows.append(f"{b['bucket'] + 1:6d} {'-':>9s} {'-':>7s}  (none)")
+        else:
+            rows.append(f"{b['bucket'] + 1:6d} {b['macs'] / 1e6:8.2f}M {b['acc']:6.2f}%  {b['arch']}")
+    rows.append(f"smallest {r['smallest']['acc']:.2f}% at {r['smallest']['macs'] / 1e6:.2f}M MACs; "
+                f"full model {r['largest']['acc']:.2f}% at {r['largest']['macs'] / 1e6:.2f}M MACs")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Comparing runs
+# ---------------------------------------------------------------------------------------------------
+
+COLUMNS = ["method", "strategy", "epochs", "wall_min", "s_per_epoch", "device_hours", "dollars", "cost_ratio",
+           "smallest_acc", "smallest_macs", "largest_acc", "largest_macs", "mean_pareto_acc"]
+
+
+def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str | None = None) -> list[dict]:
+    """Table 2 for several runs (markdown + CSV), one plot with every run's curve, one with the full model's
+    validation accuracy over epochs and ε over training. ``cost_ratio`` is each run's device-hours divided by
+    the reference run's (default: the first DεpS run, else the first run)."""
+    rows, results, metrics = [], [], []
+    for run in map(RunDir, run_dirs):
+        d = run.path
+        pj = run.eval_dir / "pareto.json"
+        if not pj.is_file():
+            raise ValueError(f"run {d} has no eval/pareto.json; run `onceforall eval {d}` first")
+        c = run.read_cost()
+        if c is None:
+            raise ValueError(f"run {d} has no cost.json; it never finished a training session")
+        r = json.loads(pj.read_text())
+        results.append(r)
+        metrics.append(run.read_metrics())
+        rows.append({
+            "method": run.name, "strategy": r["strategy"], "epochs": c["epochs"], "wall_min": c["wall_seconds"] / 60,
+            "s_per_epoch": c["seconds_per_epoch"], "device_hours": c["device_hours"], "dollars": c["dollars"],
+            "smallest_acc": r["smallest"]["acc"], "smallest_macs": r["smallest"]["macs"],
+            "largest_acc": r["largest"]["acc"], "largest_macs": r["largest"]["macs"],
+            "mean_pareto_acc": r["mean_pareto_acc"],
+        })
+    spaces = {json.dumps(r["space"], sort_keys=True) for r in results}
+    if len(spaces) > 1:
+        raise ValueError("compare: the runs use different spaces; their MACs ranges and fronts are not comparable")
+    if reference is None:
+        ref = next((row for row in rows if row["strategy"] == "deps"), rows[0])
+    else:
+        matches = [row for row in rows if row["method"] == reference]
+        if not matches:
+            raise ValueError(f"compare: --reference '{reference}' is not one of the runs: "
+                             f"{', '.join(r['method'] for r in rows)}")
+        ref = matches[0]
+    for row in rows:
+        row["cost_ratio"] = row["device_hours"] / ref["device_hours"] if ref["device_hours"] else None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "compare.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: row[k] for k in COLUMNS})
+    (out / "compare.md").write_text(_compare_markdown(rows, ref, results[0]))
+    _plot_fronts(rows, results, out / "fronts.png")
+    _plot_training(rows, metrics, out / "training.png")
+    return rows
+
+
+def _compare_markdown(rows: list[dict], ref: dict, r0: dict) -> str:
+    es = r0["eval_set"]
+    lines = [
+        f"# Comparison ({datetime.now().strftime('%Y-%m-%d %H:%M')})",
+        "",
+        f"Space `{r0['space']['name']}` width {r0['space']['width_mult']:g}; accuracy = top-1 on {es['images']} "
+        f"{es['split']} images after BN recalibration; cost ratio = device-hours / those of `{ref['method']}`.",
+        "",
+        "| method | strategy | epochs | wall (min) | s/epoch | device-hours | $ | cost ratio | smallest acc | "
+        "smallest MACs | largest acc | largest MACs | mean Pareto acc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = f"{r['cost_ratio']:.2f}x" if r["cost_ratio"] is not None else "–"
+        lines.append(
+            f"| {r['method']} | {r['strategy']} | {r['epochs']:g} | {r['wall_min']:.1f} | {r['s_per_epoch']:.1f} | "
+            f"{r['device_hours']:.4f} | {r['dollars']:.4f} | {ratio} | {r['smallest_acc']:.2f}% | "
+            f"{_m(r['smallest_macs'])} | {r['largest_acc']:.2f}% | {_m(r['largest_macs'])} | "
+            f"{r['mean_pareto_acc']:.2f}% |"
+        )
+    lines += ["", "![fronts](fronts.png)", "", "![training](training.png)", ""]
+    return "\n".join(lines)
+
+
+def _plot_fronts(rows, results, path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (row, r) in enumerate(zip(rows, results)):
+        ax.plot([p["macs"] / 1e6 for p in r["curve"]], [p["acc"] for p in r["curve"]], "o-", color=f"C{i}",
+                label=f"{row['method']} ({r['mean_pareto_acc']:.2f}%)")
+    for edge in results[0]["bucket_edges"]:
+        ax.axvline(edge / 1e6, color="0.9", lw=0.8, zorder=0)
+    ax.set_xlabel("MACs (M)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("Bucket winners per run (mean Pareto accuracy)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_training(rows, metrics, path: Path) -> None:
+    plt = pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (row, m) in enumerate(zip(rows, metrics)):
+        ev = [e for e in m if e["event"] == "eval" and not e.get("final")]
+        a1.plot([e["epoch"] for e in ev], [e["acc_full"] for e in ev], "o-", ms=3, color=f"C{i}", label=row["method"])
+        st = [e for e in m if e["event"] == "step"]
+        a2.plot([e["epoch"] for e in st], [e["eps"] for e in st], color=f"C{i}", label=row["method"])
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("full model validation accuracy (%)")
+    a1.grid(alpha=0.3)
+    a1.legend(fontsize=8)
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("ε (subnet loss weight)")
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

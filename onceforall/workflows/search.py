@@ -1,0 +1,94 @@
+"""Searching a trained run for the best subnets under a budget (``onceforall search``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from ..run.rundir import LoadedRun
+from ..specialize.latency import LatencyTable, build_latency_table
+from ..specialize.search import AccuracyPredictor, CostFn, check_budget, evolutionary_search, format_cost, parse_budget
+from .evaluate import Evaluator, candidate_archs
+
+__all__ = ["run_search", "search_table"]
+
+
+def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: float | None = None,
+               latency_table: str | None = None, top: int = 3, samples: int = 60,
+               selection_images: int | None = 2000, seed: int = 0,
+               progress: Callable[[str], None] | None = None) -> dict:
+    """Search a run's supernet for the most accurate archs under a budget and measure the best ``top``.
+
+    The accuracy predictor learns from the (arch, accuracy) pairs ``onceforall eval`` measured on the
+    selection images (more random subnets are measured when there are fewer than ``samples``); its
+    held-out error is reported. Results go to ``<run>/search/<budget>.json``."""
+    say = progress or (lambda text: None)
+    space = run.space
+    if macs is not None:
+        budget, unit = parse_budget(macs), "MACs"
+        cost_fn: CostFn = space.macs
+        label = f"macs-{format_cost(budget, 'MACs').split()[0]}"
+    elif latency_ms is not None:
+        budget, unit = float(latency_ms), "ms"
+        if budget <= 0:
+            raise ValueError(f"latency budget: {latency_ms} ms is not valid; must be > 0")
+        if latency_table is not None:
+            table = LatencyTable.load(latency_table)
+        else:
+            path = run.dir.latency_table("torch", 1, 1)
+            if path.exists():
+                table = LatencyTable.load(path)
+            else:
+                say("building a latency table for this device (torch, 1 thread, batch 1)")
+                table = build_latency_table(space, backend="torch", threads=1, batch=1)
+                table.save(path)
+        cost_fn = lambda a: table.predict(space, a)  # noqa: E731
+        label = f"latency-{budget:g}ms"
+    else:
+        raise ValueError("search: give a budget: macs or latency_ms")
+    budget = check_budget(space, cost_fn, budget, unit)  # fail fast, before measuring anything
+    evaluator = Evaluator(run)
+    pairs = evaluator.measured(selection_images)
+    if len(pairs) < samples:
+        extra = [a for a in candidate_archs(space, per_bucket=max(2, samples // 6 + 1), uniform=False, seed=seed + 1)
+                 if a not in pairs][: samples - len(pairs)]
+        say(f"measuring {len(extra)} more subnets for the accuracy predictor")
+        evaluator.accuracy(extra, selection_images)
+        pairs = evaluator.measured(selection_images)
+    predictor = AccuracyPredictor(space, seed=seed)
+    report = predictor.fit(list(pairs), list(pairs.values()), seed=seed)
+    say(f"predictor: {report['pairs']} pairs, held-out RMSE {report['heldout_rmse']}")
+    found = evolutionary_search(space, predictor.predict, cost_fn, budget, seed=seed, unit=unit)
+    best = found[: max(1, top)]
+    say(f"measuring the best {len(best)} candidates on the whole validation set")
+    measured = evaluator.accuracy([a for a, _, _ in best], None)
+    result = {
+        "run": str(run.run_dir), "step": run.step, "budget": budget, "unit": unit,
+        "budget_text": format_cost(budget, unit), "seed": seed,
+        "predictor": report, "eval_set": {"split": run.eval_split, "images": len(run.data.val_full.ds),
+                                          "predictor_images": selection_images},
+        "candidates": [
+            {"arch": str(a), "macs": space.macs(a), "cost": c, "cost_text": format_cost(c, unit),
+             "predicted_acc": round(float(score), 4), "measured_acc": acc}
+            for (a, score, c), acc in zip(best, measured)
+        ],
+        "searched": len(found),
+    }
+    out = run.dir.search_dir / f"{label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    result["path"] = str(out)
+    return result
+
+
+def search_table(r: dict) -> str:
+    """A search result as a plain-text table."""
+    p = r["predictor"]
+    err = f"held-out RMSE {p['heldout_rmse']:.2f} points, Kendall tau {p['heldout_kendall_tau']:.2f}" \
+        if p.get("heldout_rmse") is not None else "too few pairs for a held-out error"
+    rows = [f"budget {r['budget_text']}: predictor trained on {p['pairs']} measured subnets ({err})",
+            f"{'cost':>12s} {'MACs':>9s} {'predicted':>9s} {'measured':>9s}  arch"]
+    for c in r["candidates"]:
+        measured = f"{c['measured_acc']:8.2f}%" if c.get("measured_acc") is not None else f"{'-':>9s}"
+        rows.append(f"{c['cost_text']:>12s} {c['macs'] / 1e6:8.2f}M {c['predicted_acc']:8.2f}% {measured}  {c['arch']}")
+    return "\n".join(rows)

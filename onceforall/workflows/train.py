@@ -1,0 +1,394 @@
+"""Train a supernet: ``onceforall train``.
+
+    onceforall train --config fashion-mnist-quick                      # the demo preset, ~10 min on 2 cores
+    onceforall train --config fashion-mnist strategy.name=bignas train.epochs=30 --name bignas-30
+    onceforall train --resume runs/bignas-30                           # continue exactly where it stopped
+    torchrun --nproc-per-node 2 -m onceforall train --config fashion-mnist-quick   # 2 processes (gloo on CPU)
+
+The loop below is the whole algorithm around :func:`step_once` (:mod:`onceforall.core.step`): the strategy plans
+step t, the step runs the plan. Every random choice is a pure function of (seed, step[, rank]) —
+batch order and augmentation, sampled archs, dropout — so a resumed run continues bit for bit, and
+every rank of a distributed run samples the same archs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core import distributed
+from ..core.devices import device_name
+from ..core.evaluation import evaluate_arch
+from ..core.seeds import dropout_seed
+from ..core.space import Space
+from ..core.step import begin_step, train_step
+from ..core.strategies import Plan, Strategy
+from ..core.supernet import Supernet
+from ..run.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from ..run.config import Config, config_from_dict, to_dict
+from ..run.rundir import MetricsLog, RunDir
+from ..run.setup import (
+    build_data,
+    build_net,
+    build_optimizer,
+    build_schedule,
+    build_space,
+    build_strategy,
+    image_size,
+    memory_format,
+)
+
+__all__ = ["StepResult", "default_run_name", "step_once", "train"]
+
+
+def default_run_name(cfg: Config) -> str:
+    return f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# One step: the plan of step t, its actions, its passes (training and analyze-gradients both call it)
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    plan: Plan
+    losses: dict[str, float]
+    teacher: nn.Module | None
+    """The frozen teacher after the step (OFA-PS snapshots it when its first KD phase starts)."""
+
+
+def step_once(cfg: Config, strategy: Strategy, t: int, net: nn.Module, optimizer: torch.optim.Optimizer,
+              teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor, *, rank: int = 0,
+              sync_grads: Callable[[], None] | None = None,
+              autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> StepResult:
+    """Global step ``t`` of a run on this rank's batch (already on the device): the strategy's plan, its
+    actions and learning rate (:func:`~onceforall.core.step.begin_step`, dropout seeded from (seed, t, rank)),
+    then :func:`~onceforall.core.step.train_step`."""
+    plan = strategy.plan(t)
+    teacher = begin_step(plan, net, optimizer, teacher, lr=strategy.lr_at(t),
+                         dropout_seed=dropout_seed(cfg.train.seed, t, rank))
+    losses = train_step(net, plan, x, y, optimizer, micro_batches=cfg.train.micro_batches, teacher_net=teacher,
+                        sync_grads=sync_grads, grad_clip=cfg.optim.grad_clip, autocast=autocast)
+    return StepResult(plan, losses, teacher)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Progress and cost
+# ---------------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line progress display on stderr (only on a terminal unless forced)."""
+
+    def __init__(self, mode: str, enabled: bool):
+        self.on = enabled and (mode == "on" or (mode == "auto" and sys.stderr.isatty()))
+
+    def update(self, text: str) -> None:
+        if self.on:
+            sys.stderr.write("\r" + text[:160].ljust(160))
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.on:
+            sys.stderr.write("\n")
+
+
+def write_cost(run: RunDir, state: dict, cfg: Config, d: distributed.Dist, device: str, epochs_done: float) -> dict:
+    wall = state["train_seconds"] + state["eval_seconds"]
+    hours = wall * d.world / 3600.0
+    cost = {
+        "wall_seconds": round(wall, 3),
+        "train_seconds": round(state["train_seconds"], 3),
+        "eval_seconds": round(state["eval_seconds"], 3),
+        "epochs": round(epochs_done, 4),
+        "seconds_per_epoch": round(state["train_seconds"] / epochs_done, 3) if epochs_done else None,
+        "device": device,
+        "devices": d.world,
+        "device_hours": round(hours, 8),
+        "price_per_device_hour": cfg.train.price_per_device_hour,
+        "dollars": round(hours * cfg.train.price_per_device_hour, 6),
+    }
+    run.write_cost(cost)
+    return cost
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------
+
+
+def checkpoint_state(net, opt, strategy, teacher, state, cfg, space) -> dict:
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "config": to_dict(cfg),
+        "space": space.identity(),
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": {"step": state["step"]},
+        "strategy": strategy.state_dict(),
+        "teacher": teacher.state_dict() if teacher is not None else None,
+        "rng": rng,
+        "data": {"epoch": state["step"] // state["steps_per_epoch"],
+                 "index": state["step"] % state["steps_per_epoch"]},
+        "state": dict(state),
+    }
+
+
+def restore(path: Path, net, opt, strategy: Strategy, cfg: Config, space: Space, device) -> tuple[dict, Any]:
+    ck = load_checkpoint(path, map_location=device, space=space)
+    saved_cfg = config_from_dict(ck["config"])
+    if to_dict(saved_cfg)["strategy"] != to_dict(cfg)["strategy"] or saved_cfg.train.epochs != cfg.train.epochs:
+        raise CheckpointError(f"checkpoint {path} belongs to a run with another strategy or length; resume it with "
+                              "its own config.yaml")
+    load_model_state(net, ck["model"], path)
+    opt.load_state_dict(ck["optimizer"])
+    strategy.load_state_dict(ck["strategy"])
+    teacher = None
+    if ck.get("teacher") is not None:
+        teacher = copy.deepcopy(net).requires_grad_(False).eval()
+        teacher.load_state_dict(ck["teacher"])
+    torch.set_rng_state(ck["rng"]["torch"].cpu())
+    random.setstate(_as_tuple(ck["rng"]["python"]))
+    if "cuda" in ck["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng"]["cuda"]])
+    return dict(ck["state"]), teacher
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints between steps and stops cleanly."""
+
+    def __init__(self):
+        self.raised: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading_is_main():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def threading_is_main() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False) -> dict[str, Any]:
+    """Train (or resume) the run in ``run_dir`` (default: ``train.out_dir/<name>-<timestamp>``, the same on
+    every rank); returns a summary dict. Rank 0 writes all files."""
+    d = distributed.setup(cfg.train.device)
+    try:
+        if run_dir is None:
+            run_dir = Path(cfg.train.out_dir) / d.broadcast_str(default_run_name(cfg))
+        return _train(cfg, Path(run_dir), resume, d)
+    finally:
+        distributed.teardown(d)
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dict[str, Any]:
+    t_cfg = cfg.train
+    threads = t_cfg.threads or max(1, (os.cpu_count() or 1) // d.local_world)
+    torch.set_num_threads(threads)
+    if t_cfg.batch_size % (d.world * t_cfg.micro_batches):
+        raise ValueError(f"train.batch_size: {t_cfg.batch_size} is not divisible by {d.world} ranks x "
+                         f"{t_cfg.micro_batches} micro-batches")
+    run = RunDir(run_dir)
+    ckpt_path = run.last_checkpoint
+    if resume and not ckpt_path.is_file():
+        raise CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
+    if not resume and ckpt_path.exists():
+        raise ValueError(f"run directory {run_dir} already holds a checkpoint; use --resume or another --name")
+
+    space0 = build_space(cfg)
+    data = build_data(cfg, image_size(cfg, space0))
+    space = space0.with_io(num_classes=data.num_classes, in_channels=data.in_channels)
+    fmt = memory_format(cfg)
+    net: Supernet = build_net(cfg, space).to(device=d.device, memory_format=fmt)
+    opt = build_optimizer(net, cfg)
+    spe = data.train.steps_per_epoch
+    schedule = build_schedule(cfg, spe)
+    strategy = build_strategy(cfg, space, schedule)
+    lr_at = strategy.lr_at
+    teacher: nn.Module | None = None
+    state = {"step": 0, "train_seconds": 0.0, "eval_seconds": 0.0, "steps_per_epoch": spe}
+    if resume:
+        state, teacher = restore(ckpt_path, net, opt, strategy, cfg, space, d.device)
+        if state["steps_per_epoch"] != spe:
+            raise CheckpointError(f"checkpoint {ckpt_path}: {state['steps_per_epoch']} steps per epoch, this data "
+                                  f"gives {spe}; the dataset or batch size changed")
+    d.broadcast_module(net)
+    if d.is_main:
+        run.write_config(cfg)
+    metrics = MetricsLog(run, enabled=d.is_main, tensorboard=t_cfg.tensorboard,
+                         resume_step=state["step"] if resume else None)
+    dev_name = device_name(d.device, threads)
+    if d.is_main and not resume:
+        metrics.write({"event": "start", "step": 0, "space": space.identity(), "steps_per_epoch": spe,
+                       "epochs": t_cfg.epochs, "device": dev_name, "devices": d.world,
+                       "macs_full": space.macs(space.max()), "macs_min": space.macs(space.min())})
+
+    per_rank = t_cfg.batch_size // d.world
+    rows = slice(d.rank * per_rank, (d.rank + 1) * per_rank)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    use_amp = t_cfg.amp == "bf16"
+    autocast = lambda: torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=use_amp)  # noqa: E731
+    progress = Progress(t_cfg.progress, d.is_main)
+    total = schedule.total_steps
+    t = state["step"]
+    log = _LogWindow()
+    last_phase = None
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "stopped": False}
+
+    saved_at = [t if resume else -1]
+
+    def save(tag: str | None = None) -> None:
+        saved_at[0] = t
+        if d.is_main:
+            ck = checkpoint_state(net, opt, strategy, teacher, state, cfg, space)
+            save_checkpoint(ckpt_path, ck)
+            if tag is not None:
+                save_checkpoint(run.checkpoint(tag), ck)
+        d.barrier()
+
+    def validate(epoch_done: float, final: bool = False) -> None:
+        tic = time.perf_counter()
+        if d.is_main:
+            row = {"event": "eval", "step": t, "epoch": round(epoch_done, 4)}
+            if final:
+                row["final"] = True
+            val = data.val_full if final else data.val
+            for role, arch in (("full", space.max()), ("min", space.min())):
+                row[f"acc_{role}"] = round(evaluate_arch(net, arch, data.bn, val, bn_images=cfg.data.bn_images,
+                                                         device=d.device, memory_format=fmt), 4)
+                row[f"macs_{role}"] = space.macs(arch)
+            row["images"] = len(val.ds)
+            row["seconds"] = round(time.perf_counter() - tic, 3)
+            metrics.write(row)
+            summary.update({k: v for k, v in row.items() if k.startswith("acc_")})
+        d.barrier()
+        state["eval_seconds"] += time.perf_counter() - tic
+
+    with _StopFlag() as stop:
+        while t < total:
+            epoch, start = divmod(t, spe)
+            batches = data.train.epoch_batches(epoch, start, rows)
+            tic = time.perf_counter()
+            for x, y in batches:
+                got = time.perf_counter()
+                x = x.to(d.device, non_blocking=True).contiguous(memory_format=fmt)
+                y = y.to(d.device, non_blocking=True)
+                step = step_once(cfg, strategy, t, net, opt, teacher, x, y, rank=d.rank,
+                                 sync_grads=lambda: d.sync_grads(params), autocast=autocast)
+                plan, losses, teacher = step.plan, step.losses, step.teacher
+                if plan.phase != last_phase:
+                    metrics.write({"event": "phase", "step": t, "epoch": round(t / spe, 4), "phase": plan.phase})
+                    last_phase = plan.phase
+                t += 1
+                state["step"] = t
+                now = time.perf_counter()
+                state["train_seconds"] += now - tic
+                log.add(losses, now - tic, got - tic, x.shape[0] * d.world)
+                tic = now
+                if t % t_cfg.log_every == 0 or t == total:
+                    d.check_agree(f"the archs of step {t - 1}", "|".join(str(p.arch) for p in plan.passes))
+                    row = {"event": "step", "step": t, "epoch": round(t / spe, 4), "lr": lr_at(t - 1),
+                           "eps": plan.eps, "phase": plan.phase, **log.flush(),
+                           "archs": [str(p.arch) for p in plan.passes]}
+                    metrics.write(row)
+                    progress.update(f"epoch {t / spe:6.2f}/{t_cfg.epochs} step {t}/{total} "
+                                    f"loss {row.get('loss_full', float('nan')):.3f} eps {plan.eps:.3g} "
+                                    f"lr {row['lr']:.3g} {row['img_per_s']:.0f} img/s")
+                end_of_epoch = t % spe == 0
+                if end_of_epoch or t == total:
+                    done = t // spe
+                    if t == total:
+                        validate(t / spe, final=True)  # the whole validation set
+                    elif t_cfg.eval_every and done % t_cfg.eval_every == 0:
+                        validate(t / spe)
+                    if done % t_cfg.checkpoint_every == 0 or t == total:
+                        save(f"epoch-{done:03d}" if t_cfg.keep_checkpoints else None)
+                    tic = time.perf_counter()
+                else:
+                    if t_cfg.eval_every_steps and t % t_cfg.eval_every_steps == 0:
+                        validate(t / spe)
+                    if t_cfg.checkpoint_every_steps and t % t_cfg.checkpoint_every_steps == 0:
+                        save()
+                    tic = time.perf_counter()
+                if stop.raised is not None or (t_cfg.stop_after_steps is not None and t >= t_cfg.stop_after_steps):
+                    summary["stopped"] = True
+                    break
+                if end_of_epoch:
+                    break  # next epoch: new batch iterator
+            if summary["stopped"]:
+                if saved_at[0] != t:
+                    save()
+                break
+    progress.done()
+    summary.update(step=t, epochs=t / spe)
+    if d.is_main:
+        summary["cost"] = write_cost(run, state, cfg, d, dev_name, t / spe)
+        metrics.write({"event": "end" if t == total else "stopped", "step": t, "epoch": round(t / spe, 4),
+                       **{k: summary[k] for k in ("acc_full", "acc_min") if k in summary}})
+    metrics.close()
+    if stop.raised is not None:
+        summary["signal"] = stop.raised
+    return summary
+
+
+class _LogWindow:
+    """Averages of the losses, throughput and data-wait share since the last step row."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.losses: dict[str, list[float]] = {}
+        self.seconds = self.wait = 0.0
+        self.images = 0
+
+    def add(self, losses: dict[str, float], seconds: float, wait: float, images: int) -> None:
+        for k, v in losses.items():
+            self.losses.setdefault(k, []).append(v)
+        self.seconds += seconds
+        self.wait += wait
+        self.images += images
+
+    def flush(self) -> dict[str, float]:
+        row = {f"loss_{k}": round(sum(v) / len(v), 5) for k, v in self.losses.items()}
+        row["img_per_s"] = round(self.images / self.seconds, 2) if self.seconds else 0.0
+        row["data_wait"] = round(self.wait / self.seconds, 4) if self.seconds else 0.0
+        self.reset()
+        return row
+

@@ -93,8 +93,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     r = evaluate_run(run, per_bucket=args.per_bucket, uniform=not args.no_uniform,
-                     selection_images=None if args.selection_images == 0 else args.selection_images, seed=args.seed,
-                     progress=None if args.quiet else _say)
+                     selection_images=None if args.selection_images == 0 else args.selection_images,
+                     search_per_bucket=args.search_per_bucket, seed=args.seed, progress=None if args.quiet else _say)
     print(pareto_table(r))
     print(f"wrote {run.dir.eval_dir}/pareto.json, pareto.csv, report.md, pareto.png")
     return 0
@@ -210,13 +210,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CLIError(f"--resume: {run.path} is not a run directory (no config.yaml)")
         if args.config:
             raise CLIError("--resume takes the run's own config.yaml; drop --config")
+        if args.init_from:
+            raise CLIError("--resume continues the run from its own checkpoint; drop --init-from")
         bad = [o for o in args.overrides if o.split("=", 1)[0] not in RESUME_SAFE]
         if bad:
             raise CLIError(f"--resume: override '{bad[0]}' would change the run; allowed: {', '.join(RESUME_SAFE)}")
         cfg = run.read_config(args.overrides)
         run_dir = run.path
     else:
-        overrides = list(args.overrides) + ([f"train.out_dir={args.out_dir}"] if args.out_dir else [])
+        overrides = list(args.overrides) + ([f"train.out_dir={args.out_dir}"] if args.out_dir else []) + (
+            [f"train.init_from={args.init_from}"] if args.init_from else [])
         cfg = load_config(args.config or "fashion-mnist-quick", overrides)
         run_dir = Path(cfg.train.out_dir) / args.name if args.name else None
     if args.print_config:
@@ -263,16 +266,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run name (default: the preset's name plus a timestamp)")
     p.add_argument("--out-dir", default=None, help="folder of run directories (default train.out_dir, 'runs')")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.add_argument("--init-from", default=None, metavar="RUN_OR_CHECKPOINT",
+                   help="start from another run's weights (fresh optimizer and schedule; train.init_from)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--fields", action="store_true", help="list every config field with its documentation")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run across its MACs range (Pareto front, report, plot)")
     p.add_argument("run", help="run directory")
-    p.add_argument("--per-bucket", type=int, default=5, help="random subnets per MACs bucket (default 5)")
+    p.add_argument("--per-bucket", type=int, default=10,
+                   help="measured candidates per MACs bucket, drawn to reach every bucket (default 10)")
+    p.add_argument("--search-per-bucket", type=int, default=3,
+                   help="more candidates per bucket from the predictor and evolution (default 3; 0: off)")
     p.add_argument("--no-uniform", action="store_true", help="skip the uniform archs (every kernel x expand x depth)")
     p.add_argument("--selection-images", type=int, default=2000,
-                   help="rank candidates on this many validation images, then measure the winners on all (0: all)")
+                   help="rank candidates on this many validation-split images (0: all); winners are then "
+                        "measured on the whole test split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
@@ -290,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--macs", help="MACs budget, e.g. 20M")
     p.add_argument("--latency-ms", type=float, help="latency budget in ms (per image, batch 1)")
     p.add_argument("--latency-table", help="latency table JSON (default: build one for this device into RUN)")
-    p.add_argument("--top", type=int, default=3, help="candidates to measure on the whole validation set (default 3)")
+    p.add_argument("--top", type=int, default=3,
+                   help="candidates to measure on the whole validation and test splits (default 3)")
     p.add_argument("--samples", type=int, default=60,
                    help="measured subnets the predictor needs; more are measured when eval left fewer (default 60)")
     p.add_argument("--selection-images", type=int, default=2000, help="images per predictor measurement (0: all)")
@@ -340,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run name (default: demo preset name plus a timestamp)")
     p.add_argument("--out-dir", default="runs", help="folder of run directories (default runs)")
     p.add_argument("--run", default=None, help="skip training: continue the pipeline on this trained run")
-    p.add_argument("--per-bucket", type=int, default=3, help="random subnets per MACs bucket to evaluate")
+    p.add_argument("--per-bucket", type=int, default=10, help="measured candidates per MACs bucket (default 10)")
     p.add_argument("--selection-images", type=int, default=1000, help="images for ranking candidates")
     p.add_argument("--samples", type=int, default=30, help="measured subnets for the accuracy predictor")
     p.set_defaults(func=cmd_demo)

@@ -139,3 +139,20 @@ def test_bad_phases_fail_before_any_data_is_read(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1
     assert "strategy.phases: fractions sum to 0.5000" in err and "/nonexistent" not in err
     assert not any(tmp_path.iterdir())
+
+
+def test_model_kernel_choices_restrict_the_space():
+    from onceforall.run.config import model_space
+
+    fixed = model_space(load_config("fashion-mnist-quick", ["model.kernels=[7]"]).model)
+    assert all(st.kernels == (7,) for st in fixed.stages) and fixed.restricted
+    compofa = load_config("fashion-mnist-compofa")
+    space = model_space(compofa.model)
+    assert [st.kernels for st in space.stages] == [(3,), (5,), (3,), (3,), (5,)]
+    for overrides, message in [
+        (["model.kernels=[9]"], r"model.kernels: \[9\] is not valid; choose among 3, 5, 7"),
+        (["model.stage_kernels=[3, 5]", "model.kernels=null"], r"model.stage_kernels: \[3, 5\] is not valid; need one"),
+        (["model.stage_kernels=[3, 5, 3, 3, 5]", "model.kernels=[7]"], "set either model.kernels or"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config("fashion-mnist-quick", overrides)

@@ -17,6 +17,7 @@ from onceforall.specialize.timing import torch_threads
 from onceforall.workflows.evaluate import Evaluator
 from onceforall.workflows.gradients import replay_steps
 from onceforall.workflows.report import compare_runs
+from onceforall.workflows.scores import curve_scores, read_curve_correct
 from onceforall.workflows.train import train
 
 from .helpers import needs_fashion
@@ -44,14 +45,29 @@ def test_eval_writes_a_consistent_front_and_caches(runs, monkeypatch, capsys):
                  "--quiet"]) == 0
     out = runs / "deps" / "eval"
     r = json.loads((out / "pareto.json").read_text())
-    assert len(r["buckets"]) == 6 and r["eval_set"]["images"] == 300
-    assert r["eval_set"]["split"] == "held-out training images"
+    assert len(r["buckets"]) == 6 and r["eval_set"]["images"] == 10000 and r["eval_set"]["selection_images"] == 100
+    assert r["eval_set"]["split"] == "test" and r["eval_set"]["held_out"]
+    assert r["eval_set"]["selection_split"] == "validation (300 held-out training images)"
+    # every bucket holds the candidates asked for, the top ones included (uniform sampling never reaches them)
+    assert len(r["bucket_candidates"]) == 6 and min(r["bucket_candidates"]) >= 2
+    assert all(b["arch"] is not None for b in r["buckets"])
+    assert any(e["source"] == "search" for e in r["evaluated"])
     run = load_run(runs / "deps")
     lo, hi = run.space.macs_range()
     assert r["macs_range"] == [lo, hi]
     assert r["curve"][0]["arch"] == str(run.space.min()) and r["curve"][-1]["arch"] == str(run.space.max())
     curve = [Point(p["arch"], p["macs"], p["acc"]) for p in r["curve"]]
     assert r["mean_pareto_acc"] == pytest.approx(mean_pareto_accuracy(curve, lo, hi))
+    # the bootstrap resamples per-image scores whose mean is exactly mean Pareto accuracy
+    correct = read_curve_correct(runs / "deps")
+    assert correct["images"] == 10000 and set(correct["correct"]) == {p["arch"] for p in r["curve"]}
+    for p in r["curve"]:
+        assert 100 * correct["correct"][p["arch"]].mean() == pytest.approx(p["acc"], abs=1e-3)
+    scores = curve_scores(r["curve"], correct["correct"], lo, hi)
+    assert scores.mean() == pytest.approx(r["mean_pareto_acc"], abs=1e-6)
+    ci = r["mean_pareto_ci"]
+    assert ci[0] < r["mean_pareto_acc"] < ci[1] and 0.1 < ci[1] - ci[0] < 5
+    assert "95 % bootstrap interval" in (out / "report.md").read_text()
     for b in r["buckets"]:
         if b["arch"] is not None:
             assert b["lo"] <= b["macs"] <= b["hi"]
@@ -78,6 +94,14 @@ def test_compare_table_and_plots(runs, tmp_path):
     by = {r["strategy"]: r for r in rows}
     assert by["deps"]["cost_ratio"] == pytest.approx(1.0)  # the DεpS run is the reference
     assert by["bignas"]["cost_ratio"] == pytest.approx(by["bignas"]["device_hours"] / by["deps"]["device_hours"])
+    assert by["deps"]["diff_vs_ref"] == 0 and by["deps"]["diff_ci_lo"] == by["deps"]["diff_ci_hi"] == 0
+    # paired: the difference's interval is centred on the difference of the two mean Pareto accuracies
+    d = by["bignas"]
+    assert d["diff_vs_ref"] == pytest.approx(d["mean_pareto_acc"] - by["deps"]["mean_pareto_acc"], abs=1e-6)
+    assert d["diff_ci_lo"] <= d["diff_vs_ref"] <= d["diff_ci_hi"]
+    # pairing removes the shared noise of the test images: narrower than the unpaired intervals combined
+    width = lambda r: r["mean_pareto_ci_hi"] - r["mean_pareto_ci_lo"]  # noqa: E731
+    assert d["diff_ci_hi"] - d["diff_ci_lo"] < width(d) + width(by["deps"])
     md = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| deps | deps |" in md and "| bignas | bignas |" in md and "mean Pareto acc" in md
     table = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
@@ -108,10 +132,13 @@ def test_search_cli_respects_the_budget_and_measures(runs, capsys):
     out = capsys.readouterr().out
     assert "predictor trained on" in out
     found = json.loads(next((runs / "deps" / "search").glob("macs-*.json")).read_text())
-    assert len(found["candidates"]) == 2 and found["predictor"]["pairs"] >= 12
+    assert 2 <= len(found["candidates"]) <= 3 and found["predictor"]["pairs"] >= 12
+    assert found["eval_set"]["selection_split"].startswith("validation") and found["eval_set"]["split"] == "test"
     for c in found["candidates"]:
         assert c["macs"] <= budget and run.space.macs(run.space.parse(c["arch"])) == c["macs"]
-        assert 0 <= c["measured_acc"] <= 100
+        assert 0 <= c["measured_acc"] <= 100 and 0 <= c["selection_acc"] <= 100
+    # the chosen arch is the best on the selection split, not on the test split it reports
+    assert found["best"] == max(found["candidates"], key=lambda c: (c["selection_acc"], -c["macs"]))["arch"]
     assert main(["search", str(runs / "deps"), "--macs", "1k"]) == 2
     err = capsys.readouterr().err
     assert "is below the smallest subnet (" in err and err.count("\n") == 1
@@ -135,12 +162,12 @@ def test_export_cli_round_trip(runs, tmp_path, capsys):
     assert side["macs"] == run.space.macs(full) and side["source"]["step"] == run.step
     assert side["latency"]["backend"] == "torch" and side["latency"]["ms"] > 0
     # the sidecar states the BN-recalibrated accuracy, which the supernet's running statistics would not give
-    stale = accuracy(run.net.extract(full), run.data.val_full, torch.device("cpu"))
-    assert side["accuracy"]["top1"] == pytest.approx(Evaluator(run).accuracy([full], None)[0])
+    stale = accuracy(run.net.extract(full), run.data.test, torch.device("cpu"))
+    assert side["accuracy"]["top1"] == pytest.approx(Evaluator(run).accuracy([full], "test")[0])
     assert side["accuracy"]["top1"] != pytest.approx(stale, abs=1.0)
     sub = load_subnet(tmp_path / f"{full}.safetensors")
     # the exported module is the BN-recalibrated subnet whose accuracy the sidecar states
-    assert accuracy(sub, run.data.val_full, torch.device("cpu")) == pytest.approx(side["accuracy"]["top1"], abs=1e-3)
+    assert accuracy(sub, run.data.test, torch.device("cpu")) == pytest.approx(side["accuracy"]["top1"], abs=1e-3)
     assert (tmp_path / f"{full}.onnx").exists()
     assert main(["export", str(runs / "deps"), "--arch", "r16_k9e3", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -194,3 +221,28 @@ def test_replayed_steps_equal_the_training_steps(runs):
     assert state.keys() == end["model"].keys()
     for key, value in end["model"].items():
         assert torch.equal(state[key], value), key
+
+
+def test_report_says_when_selection_and_report_share_images(tmp_path):
+    """Without a held-out split the winners are chosen on the images they are reported on: the report says so."""
+    from types import SimpleNamespace
+
+    from onceforall.run.rundir import RunDir
+    from onceforall.workflows.report import write_run_report
+
+    pts = [Point("a", 10, 70.0), Point("b", 20, 75.0), Point("c", 30, 80.0)]
+    summary = evaluate_mod.pareto_summary(pts[1:2], pts[0], pts[2])
+    result = {"step": 5, "strategy": "deps", "space": {"name": "mbv3-cifar", "width_mult": 0.25},
+              "eval_set": {"split": "test", "selection_split": "test", "held_out": False, "images": 100,
+                           "selection_images": 100, "bn_images": 10},
+              **summary, "mean_pareto_ci": [74.0, 76.0], "bucket_candidates": [1, 0, 0, 1, 0, 1],
+              "evaluated": [{"arch": p.arch, "macs": p.macs, "params": 1, "acc_selection": p.acc, "acc": p.acc,
+                             "bucket": 0, "source": "sampled"} for p in pts]}
+    run = SimpleNamespace(dir=RunDir(tmp_path / "r"), name="r", cost=None)
+    write_run_report(run, result)
+    text = (tmp_path / "r" / "eval" / "report.md").read_text()
+    assert "**No held-out split**" in text and "optimistically biased" in text
+    result["eval_set"].update(held_out=True, selection_split="validation (300 held-out training images)")
+    write_run_report(run, result)
+    text = (tmp_path / "r" / "eval" / "report.md").read_text()
+    assert "No held-out split" not in text and "played no part in choosing them" in text

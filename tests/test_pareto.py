@@ -1,11 +1,14 @@
 import random
 
+import numpy as np
 import pytest
 
 from onceforall.core.pareto import (
     Point,
+    bootstrap_ci,
     bucket_index,
     bucket_winners,
+    curve_weights,
     mean_pareto_accuracy,
     non_dominated,
     pareto_summary,
@@ -59,3 +62,27 @@ def test_front_is_non_dominated_on_random_points():
             assert any(p.macs <= q.macs and p.acc >= q.acc for p in front)
     assert [p.macs for p in front] == sorted(p.macs for p in front)
     assert [p.acc for p in front] == sorted(p.acc for p in front)
+
+
+def test_curve_weights_make_mean_pareto_accuracy_a_weighted_sum():
+    rng = random.Random(0)
+    for _ in range(20):
+        n = rng.randint(1, 8)
+        pts = [Point(str(i), rng.randint(100, 1000), rng.uniform(50, 90)) for i in range(n)]
+        lo, hi = min(p.macs for p in pts), max(p.macs for p in pts)
+        w = curve_weights([p.macs for p in pts], lo, hi)
+        assert sum(wi * p.acc for wi, p in zip(w, pts)) == pytest.approx(mean_pareto_accuracy(pts, lo, hi))
+        assert sum(w) == pytest.approx(1.0) and min(w) >= 0
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_images():
+    rng = np.random.default_rng(1)
+    small, large = rng.random(400) < 0.8, rng.random(40000) < 0.8
+    lo_s, hi_s = bootstrap_ci(small * 100.0, resamples=500)
+    lo_l, hi_l = bootstrap_ci(large * 100.0, resamples=500)
+    assert lo_s < small.mean() * 100 < hi_s and lo_l < large.mean() * 100 < hi_l
+    # binomial standard error: 95 % half-width ~ 1.96 * sqrt(p(1-p)/n) * 100
+    assert (hi_s - lo_s) / 2 == pytest.approx(1.96 * (0.16 / 400) ** 0.5 * 100, rel=0.2)
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 5
+    assert bootstrap_ci(small * 100.0, resamples=500) == (lo_s, hi_s)  # seeded
+    assert bootstrap_ci(np.full(50, 7.0)) == (7.0, 7.0)

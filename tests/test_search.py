@@ -438,3 +438,21 @@ def test_random_search(small):
     check_results(space, results, score, space.macs, budget)
     assert results == random_search(space, batched(score), space.macs, budget, n=50, seed=1)
     assert results != random_search(space, batched(score), space.macs, budget, n=50, seed=2)
+
+
+def test_evolution_inside_a_macs_bucket_finds_its_optimum(small):
+    """With min_cost (one MACs bucket of eval) and a few initial archs inside it, the search stays in the bucket
+    and finds the best arch there, also at the top of the range that uniform draws rarely reach."""
+    space, archs, macs = small
+    score = gene_score(2)
+    lo_all, hi_all = space.macs_range()
+    lo, hi = lo_all + 5 / 6 * (hi_all - lo_all), hi_all  # the top bucket
+    inside = [a for a, m in zip(archs, macs) if lo <= m <= hi]
+    assert 0 < len(inside) < 0.05 * len(archs)
+    best = max(inside, key=score)
+    results = evolutionary_search(space, batched(score), space.macs, hi, min_cost=lo, initial=inside[:5], seed=0,
+                                  population=30, generations=20)
+    assert all(lo <= c <= hi for _, _, c in results)
+    assert results[0][0] == best
+    with pytest.raises(ValueError, match="no arch with cost between"):
+        evolutionary_search(space, batched(score), space.macs, hi, min_cost=hi + 1, max_tries=5)

@@ -194,3 +194,34 @@ def test_io_changes_macs_of_stem_and_classifier():
     assert diff == h * h * a.stem_width * 9 * 2 + a.feature_width * (10 - 100)
     with pytest.raises(ValueError, match="num_classes: 0 is not valid"):
         a.with_io(num_classes=0)
+
+
+@pytest.mark.parametrize("name", SPACE_NAMES)
+def test_skewed_sampling_reaches_both_ends_and_stays_seeded(name):
+    space = tiny_space(name)
+    lo, hi = space.macs_range()
+    frac = lambda a: (space.macs(a) - lo) / (hi - lo)  # noqa: E731
+    top = [frac(space.sample(random.Random(i), 1.0)) for i in range(50)]
+    bottom = [frac(space.sample(random.Random(i), -1.0)) for i in range(50)]
+    uniform = [frac(space.sample(random.Random(i))) for i in range(200)]
+    assert min(top) > 0.8 and max(bottom) < 0.2 and max(uniform) < min(top) + 0.2
+    assert space.sample(random.Random(3), 0.4) == space.sample(random.Random(3), 0.4)
+    assert all(space.contains(space.sample(torch.Generator().manual_seed(i), 0.7)) for i in range(5))
+    with pytest.raises(ValueError, match=r"skew: 1.5 is not valid; must be in \[-1, 1\]"):
+        space.sample(random.Random(0), 1.5)
+
+
+@pytest.mark.parametrize("name", SPACE_NAMES)
+def test_restricted_space_identity_round_trips(name):
+    from onceforall.core.registry import space_from_identity
+
+    space = tiny_space(name)
+    assert "choices" not in space.identity() and space_from_identity(space.identity()) == space
+    stage_kernels = [(k,) for k in (3, 5, 3, 3, 5, 7)[: space.num_stages]]
+    for restricted in (space.restrict(kernels=(7,)), space.restrict(kernels=stage_kernels),
+                       space.restrict(kernels=(7,)).restrict(coupling={2: 3, 3: 4, 4: 6})):
+        ident = restricted.identity()
+        assert "choices" in ident
+        rebuilt = space_from_identity(ident)
+        assert rebuilt == restricted and rebuilt.identity() == ident and rebuilt.macs_range() == restricted.macs_range()
+    assert "choices" not in space.restrict(resolutions=space.resolutions[:1]).identity()

@@ -194,3 +194,22 @@ def test_phases_from_config_and_errors():
     with pytest.raises(ValueError, match="phase 'a' kernels 'small' is not valid; valid: all, max, top2 or a list"):
         get_strategy(StrategyConfig(name="ofa-ps", phases=[{"name": "a", "fraction": 1.0, "kernels": "small"}]),
                      space, sched, 0)
+
+
+def test_dropout_only_on_the_full_models_passes_unless_asked():
+    sched = _schedule(epochs=20, spe=10)
+    for name in ("deps", "bignas"):
+        plan = get_strategy(StrategyConfig(name=name), SPACE, sched, 0).plan(150)
+        assert [p.dropout for p in plan.passes] == [True, False, False, False]
+        plan = get_strategy(StrategyConfig(name=name, subnet_dropout=True), SPACE, sched, 0).plan(150)
+        assert all(p.dropout for p in plan.passes)
+    ps = get_strategy(StrategyConfig(name="ofa-ps"), SPACE, sched, 0)
+    assert ps.plan(0).passes[0].dropout and not any(p.dropout for p in ps.plan(199).passes)
+
+
+def test_each_strategy_names_the_space_it_trains():
+    sched = _schedule()
+    assert get_strategy(StrategyConfig(name="deps"), SPACE, sched, 0).trained_space() == SPACE
+    compofa = get_strategy(StrategyConfig(name="compofa"), SPACE, sched, 0).trained_space()
+    assert compofa.coupling == ((2, 3), (3, 4), (4, 6)) and compofa.restricted
+    assert get_strategy(StrategyConfig(name="ofa-ps"), SPACE, sched, 0).trained_space().size == SPACE.size

@@ -214,3 +214,24 @@ def test_recalibrate_bn_is_an_image_weighted_average():
     assert mid == sub.blocks[0].shape.mid
     with pytest.raises(ValueError, match="num_images: 0 is not valid"):
         ofa.recalibrate_bn(sub, _loader(images, 10), num_images=0)
+
+
+def test_dropout_can_be_skipped_per_pass_in_training_mode():
+    space = tiny_space("mbv3-cifar")
+    net = ofa.build_supernet(space, dropout=0.5, seed=0).train()
+    x, a = torch.randn(4, 3, 32, 32), space.max()
+    torch.manual_seed(0)
+    with_dropout = [net(x, a) for _ in range(2)]
+    assert not torch.equal(*with_dropout)  # different masks
+    assert torch.equal(net(x, a, dropout=False), net(x, a, dropout=False))
+
+
+def test_fixed_kernel_space_has_no_kernel_transforms():
+    space = tiny_space("mbv3-cifar").restrict(kernels=(7,))
+    net = ofa.build_supernet(space, seed=0)
+    assert not any("kernel_transform" in n for n, _ in net.named_parameters())
+    a = space.sample(random.Random(0))
+    sub = net.extract(a).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(sub(x), net.eval()(x, a), atol=1e-6)

@@ -139,7 +139,7 @@ def test_torchrun_two_ranks_equal_one_process_with_the_global_batch(tmp_path, st
     learning rate, on the relative difference of the updates."""
     common = ["train", "--config", "fashion-mnist-quick", "--out-dir", str(tmp_path), *TINY, "model.dropout=0.0",
               "train.epochs=1", f"strategy.name={strategy}", "strategy.shrink_start=0.0", "optim.lr=0.002",
-              f"train.stop_after_steps={steps}"]
+              f"train.stop_after_steps={steps}", "model.kernels=null"]  # the elastic-kernel space, as tuned above
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
                 "-m", "onceforall", *common, "--name", "ddp"]
@@ -150,11 +150,12 @@ def test_torchrun_two_ranks_equal_one_process_with_the_global_batch(tmp_path, st
     a = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
     assert a["state"]["step"] == b["state"]["step"] == steps
-    names = [n for n, p in build_supernet(_tiny_space(), dropout=0.0, seed=0).named_parameters()]
+    space = get_space("mbv3-cifar", 0.25, (16,), num_classes=10, in_channels=1)
+    names = [n for n, p in build_supernet(space, dropout=0.0, seed=0).named_parameters()]
     if strategy == "full-only":
         assert all(torch.equal(a["model"][n], b["model"][n]) for n in names)
     else:
-        init = build_supernet(_tiny_space(), dropout=0.0, seed=0).state_dict()
+        init = build_supernet(space, dropout=0.0, seed=0).state_dict()
         da = torch.cat([(a["model"][n] - init[n]).flatten() for n in names])
         db = torch.cat([(b["model"][n] - init[n]).flatten() for n in names])
         assert db.norm() > 0.01 and (da - db).norm() < 1e-3 * db.norm()
@@ -162,10 +163,6 @@ def test_torchrun_two_ranks_equal_one_process_with_the_global_batch(tmp_path, st
     assert [r["archs"] for r in ddp_rows] == [r["archs"] for r in single_rows]  # ranks also checked agreement
     assert len(ddp_rows[-1]["archs"]) == (4 if strategy == "deps" else 1)
     assert json.loads((tmp_path / "ddp" / "cost.json").read_text())["devices"] == 2
-
-
-def _tiny_space():
-    return get_space("mbv3-cifar", 0.25, (16,), num_classes=10, in_channels=1)
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -211,13 +208,23 @@ def test_phased_strategies_log_their_phases_and_archs(tmp_path, strategy):
     expected = ["full", "kernel", "depth-1", "depth-2", "expand-1", "expand-2"] if strategy == "ofa-ps" else [
         "full", "compound-1", "compound-2"]
     assert phases == expected
-    space = get_space("mbv3-cifar", 0.25, (16,), num_classes=10, in_channels=1)
+    from onceforall.run.setup import build_space
+
+    space = build_space(cfg).with_io(num_classes=10, in_channels=1)  # the preset's fixed-kernel space
+    assert space == get_space("mbv3-cifar", 0.25, (16,), num_classes=10, in_channels=1).restrict(kernels=(7,))
     s = get_strategy(cfg.strategy, space, _schedule(cfg, 8), cfg.train.seed)
     for r in rows:  # the logged archs of every step belong to the restricted space of the logged phase
         i = [p.name for p in s.phases].index(r["phase"])
         for text in r["archs"]:
             assert s.spaces[i].contains(space.parse(text)), (r["phase"], text)
-    assert load_checkpoint(tmp_path / strategy / "checkpoints" / "last.pt")["teacher"] is not None
+    ck = load_checkpoint(tmp_path / strategy / "checkpoints" / "last.pt")
+    assert ck["teacher"] is not None
+    # the run is evaluated on the space it trained: CompOFA's coupled one, OFA-PS's last phase
+    from onceforall.run.rundir import load_run
+
+    run = load_run(tmp_path / strategy)
+    assert run.space == s.spaces[-1].with_io(num_classes=10, in_channels=1)
+    assert (run.space.coupling is not None) == (strategy == "compofa")
 
 
 def _schedule(cfg, steps_per_epoch):
@@ -232,3 +239,32 @@ def test_read_metrics_rows_in_order_and_missing_log(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     assert read_metrics(tmp_path) == rows
     assert read_metrics(str(tmp_path)) == rows
+
+
+def test_init_from_copies_weights_and_reinitializes_a_new_classifier(tmp_path):
+    from onceforall.run.rundir import RunError, load_initial_weights
+    from onceforall.run.setup import build_net, build_space
+
+    train(_cfg("train.stop_after_steps=3"), tmp_path / "src")
+    src = load_checkpoint(tmp_path / "src" / "checkpoints" / "last.pt")["model"]
+    cfg = _cfg("train.seed=5")
+    net = build_net(cfg, build_space(cfg).with_io(num_classes=10, in_channels=1))
+    load_initial_weights(net, tmp_path / "src")
+    assert all(torch.equal(v, src[k]) for k, v in net.state_dict().items())
+    other = build_net(cfg, build_space(cfg).with_io(num_classes=7, in_channels=1))
+    fresh = {k: v.clone() for k, v in other.state_dict().items()}
+    load_initial_weights(other, tmp_path / "src" / "checkpoints" / "last.pt")
+    for k, v in other.state_dict().items():
+        assert torch.equal(v, fresh[k] if k.startswith("head.classifier.") else src[k]), k
+    wide = _cfg("model.width_mult=0.5")
+    with pytest.raises(RunError, match=r"train.init_from: .* was trained on space .*'width_mult': 0.25.*; this run "
+                                       r"builds .*'width_mult': 0.5"):
+        load_initial_weights(build_net(wide, build_space(wide).with_io(10, 1)), tmp_path / "src")
+    # end to end: the new run starts from those weights with a fresh schedule, and records where they came from
+    out = _run_cli(["train", "--config", "fashion-mnist-quick", "--name", "dst", "--out-dir", str(tmp_path),
+                    "--init-from", str(tmp_path / "src"), *TINY, "train.stop_after_steps=1"])
+    assert out.returncode == 0, out.stderr
+    assert load_config(str(tmp_path / "dst" / "config.yaml")).train.init_from == str(tmp_path / "src")
+    assert _rows(tmp_path / "dst", "step")[0]["lr"] == pytest.approx(_rows(tmp_path / "src", "step")[0]["lr"])
+    out = _run_cli(["train", "--resume", str(tmp_path / "dst"), "--init-from", str(tmp_path / "src")])
+    assert out.returncode == 2 and "drop --init-from" in out.stderr

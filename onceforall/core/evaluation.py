@@ -11,29 +11,41 @@ from .arch import Arch
 from .bn import recalibrate_bn
 from .supernet import Supernet
 
-__all__ = ["accuracy", "evaluate_arch"]
+__all__ = ["accuracy", "correct_mask", "evaluate_arch", "mask_accuracy"]
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches: Iterable, device: torch.device, memory_format=torch.contiguous_format,
-             arch: Arch | None = None) -> float:
-    """Top-1 accuracy (%) of ``model`` (or of ``model`` running ``arch``) over ``batches`` of (x, y)."""
+def correct_mask(model: nn.Module, batches: Iterable, device: torch.device, memory_format=torch.contiguous_format,
+                 arch: Arch | None = None) -> torch.Tensor:
+    """Per image of ``batches`` (in order): whether ``model`` (or ``model`` running ``arch``) classifies it
+    correctly (a bool tensor on the CPU)."""
     model.eval()
-    correct = total = 0
+    hits = []
     for x, y in batches:
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         y = y.to(device, non_blocking=True)
         logits = model(x) if arch is None else model(x, arch)
-        correct += int((logits.argmax(1) == y).sum())
-        total += y.numel()
-    if total == 0:
+        hits.append((logits.argmax(1) == y).cpu())
+    if not hits or sum(h.numel() for h in hits) == 0:
         raise ValueError("accuracy: the evaluation set is empty")
-    return 100.0 * correct / total
+    return torch.cat(hits)
+
+
+def accuracy(model: nn.Module, batches: Iterable, device: torch.device, memory_format=torch.contiguous_format,
+             arch: Arch | None = None) -> float:
+    """Top-1 accuracy (%) of ``model`` (or of ``model`` running ``arch``) over ``batches`` of (x, y)."""
+    return mask_accuracy(correct_mask(model, batches, device, memory_format, arch))
+
+
+def mask_accuracy(mask: torch.Tensor) -> float:
+    """Top-1 accuracy (%) of a :func:`correct_mask`."""
+    return 100.0 * int(mask.sum()) / mask.numel()
 
 
 def evaluate_arch(net: Supernet, arch: Arch, bn_batches: Iterable, val_batches: Iterable, *, bn_images: int,
-                  device: torch.device, memory_format=torch.contiguous_format) -> float:
-    """Accuracy (%) of ``arch``: extract the subnet, recalibrate its BN, evaluate. The supernet is untouched."""
+                  device: torch.device, memory_format=torch.contiguous_format) -> torch.Tensor:
+    """Per-image correctness (:func:`correct_mask`) of ``arch``: extract the subnet, recalibrate its BN,
+    evaluate. The supernet is untouched; :func:`mask_accuracy` turns it into top-1 (%)."""
     sub = net.extract(arch).to(device=device, memory_format=memory_format)
     recalibrate_bn(sub, bn_batches, num_images=bn_images, device=device, memory_format=memory_format)
-    return accuracy(sub, val_batches, device, memory_format)
+    return correct_mask(sub, val_batches, device, memory_format)

@@ -11,10 +11,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Point", "bucket_index", "bucket_winners", "mean_pareto_accuracy", "non_dominated", "pareto_summary"]
+import numpy as np
+
+__all__ = [
+    "Point",
+    "bootstrap_ci",
+    "bucket_index",
+    "bucket_winners",
+    "curve_weights",
+    "mean_pareto_accuracy",
+    "non_dominated",
+    "pareto_summary",
+]
 
 
 @dataclass(frozen=True)
@@ -35,13 +46,16 @@ def bucket_index(macs: float, lo: float, hi: float, n: int = 6) -> int:
     return min(n - 1, int((macs - lo) / (hi - lo) * n))
 
 
-def bucket_winners(points: Sequence[Point], lo: float, hi: float, n: int = 6) -> list[Point | None]:
-    """The most accurate point of each bucket (None for an empty bucket); ties go to fewer MACs."""
+def bucket_winners(points: Sequence[Point], lo: float, hi: float, n: int = 6,
+                   select: Mapping[str, float] | None = None) -> list[Point | None]:
+    """The most accurate point of each bucket (None for an empty bucket); ties go to fewer MACs. With
+    ``select`` (arch -> accuracy on another split), winners are chosen by those accuracies instead."""
+    key = (lambda p: (p.acc, -p.macs)) if select is None else (lambda p: (select[p.arch], -p.macs))
     winners: list[Point | None] = [None] * n
     for p in points:
         b = bucket_index(p.macs, lo, hi, n)
         w = winners[b]
-        if w is None or (p.acc, -p.macs) > (w.acc, -w.macs):
+        if w is None or key(p) > key(w):
             winners[b] = p
     return winners
 
@@ -71,11 +85,51 @@ def mean_pareto_accuracy(curve: Sequence[Point], lo: float, hi: float) -> float:
     return area / span if span > 0 else sum(p.acc for p in pts) / len(pts)
 
 
-def pareto_summary(points: Sequence[Point], smallest: Point, largest: Point, n: int = 6) -> dict:
-    """Everything the reports need: bucket edges and winners, the curve, the front, mean Pareto accuracy."""
+def curve_weights(macs: Sequence[float], lo: float, hi: float) -> list[float]:
+    """Weights ``w`` with ``mean_pareto_accuracy(curve) == sum(w_i * acc_i)`` for the curve points at ``macs``
+    (in that order): mean Pareto accuracy is linear in the accuracies, so it is also the mean over images of
+    the per-image score ``sum(w_i * correct_i)`` (which the bootstrap resamples)."""
+    order = sorted(range(len(macs)), key=lambda i: macs[i])
+    w = [0.0] * len(macs)
+    if len(macs) == 1 or hi <= lo:  # as mean_pareto_accuracy: the accuracy of the cheapest point
+        w[order[0]] = 1.0
+        return w
+    xs = [(macs[i] - lo) / (hi - lo) for i in order]
+    span = xs[-1] - xs[0]
+    if span <= 0:
+        return [1.0 / len(macs)] * len(macs)
+    for k in range(len(order) - 1):
+        half = (xs[k + 1] - xs[k]) / 2 / span
+        w[order[k]] += half
+        w[order[k + 1]] += half
+    return w
+
+
+def bootstrap_ci(scores: np.ndarray, *, resamples: int = 2000, level: float = 0.95, seed: int = 0,
+                 chunk: int = 200) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``scores`` (one value per test image): resample the images
+    with replacement ``resamples`` times (deterministic for ``seed``)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(scores)
+    if n == 0:
+        raise ValueError("bootstrap_ci: no scores")
+    rng = np.random.default_rng(seed)
+    means = []
+    for start in range(0, resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        means.append(scores[idx].mean(axis=1))
+    means = np.concatenate(means)
+    alpha = (1.0 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
+
+
+def pareto_summary(points: Sequence[Point], smallest: Point, largest: Point, n: int = 6,
+                   select: Mapping[str, float] | None = None) -> dict:
+    """Everything the reports need: bucket edges and winners, the curve, the front, mean Pareto accuracy.
+    ``select`` chooses the winners by accuracies measured on another split (see :func:`bucket_winners`)."""
     lo, hi = smallest.macs, largest.macs
     every = list(points) + [smallest, largest]
-    winners = bucket_winners(every, lo, hi, n)
+    winners = bucket_winners(every, lo, hi, n, select)
     curve = {p.arch: p for p in [smallest, *[w for w in winners if w is not None], largest]}
     edges = [lo + (hi - lo) * i / n for i in range(n + 1)]
     return {

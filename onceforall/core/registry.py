@@ -61,8 +61,16 @@ def space_from_identity(identity: dict[str, Any]) -> Space:
     missing = [k for k in IDENTITY_FIELDS if k not in identity]
     if missing:
         raise ValueError(f"space identity: missing field '{missing[0]}'; expected {', '.join(IDENTITY_FIELDS)}")
-    return get_space(identity["name"], identity["width_mult"], identity["resolutions"],
-                     num_classes=identity["num_classes"], in_channels=identity["in_channels"])
+    space = get_space(identity["name"], identity["width_mult"], identity["resolutions"],
+                      num_classes=identity["num_classes"], in_channels=identity["in_channels"])
+    choices = identity.get("choices")
+    if choices is not None:
+        if not isinstance(choices, dict) or any(k not in choices for k in ("depths", "kernels", "expands")):
+            raise ValueError("space identity: field 'choices' must be {depths, kernels, expands, coupling}")
+        space = space.restrict(depths=choices["depths"], kernels=choices["kernels"], expands=choices["expands"])
+        if choices.get("coupling"):
+            space = space.restrict(coupling=dict((int(d), e) for d, e in choices["coupling"]))
+    return space
 
 
 def _w(base: int, width_mult: float) -> int:

@@ -11,6 +11,7 @@ activations, pooling or resizing) and are computed from lookup tables built once
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,9 @@ class Space:
     in_channels: int = 3
     coupling: tuple[tuple[int, float], ...] | None = None
     """CompOFA: depth -> expand of every block of a stage with that depth (None: independent)."""
+    restricted: bool = field(default=False, compare=False)
+    """True for a space made by :meth:`restrict` with fewer stage choices (or a coupling) than the registered
+    one; its identity then records the choices."""
     _tables: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     # ---- basic choices --------------------------------------------------------------------------
@@ -147,16 +151,24 @@ class Space:
             expands.append((_nearest(st.expands, expand) if e is None else e,) * d)
         return self.validate(Arch(res, tuple(kernels), tuple(expands)))
 
-    def sample(self, rng: Rng) -> Arch:
+    def sample(self, rng: Rng, skew: float = 0.0) -> Arch:
         """A random arch (OFA's distribution): resolution and per-stage depth uniform, then kernel and
-        expand uniform per active block. Uses only ``rng`` (random.Random or torch.Generator)."""
-        res = _choice(rng, self.resolutions)
+        expand uniform per active block. Uses only ``rng`` (random.Random or torch.Generator).
+
+        ``skew`` in [-1, 1] tilts every choice towards the larger (> 0) or smaller (< 0) options: index
+        ``floor(n · u ** exp(-3 · skew))`` for u uniform, so skew 1 draws nearly the full model. Uniform
+        sampling almost never reaches the top of the MACs range; evaluation covers it with skewed draws.
+        """
+        if not -1.0 <= skew <= 1.0:
+            raise ValueError(f"skew: {skew} is not valid; must be in [-1, 1]")
+        pick = _choice if skew == 0.0 else (lambda r, seq: _skewed_choice(r, seq, skew))
+        res = pick(rng, self.resolutions)
         kernels, expands = [], []
         for s, st in enumerate(self.stages):
-            d = _choice(rng, st.depths)
+            d = pick(rng, st.depths)
             e = self.coupled_expand(s, d)
-            kernels.append(tuple(_choice(rng, st.kernels) for _ in range(d)))
-            expands.append(tuple(_choice(rng, st.expands) for _ in range(d)) if e is None else (e,) * d)
+            kernels.append(tuple(pick(rng, st.kernels) for _ in range(d)))
+            expands.append(tuple(pick(rng, st.expands) for _ in range(d)) if e is None else (e,) * d)
         return Arch(res, tuple(kernels), tuple(expands))
 
     @property
@@ -293,7 +305,9 @@ class Space:
                         f"of stage {s}; valid depths: {_list(st.depths)}"
                     )
                 stages[s] = dataclasses.replace(st, depths=kept)
-        return dataclasses.replace(self, stages=tuple(stages), resolutions=res, coupling=coup, _tables={})
+        restricted = self.restricted or tuple(stages) != self.stages or coup != self.coupling
+        return dataclasses.replace(self, stages=tuple(stages), resolutions=res, coupling=coup, restricted=restricted,
+                                   _tables={})
 
     def with_io(self, num_classes: int | None = None, in_channels: int | None = None) -> Space:
         """The same space for another number of classes / input channels (changes MACs and params)."""
@@ -309,10 +323,20 @@ class Space:
 
     def identity(self) -> dict[str, Any]:
         """What rebuilds this space with :func:`~onceforall.core.registry.space_from_identity`: the registered
-        name, width multiplier, resolutions, number of classes and input channels. Checkpoints, eval results,
-        export sidecars and latency tables all record it."""
-        return {"name": self.name, "width_mult": self.width_mult, "resolutions": list(self.resolutions),
-                "num_classes": self.num_classes, "in_channels": self.in_channels}
+        name, width multiplier, resolutions, number of classes and input channels, and for a restricted space
+        its per-stage choices and coupling. Checkpoints, eval results, export sidecars and latency tables all
+        record it."""
+        ident: dict[str, Any] = {"name": self.name, "width_mult": self.width_mult,
+                                 "resolutions": list(self.resolutions), "num_classes": self.num_classes,
+                                 "in_channels": self.in_channels}
+        if self.restricted:
+            ident["choices"] = {
+                "depths": [list(st.depths) for st in self.stages],
+                "kernels": [list(st.kernels) for st in self.stages],
+                "expands": [list(st.expands) for st in self.stages],
+                "coupling": None if self.coupling is None else [[d, e] for d, e in self.coupling],
+            }
+        return ident
 
     def skeleton_key(self) -> tuple:
         """Everything that fixes the supernet's tensors' shapes (not the choices' subsets)."""
@@ -503,6 +527,18 @@ def _choice(rng: Rng, seq: Sequence):
     raise TypeError(
         f"rng: expected random.Random or torch.Generator, got {type(rng).__name__} (global RNG is never used)"
     )
+
+
+def _skewed_choice(rng: Rng, seq: Sequence, skew: float):
+    """An element of sorted ``seq`` tilted towards its end (skew > 0) or its start (skew < 0)."""
+    if isinstance(rng, torch.Generator):
+        u = float(torch.rand((), generator=rng))
+    elif isinstance(rng, random.Random):
+        u = rng.random()
+    else:
+        return _choice(rng, seq)  # raises the TypeError naming the valid RNGs
+    ordered = sorted(seq)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * u ** math.exp(-3.0 * skew)))]
 
 
 def _nearest(choices: Sequence[float], value: float):

@@ -94,7 +94,7 @@ def train_step(
                 teacher = teacher_net(xm, plan.teacher_arch).float()
         for i, p in enumerate(plan.passes):
             with autocast():
-                logits = net(xm, p.arch)
+                logits = net(xm, p.arch, dropout=p.dropout)
             loss = pass_loss(p.loss, logits, ym, teacher)
             # p.weight = ε_t for DεpS subnets: scales their gradient, i.e. their effective learning rate
             (loss * (p.weight / micro_batches)).backward()

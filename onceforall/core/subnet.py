@@ -112,10 +112,10 @@ class Head(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(ch, space.num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, dropout: bool = True) -> torch.Tensor:
         x = self.pre_pool(x)
-        x = self.post_pool(x.mean((2, 3), keepdim=True))
-        return self.classifier(self.dropout(torch.flatten(x, 1)))
+        x = torch.flatten(self.post_pool(x.mean((2, 3), keepdim=True)), 1)
+        return self.classifier(self.dropout(x) if dropout else x)
 
 
 class Stem(nn.Module):

@@ -208,13 +208,15 @@ class Supernet(nn.Module):
             self._checked.add(arch)
         return arch
 
-    def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, arch: Arch, dropout: bool = True) -> torch.Tensor:
+        """Logits of ``arch`` for ``x`` (resized to the arch's resolution); ``dropout=False`` skips the
+        classifier's dropout in training mode (the official recipes drop out only on the full model's pass)."""
         self.check(arch)
         x = self.stem(resize_to(x, arch.resolution))
         for s, (blocks, ks, es) in enumerate(zip(self.stages, arch.kernels, arch.expands)):
             for b, (k, e) in enumerate(zip(ks, es)):
                 x = blocks[b](x, k, self.mid_channels(s, b, e))
-        return self.head(x)
+        return self.head(x, dropout)
 
     def mid_channels(self, s: int, b: int, expand: float) -> int:
         """Middle channels of block ``b`` of stage ``s`` at ``expand``."""

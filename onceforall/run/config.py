@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from ..core.registry import get_space, list_spaces
+from ..core.space import Space
 from ..core.strategies import StrategyConfig, get_strategy_class, list_strategies
 from ..core.util import first_line
 from ..data import list_datasets
@@ -37,6 +38,7 @@ __all__ = [
     "field_docs",
     "list_presets",
     "load_config",
+    "model_space",
     "config_from_dict",
     "to_dict",
     "to_yaml",
@@ -84,9 +86,20 @@ class ModelConfig:
     resolutions: list[int] | None = None
     """Resolution choices; None: the space's defaults."""
     dropout: float = 0.1
-    """Dropout before the classifier."""
+    """Dropout before the classifier (on the full model's passes only unless strategy.subnet_dropout)."""
     kernel_transform: bool = True
     """OFA's learnable 7->5->3 kernel transformation matrices (False: plain center crop)."""
+    kernels: list[int] | None = None
+    """Kernel choices of every elastic stage; [7]: the official DεpS fixed-kernel space (no kernel-transform
+    matrices); None: the space's own (3, 5, 7)."""
+    stage_kernels: list[int] | None = None
+    """One fixed kernel per stage, e.g. [3, 5, 3, 3, 5]: MobileNetV3-Large's, the kernels CompOFA trains with;
+    None: off (model.kernels applies)."""
+    depths: list[int] | None = None
+    """Depth choices of every elastic stage; None: the space's (2, 3, 4). With depths, kernels and expands of
+    one value each the space is a single arch (a subnet trained alone: benchmarks/capacity.py)."""
+    expands: list[float] | None = None
+    """Expand-ratio choices of every block; None: the space's (3, 4, 6)."""
 
 
 @dataclass
@@ -148,6 +161,9 @@ class TrainConfig:
     """Progress bar on stderr: auto (on a terminal), on, off."""
     price_per_device_hour: float = 2.13
     """Dollars per device-hour for cost.json (the rate implied by the paper's Table 2)."""
+    init_from: str | None = None
+    """Start from the weights of this run directory (its last checkpoint) or checkpoint file: weights only, with
+    a fresh optimizer and schedule; the classifier is re-initialized when the number of classes differs."""
     stop_after_steps: int | None = None
     """Stop (as if interrupted, with a checkpoint) after this global step; for tests and budgets."""
 
@@ -228,14 +244,40 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(
             f"train.micro_batches: {cfg.train.micro_batches} does not divide train.batch_size {cfg.train.batch_size}"
         )
+    space = model_space(cfg.model)
     try:  # the strategy checks its own section against the space it will train (before any data is read)
-        space = get_space(cfg.model.space, cfg.model.width_mult, cfg.model.resolutions)
         get_strategy_class(cfg.strategy.name).check_config(cfg.strategy, space)
     except ConfigError:
         raise
     except ValueError as e:
         raise ConfigError(first_line(e)) from None
     return cfg
+
+
+def model_space(m: ModelConfig) -> Space:
+    """The space of a model section: the registered space at its width and resolutions, with its kernel
+    choices restricted by ``kernels`` or fixed per stage by ``stage_kernels`` (default classes and channels)."""
+    space = get_space(m.space, m.width_mult, m.resolutions)
+    if m.kernels is not None and m.stage_kernels is not None:
+        raise ConfigError("model.stage_kernels: set either model.kernels or model.stage_kernels, not both")
+    if m.stage_kernels is not None:
+        if len(m.stage_kernels) != space.num_stages:
+            raise ConfigError(f"model.stage_kernels: {m.stage_kernels} is not valid; need one kernel for each of "
+                              f"the {space.num_stages} stages of '{space.name}'")
+        for s, (k, st) in enumerate(zip(m.stage_kernels, space.stages)):
+            if k not in st.kernels:
+                raise ConfigError(f"model.stage_kernels: {k} for stage {s} is not valid; valid: "
+                                  f"{', '.join(map(str, st.kernels))}")
+        space = space.restrict(kernels=[(k,) for k in m.stage_kernels])
+    for name in ("kernels", "depths", "expands"):
+        wanted = getattr(m, name)
+        if wanted is None:
+            continue
+        valid = sorted({v for st in space.stages for v in getattr(st, name) if len(getattr(st, name)) > 1})
+        if not wanted or any(v not in valid for v in wanted):
+            raise ConfigError(f"model.{name}: {wanted} is not valid; choose among {', '.join(f'{v:g}' for v in valid)}")
+        space = space.restrict(**{name: wanted})
+    return space
 
 
 def _get(cfg: Config, key: str) -> Any:

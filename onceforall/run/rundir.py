@@ -26,9 +26,18 @@ from ..core.space import Space
 from ..core.supernet import Supernet, build_supernet
 from .checkpoint import load_checkpoint, load_model_state
 from .config import Config, config_from_dict, load_config, to_yaml
-from .setup import TrainData, build_data, image_size, memory_format
+from .setup import TrainData, build_data, image_size, memory_format, selection_split
 
-__all__ = ["LoadedRun", "MetricsLog", "RunDir", "RunError", "load_run", "read_metrics", "supernet_of_checkpoint"]
+__all__ = [
+    "LoadedRun",
+    "MetricsLog",
+    "RunDir",
+    "RunError",
+    "load_initial_weights",
+    "load_run",
+    "read_metrics",
+    "supernet_of_checkpoint",
+]
 
 
 class RunError(ValueError):
@@ -166,7 +175,8 @@ class LoadedRun:
     run_dir: Path
     cfg: Config
     space: Space
-    """The space with the run's number of classes and input channels."""
+    """The space the run trained (its strategy's: e.g. CompOFA's coupled space), with the run's number of classes
+    and input channels; what eval, search and export sample from. ``net.space`` is the supernet's."""
     net: Supernet
     step: int
     checkpoint: Path
@@ -194,8 +204,19 @@ class LoadedRun:
         return build_data(self.cfg, self.image_size)
 
     @property
-    def eval_split(self) -> str:
-        return "held-out training images" if self.cfg.data.val_split else "test"
+    def selection_split(self) -> str:
+        """The split subnets are ranked on (held-out training images, or the test split without them)."""
+        return selection_split(self.cfg)
+
+    @property
+    def report_split(self) -> str:
+        """The split results are reported on."""
+        return "test"
+
+    @property
+    def held_out(self) -> bool:
+        """Whether selection and report use different images (``data.val_split`` > 0)."""
+        return bool(self.cfg.data.val_split)
 
     @cached_property
     def cost(self) -> dict | None:
@@ -215,8 +236,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     ck = load_checkpoint(run.last_checkpoint)
     net = supernet_of_checkpoint(ck, run.last_checkpoint)
     net = net.to(device=torch.device(device), memory_format=memory_format(cfg)).eval()
-    return LoadedRun(run.path, cfg, net.space, net, int(ck["state"]["step"]), run.last_checkpoint,
-                     torch.device(device))
+    space = space_from_identity(ck["eval_space"]) if "eval_space" in ck else net.space
+    return LoadedRun(run.path, cfg, space, net, int(ck["state"]["step"]), run.last_checkpoint, torch.device(device))
 
 
 def supernet_of_checkpoint(ck: dict, path: Path) -> Supernet:
@@ -226,3 +247,28 @@ def supernet_of_checkpoint(ck: dict, path: Path) -> Supernet:
                          kernel_transform=model.kernel_transform)
     load_model_state(net, ck["model"], path)
     return net
+
+
+def load_initial_weights(net: Supernet, source: str | Path) -> Path:
+    """Copy the supernet weights of a run directory (``checkpoints/last.pt``) or a checkpoint file into ``net``
+    (``train.init_from``): the spaces must match except for the number of classes, whose classifier keeps
+    ``net``'s fresh initialization. Returns the checkpoint read."""
+    source = Path(source)
+    path = RunDir(source).last_checkpoint if source.is_dir() else source
+    if not path.is_file():
+        raise RunError(f"train.init_from: {source} is neither a run directory with checkpoints/last.pt nor a "
+                       "checkpoint file")
+    ck = load_checkpoint(path)
+    theirs = space_from_identity(ck["space"])
+    ours = net.space
+    if theirs.with_io(num_classes=ours.num_classes).skeleton_key() != ours.skeleton_key() or \
+            [(st.depths, st.kernels, st.expands) for st in theirs.stages] != \
+            [(st.depths, st.kernels, st.expands) for st in ours.stages]:
+        raise RunError(f"train.init_from: {path} was trained on space {ck['space']}; this run builds "
+                       f"{ours.identity()} (name, width, stage choices and input channels must match)")
+    state = dict(ck["model"])
+    if theirs.num_classes != ours.num_classes:
+        fresh = net.state_dict()
+        state.update({k: v for k, v in fresh.items() if k.startswith("head.classifier.")})
+    load_model_state(net, state, path)
+    return path

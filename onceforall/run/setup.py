@@ -12,13 +12,12 @@ import torch
 from torch import nn
 
 from ..core import optim
-from ..core.registry import get_space
 from ..core.seeds import derive_seed
 from ..core.space import Space
 from ..core.strategies import Schedule, Strategy, get_strategy
 from ..core.supernet import Supernet, build_supernet
 from ..data import Augment, EvalBatches, TrainBatches, bn_subset, load_dataset, split_holdout
-from .config import Config
+from .config import Config, model_space
 
 __all__ = [
     "DATA_SEED",
@@ -30,6 +29,7 @@ __all__ = [
     "build_space",
     "build_strategy",
     "image_size",
+    "selection_split",
     "memory_format",
 ]
 
@@ -44,16 +44,18 @@ class TrainData:
     val: EvalBatches
     """Per-epoch validation set (held-out training images, or the test split; data.eval_subset of it)."""
     val_full: EvalBatches
-    """The whole validation set, for the final evaluation."""
+    """The whole validation set: subnets are ranked (selected) on it."""
+    test: EvalBatches
+    """The test split, on which results are reported (the same set as ``val_full`` without a held-out split)."""
     num_classes: int
     in_channels: int
     image_size: int
 
 
 def build_space(cfg: Config) -> Space:
-    """The space of ``cfg.model`` (with the space's default number of classes and input channels; training
-    sets them from the data with :meth:`Space.with_io`)."""
-    return get_space(cfg.model.space, cfg.model.width_mult, cfg.model.resolutions)
+    """The space of ``cfg.model`` (:func:`~onceforall.run.config.model_space`; with the space's default number of
+    classes and input channels: training sets them from the data with :meth:`Space.with_io`)."""
+    return model_space(cfg.model)
 
 
 def image_size(cfg: Config, space: Space) -> int:
@@ -69,25 +71,33 @@ def memory_format(cfg: Config) -> torch.memory_format:
 def build_data(cfg: Config, image_size: int) -> TrainData:
     d = cfg.data
     train = load_dataset(d.dataset, d.root, "train", image_size)
+    test = load_dataset(d.dataset, d.root, "test", image_size)
     if d.val_split:
         train, val = split_holdout(train, d.val_split, seed=DATA_SEED)
     else:
-        val = load_dataset(d.dataset, d.root, "test", image_size)
+        val = test
     if d.train_subset is not None and d.train_subset < len(train):
         train = bn_subset(train, d.train_subset, seed=derive_seed(DATA_SEED, "train_subset"))
     val_full = val
     if d.eval_subset is not None and d.eval_subset < len(val):
         val = bn_subset(val, d.eval_subset, seed=derive_seed(DATA_SEED, "eval_subset"))
     augment = Augment(crop_padding=d.crop_padding, hflip=d.hflip)
+    val_batches = EvalBatches(val_full, d.eval_batch_size, image_size, d.workers)
     return TrainData(
         train=TrainBatches(train, cfg.train.batch_size, cfg.train.seed, augment, image_size, workers=d.workers),
         bn=EvalBatches(bn_subset(train, d.bn_images, seed=DATA_SEED), d.eval_batch_size, image_size, d.workers),
         val=EvalBatches(val, d.eval_batch_size, image_size, d.workers),
-        val_full=EvalBatches(val_full, d.eval_batch_size, image_size, d.workers),
+        val_full=val_batches,
+        test=val_batches if test is val_full else EvalBatches(test, d.eval_batch_size, image_size, d.workers),
         num_classes=train.num_classes,
         in_channels=train.in_channels,
         image_size=image_size,
     )
+
+
+def selection_split(cfg: Config) -> str:
+    """Name of the split subnets are ranked on: the held-out training images, or the test split."""
+    return f"validation ({cfg.data.val_split} held-out training images)" if cfg.data.val_split else "test"
 
 
 def build_net(cfg: Config, space: Space, seed: int | None = None) -> Supernet:

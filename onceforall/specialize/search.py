@@ -520,11 +520,15 @@ def evolutionary_search(
     max_tries: int = 500,
     unit: str = "MACs",
     progress: Callable[[int, Arch, float, float], None] | None = None,
+    min_cost: float = 0.0,
+    initial: Sequence[Arch] = (),
 ) -> list[Result]:
-    """OFA's constrained evolutionary search for the best-scoring arch with ``cost_fn(arch) <= budget``.
+    """OFA's constrained evolutionary search for the best-scoring arch with ``min_cost <= cost_fn(arch) <=
+    budget`` (``min_cost`` > 0 searches one MACs bucket).
 
-    The initial population is ``population`` distinct archs drawn uniformly (genotype-wise, as
-    ``space.sample``) and kept only when under budget. Each generation keeps the best
+    The initial population is the ``initial`` archs that satisfy the constraint, then distinct archs drawn
+    uniformly (genotype-wise, as ``space.sample``) and kept only when they satisfy it, up to ``population``.
+    Each generation keeps the best
     ``round(parent_ratio * population)`` members as parents and refills the population to
     ``population`` with ``round(mutation_ratio * population)`` mutants of random parents and uniform
     crossovers of two distinct random parents for the rest; a child over budget or equal to a member of
@@ -549,19 +553,26 @@ def evolutionary_search(
     geno = _Genotype(space)
     scorer = _Scorer(score_fn, cost_fn)
 
+    def fits(a: Arch) -> bool:
+        return min_cost <= scorer.cost(a) <= budget
+
     def draw(make: Callable[[], tuple], taken: set[Arch]) -> tuple[tuple, Arch] | None:
         for _ in range(max_tries):
             g = make()
             a = geno.decode(g)
-            if a not in taken and scorer.cost(a) <= budget:
+            if a not in taken and fits(a):
                 return g, a
         return None
 
-    # Initial population by rejection sampling; a budget only the smallest subnet meets may leave it
-    # empty, so fall back to space.min() (under budget: checked above).
+    # Initial population: the given archs, then rejection sampling; a budget only the smallest subnet meets
+    # may leave it empty, so fall back to space.min() (under budget: checked above).
     members: list[tuple[tuple, Arch]] = []
     taken: set[Arch] = set()
-    for _ in range(population):
+    for a in initial:
+        if len(members) < population and a not in taken and space.contains(a) and fits(a):
+            members.append((geno.from_arch(a, rng), a))
+            taken.add(a)
+    for _ in range(population - len(members)):
         m = draw(lambda: geno.random(rng), taken)
         if m is None:
             break
@@ -569,7 +580,9 @@ def evolutionary_search(
         taken.add(m[1])
     if not members:
         smallest = space.min()
-        scorer.cost(smallest)
+        if not fits(smallest):
+            raise ValueError(f"no arch with cost between {_short(min_cost, unit)} and {_short(budget, unit)} "
+                             f"in {max_tries} draws; pass initial archs in that range or lower min_cost")
         members.append((geno.from_arch(smallest, rng), smallest))
     scorer.score([a for _, a in members])
 

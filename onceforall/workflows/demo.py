@@ -25,7 +25,7 @@ def _has_onnxruntime() -> bool:
 
 
 def run_demo(*, config: str = "fashion-mnist-quick", overrides: list[str] | None = None, out_dir: str = "runs",
-             name: str | None = None, run: str | None = None, per_bucket: int = 3, selection_images: int = 1000,
+             name: str | None = None, run: str | None = None, per_bucket: int = 10, selection_images: int = 1000,
              samples: int = 30, say: Callable[[str], None] = print) -> Path:
     """Run the pipeline (``run``: skip training and continue on that trained run); returns the run directory."""
     start = time.perf_counter()
@@ -47,7 +47,7 @@ def run_demo(*, config: str = "fashion-mnist-quick", overrides: list[str] | None
             f"{cost['device_hours']:.3f} device-hours, ${cost['dollars']:.3f}); test accuracy (BN-recalibrated): "
             f"full model {summary['acc_full']:.2f}%, smallest subnet {summary['acc_min']:.2f}%")
     loaded = load_run(run_dir)
-    say(f"\n[2/4] evaluating subnets across the MACs range ({loaded.eval_split} set)")
+    say(f"\n[2/4] evaluating subnets across the MACs range (ranked on {loaded.selection_split}, reported on test)")
     r = evaluate_run(loaded, per_bucket=per_bucket, uniform=False, selection_images=selection_images)
     say(pareto_table(r))
     lo, hi = loaded.space.macs_range()

@@ -25,7 +25,7 @@ class ExportResult:
     macs: int
     params: int
     accuracy: float
-    """Top-1 (%) on the run's validation set (``split``)."""
+    """Top-1 (%) on the run's test split (``split``)."""
     split: str
     latency_ms: float
     threads: int
@@ -53,8 +53,11 @@ def resolve_arch(run: LoadedRun, text: str) -> Arch:
 
 
 def arch_from_search(run: LoadedRun, path: str | Path) -> Arch:
-    """The best measured arch of a ``search/<budget>.json`` result."""
+    """The arch a ``search/<budget>.json`` result chose: the candidate best on the selection split (not on the
+    test split it reports)."""
     found = json.loads(Path(path).read_text())
+    if found.get("best"):
+        return run.space.parse(found["best"])
     measured = [c for c in found["candidates"] if c.get("measured_acc") is not None]
     if not measured:
         raise ValueError(f"--from-search: {path} has no measured candidate")
@@ -65,19 +68,19 @@ def export_run(run: LoadedRun, arch: Arch, *, out_dir: str | Path | None = None,
                torchscript: bool = False, threads: int = 1) -> ExportResult:
     """Extract ``arch``, recalibrate its BN as evaluation does, time it (torch, ``threads``, batch 1) and
     export it into ``out_dir`` (default ``RUN/exports``) with its accuracy (the cached evaluation) and source."""
-    acc = Evaluator(run).accuracy([arch], None)[0]  # cached; the same recalibration as below
+    acc = Evaluator(run).accuracy([arch], "test")[0]  # cached; the same recalibration as below
     sub = run.net.extract(arch)
     recalibrate_bn(sub, run.data.bn, num_images=run.cfg.data.bn_images)
     shape = (1, run.space.in_channels, arch.resolution, arch.resolution)
     ms = measure_latency_ms(sub, shape, threads=threads)
-    ds = run.data.val_full.ds
+    ds = run.data.test.ds
     path = export_subnet(
         sub, Path(out_dir) if out_dir else run.dir.exports_dir,
-        accuracy={"top1": acc, "split": run.eval_split, "images": len(ds), "dataset": run.cfg.data.dataset},
+        accuracy={"top1": acc, "split": run.report_split, "images": len(ds), "dataset": run.cfg.data.dataset},
         latency={"ms": round(ms, 4), "backend": "torch", "threads": threads, "batch": 1,
                  "device": device_name("cpu", threads)},
         source={"run": str(run.run_dir), "step": run.step, "checkpoint": str(run.checkpoint),
                 "strategy": run.cfg.strategy.name},
         normalization={"mean": list(ds.mean), "std": list(ds.std)}, onnx=onnx, torchscript=torchscript,
     )
-    return ExportResult(arch, path, run.space.macs(arch), run.space.params(arch), acc, run.eval_split, ms, threads)
+    return ExportResult(arch, path, run.space.macs(arch), run.space.params(arch), acc, run.report_split, ms, threads)

@@ -10,7 +10,9 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+from ..core.pareto import bootstrap_ci
 from ..run.rundir import LoadedRun, RunDir
+from .scores import curve_scores, read_curve_correct
 
 __all__ = ["compare_runs", "pareto_table", "pyplot", "write_run_report"]
 
@@ -48,16 +50,29 @@ def write_run_report(run: LoadedRun, result: dict) -> None:
 
 def _run_markdown(run: LoadedRun, r: dict) -> str:
     es = r["eval_set"]
-    sel = f", candidates ranked on {es['selection_images']} of them" if es["selection_images"] else ""
+    ci = r["mean_pareto_ci"]
+    counts = ", ".join(map(str, r["bucket_candidates"]))
+    searched = sum(e.get("source") == "search" for e in r["evaluated"])
+    if es["held_out"]:
+        splits = (f"Candidates were ranked on {es['selection_images']} images of the {es['selection_split']} split; "
+                  f"the numbers below are top-1 on all {es['images']} images of the {es['split']} split, which "
+                  "played no part in choosing them.")
+    else:
+        splits = (f"**No held-out split** (data.val_split = 0): candidates were ranked on {es['selection_images']} "
+                  f"of the same {es['images']} {es['split']} images that are reported, so the bucket winners are "
+                  "optimistically biased.")
     lines = [
         f"# {run.name}: Pareto front",
         "",
-        f"Strategy `{r['strategy']}`, space `{r['space']['name']}` width {r['space']['width_mult']:g}, "
-        f"checkpoint step {r['step']}. Accuracy: top-1 on {es['images']} {es['split']} images{sel}; "
-        f"BN recalibrated on {es['bn_images']} training images per subnet.",
+        f"Strategy `{r['strategy']}`, space `{r['space']['name']}` width {r['space']['width_mult']:g}"
+        f"{' (restricted: ' + _choices(r['space']) + ')' if 'choices' in r['space'] else ''}, "
+        f"checkpoint step {r['step']}. {splits} BN recalibrated on {es['bn_images']} training images per subnet.",
         "",
-        f"**Mean Pareto accuracy: {r['mean_pareto_acc']:.2f}%** "
-        f"(area under accuracy vs normalized MACs, 6 buckets over {_m(r['macs_range'][0])}..{_m(r['macs_range'][1])})",
+        f"**Mean Pareto accuracy: {r['mean_pareto_acc']:.2f}%** (95 % bootstrap interval over test images "
+        f"{ci[0]:.2f}–{ci[1]:.2f}; area under accuracy vs normalized MACs, 6 buckets over "
+        f"{_m(r['macs_range'][0])}..{_m(r['macs_range'][1])})",
+        "",
+        f"Measured candidates per bucket: {counts} ({searched} of them found by the per-bucket predictor search).",
         "",
         "| bucket | MACs range | MACs | accuracy | arch |",
         "|---|---|---|---|---|",
@@ -77,6 +92,16 @@ def _run_markdown(run: LoadedRun, r: dict) -> str:
                   f"{c['device']}, ${c['dollars']:.4f}.", ""]
     lines += ["![Pareto front](pareto.png)", ""]
     return "\n".join(lines)
+
+
+def _choices(space: dict) -> str:
+    c = space["choices"]
+    kernels = sorted({k for ks in c["kernels"] for k in ks})
+    text = f"kernels {kernels}" if all(len(ks) > 1 for ks in c["kernels"]) or len(kernels) == 1 else \
+        f"kernels per stage {[ks[0] if len(ks) == 1 else ks for ks in c['kernels']]}"
+    if c.get("coupling"):
+        text += ", depth-expand coupling " + ", ".join(f"d{d}-e{e:g}" for d, e in c["coupling"])
+    return text
 
 
 def _plot_run(r: dict, path: Path, title: str) -> None:
@@ -102,8 +127,10 @@ def _plot_run(r: dict, path: Path, title: str) -> None:
 
 def pareto_table(r: dict) -> str:
     """The Pareto summary of ``evaluate_run`` as a plain-text table."""
-    rows = [f"mean Pareto accuracy {r['mean_pareto_acc']:.2f}% ({r['eval_set']['split']}, "
-            f"{r['eval_set']['images']} images)", f"{'bucket':>6s} {'MACs':>9s} {'acc':>7s}  arch"]
+    es, ci = r["eval_set"], r["mean_pareto_ci"]
+    rows = [f"mean Pareto accuracy {r['mean_pareto_acc']:.2f}% (95% CI {ci[0]:.2f}-{ci[1]:.2f}; {es['split']}, "
+            f"{es['images']} images; ranked on {es['selection_split']})",
+            f"{'bucket':>6s} {'MACs':>9s} {'acc':>7s}  arch"]
     for b in r["buckets"]:
         if b["arch"] is None:
             rows.append(f"{b['bucket'] + 1:6d} {'-':>9s} {'-':>7s}  (none)")
@@ -119,7 +146,8 @@ def pareto_table(r: dict) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 COLUMNS = ["method", "strategy", "epochs", "wall_min", "s_per_epoch", "device_hours", "dollars", "cost_ratio",
-           "smallest_acc", "smallest_macs", "largest_acc", "largest_macs", "mean_pareto_acc"]
+           "smallest_acc", "smallest_macs", "largest_acc", "largest_macs", "mean_pareto_acc", "mean_pareto_ci_lo",
+           "mean_pareto_ci_hi", "diff_vs_ref", "diff_ci_lo", "diff_ci_hi"]
 
 
 def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str | None = None) -> list[dict]:
@@ -144,10 +172,13 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
             "smallest_acc": r["smallest"]["acc"], "smallest_macs": r["smallest"]["macs"],
             "largest_acc": r["largest"]["acc"], "largest_macs": r["largest"]["macs"],
             "mean_pareto_acc": r["mean_pareto_acc"],
+            "mean_pareto_ci_lo": r.get("mean_pareto_ci", [None, None])[0],
+            "mean_pareto_ci_hi": r.get("mean_pareto_ci", [None, None])[1],
         })
-    spaces = {json.dumps(r["space"], sort_keys=True) for r in results}
-    if len(spaces) > 1:
-        raise ValueError("compare: the runs use different spaces; their MACs ranges and fronts are not comparable")
+    bases = {json.dumps({k: v for k, v in r["space"].items() if k != "choices"}, sort_keys=True) for r in results}
+    if len(bases) > 1:
+        raise ValueError("compare: the runs use different spaces (name, width, resolutions, classes); their MACs "
+                         "ranges and fronts are not comparable")
     if reference is None:
         ref = next((row for row in rows if row["strategy"] == "deps"), rows[0])
     else:
@@ -158,6 +189,7 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
         ref = matches[0]
     for row in rows:
         row["cost_ratio"] = row["device_hours"] / ref["device_hours"] if ref["device_hours"] else None
+    _paired_differences(rows, results, [Path(d) for d in run_dirs], rows.index(ref))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "compare.csv").open("w", newline="") as f:
@@ -171,25 +203,51 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
     return rows
 
 
+def _paired_differences(rows: list[dict], results: list[dict], run_dirs: list[Path], ref: int) -> None:
+    """Mean Pareto accuracy minus the reference run's, with a paired bootstrap interval over the test images,
+    for runs evaluated on the same images (same fingerprint); None elsewhere."""
+    ref_data = read_curve_correct(run_dirs[ref])
+    for row, r, d in zip(rows, results, run_dirs):
+        row["diff_vs_ref"] = row["diff_ci_lo"] = row["diff_ci_hi"] = None
+        data = read_curve_correct(d)
+        if ref_data is None or data is None or data["fingerprint"] != ref_data["fingerprint"]:
+            continue
+        r_ref = results[ref]
+        diff = (curve_scores(r["curve"], data["correct"], *r["macs_range"])
+                - curve_scores(r_ref["curve"], ref_data["correct"], *r_ref["macs_range"]))
+        lo, hi = bootstrap_ci(diff)
+        row["diff_vs_ref"], row["diff_ci_lo"], row["diff_ci_hi"] = float(diff.mean()), lo, hi
+
+
+def _ci(lo: float | None, hi: float | None) -> str:
+    return "–" if lo is None else f"{lo:.2f}–{hi:.2f}"
+
+
 def _compare_markdown(rows: list[dict], ref: dict, r0: dict) -> str:
     es = r0["eval_set"]
     lines = [
         f"# Comparison ({datetime.now().strftime('%Y-%m-%d %H:%M')})",
         "",
         f"Space `{r0['space']['name']}` width {r0['space']['width_mult']:g}; accuracy = top-1 on {es['images']} "
-        f"{es['split']} images after BN recalibration; cost ratio = device-hours / those of `{ref['method']}`.",
+        f"{es['split']} images after BN recalibration (subnets chosen on the {es.get('selection_split', 'test')} "
+        f"split); cost ratio = device-hours / those of `{ref['method']}`. Intervals: 95 % bootstrap over test "
+        f"images; Δ = mean Pareto accuracy minus `{ref['method']}`'s with a paired interval (same test images). "
+        "A Δ whose interval contains 0 is a tie. Each run's mean Pareto accuracy is over the MACs range of the "
+        "space it trained.",
         "",
         "| method | strategy | epochs | wall (min) | s/epoch | device-hours | $ | cost ratio | smallest acc | "
-        "smallest MACs | largest acc | largest MACs | mean Pareto acc |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "smallest MACs | largest acc | largest MACs | mean Pareto acc | 95 % CI | Δ vs ref | Δ 95 % CI |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = f"{r['cost_ratio']:.2f}x" if r["cost_ratio"] is not None else "–"
+        delta = "–" if r["diff_vs_ref"] is None else f"{r['diff_vs_ref']:+.2f}"
         lines.append(
             f"| {r['method']} | {r['strategy']} | {r['epochs']:g} | {r['wall_min']:.1f} | {r['s_per_epoch']:.1f} | "
             f"{r['device_hours']:.4f} | {r['dollars']:.4f} | {ratio} | {r['smallest_acc']:.2f}% | "
             f"{_m(r['smallest_macs'])} | {r['largest_acc']:.2f}% | {_m(r['largest_macs'])} | "
-            f"{r['mean_pareto_acc']:.2f}% |"
+            f"{r['mean_pareto_acc']:.2f}% | {_ci(r['mean_pareto_ci_lo'], r['mean_pareto_ci_hi'])} | {delta} | "
+            f"{_ci(r['diff_ci_lo'], r['diff_ci_hi'])} |"
         )
     lines += ["", "![fronts](fronts.png)", "", "![training](training.png)", ""]
     return "\n".join(lines)

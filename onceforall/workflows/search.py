@@ -48,30 +48,40 @@ def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: f
         raise ValueError("search: give a budget: macs or latency_ms")
     budget = check_budget(space, cost_fn, budget, unit)  # fail fast, before measuring anything
     evaluator = Evaluator(run)
-    pairs = evaluator.measured(selection_images)
+    pairs = evaluator.measured("selection", selection_images)
     if len(pairs) < samples:
         extra = [a for a in candidate_archs(space, per_bucket=max(2, samples // 6 + 1), uniform=False, seed=seed + 1)
                  if a not in pairs][: samples - len(pairs)]
         say(f"measuring {len(extra)} more subnets for the accuracy predictor")
-        evaluator.accuracy(extra, selection_images)
-        pairs = evaluator.measured(selection_images)
+        evaluator.accuracy(extra, "selection", selection_images)
+        pairs = evaluator.measured("selection", selection_images)
     predictor = AccuracyPredictor(space, seed=seed)
     report = predictor.fit(list(pairs), list(pairs.values()), seed=seed)
     say(f"predictor: {report['pairs']} pairs, held-out RMSE {report['heldout_rmse']}")
     found = evolutionary_search(space, predictor.predict, cost_fn, budget, seed=seed, unit=unit)
-    best = found[: max(1, top)]
-    say(f"measuring the best {len(best)} candidates on the whole validation set")
-    measured = evaluator.accuracy([a for a, _, _ in best], None)
+    best = [(a, score, c, "search") for a, score, c in found[: max(1, top)]]
+    # the best subnet already measured under the budget competes too (the predictor may rank it lower)
+    fitting = [a for a in pairs if cost_fn(a) <= budget]
+    if fitting:
+        known = max(fitting, key=lambda a: (pairs[a], -cost_fn(a)))
+        if all(known != a for a, *_ in best):
+            best.append((known, float(predictor.predict([known])[0]), cost_fn(known), "measured"))
+    archs = [a for a, *_ in best]
+    say(f"measuring the best {len(best)} candidates on the whole {run.selection_split} and test splits")
+    chosen = evaluator.accuracy(archs, "selection")
+    measured = evaluator.accuracy(archs, "test")
     result = {
         "run": str(run.run_dir), "step": run.step, "budget": budget, "unit": unit,
         "budget_text": format_cost(budget, unit), "seed": seed,
-        "predictor": report, "eval_set": {"split": run.eval_split, "images": len(run.data.val_full.ds),
-                                          "predictor_images": selection_images},
+        "predictor": report,
+        "eval_set": {"split": run.report_split, "selection_split": run.selection_split, "held_out": run.held_out,
+                     "images": len(run.data.test.ds), "predictor_images": selection_images},
         "candidates": [
             {"arch": str(a), "macs": space.macs(a), "cost": c, "cost_text": format_cost(c, unit),
-             "predicted_acc": round(float(score), 4), "measured_acc": acc}
-            for (a, score, c), acc in zip(best, measured)
+             "predicted_acc": round(float(score), 4), "selection_acc": sel, "measured_acc": acc, "source": source}
+            for (a, score, c, source), sel, acc in zip(best, chosen, measured)
         ],
+        "best": str(archs[max(range(len(archs)), key=lambda i: (chosen[i], -best[i][2]))]),
         "searched": len(found),
     }
     out = run.dir.search_dir / f"{label}.json"
@@ -86,9 +96,14 @@ def search_table(r: dict) -> str:
     p = r["predictor"]
     err = f"held-out RMSE {p['heldout_rmse']:.2f} points, Kendall tau {p['heldout_kendall_tau']:.2f}" \
         if p.get("heldout_rmse") is not None else "too few pairs for a held-out error"
+    es = r["eval_set"]
     rows = [f"budget {r['budget_text']}: predictor trained on {p['pairs']} measured subnets ({err})",
-            f"{'cost':>12s} {'MACs':>9s} {'predicted':>9s} {'measured':>9s}  arch"]
+            f"chosen on the {es.get('selection_split', 'test')} split, reported on {es['split']}; * = chosen",
+            f"  {'cost':>12s} {'MACs':>9s} {'predicted':>9s} {'selection':>9s} {'test':>9s}  arch"]
     for c in r["candidates"]:
-        measured = f"{c['measured_acc']:8.2f}%" if c.get("measured_acc") is not None else f"{'-':>9s}"
-        rows.append(f"{c['cost_text']:>12s} {c['macs'] / 1e6:8.2f}M {c['predicted_acc']:8.2f}% {measured}  {c['arch']}")
+        sel = f"{c['selection_acc']:8.2f}%" if c.get("selection_acc") is not None else f"{'-':>9s}"
+        test = f"{c['measured_acc']:8.2f}%" if c.get("measured_acc") is not None else f"{'-':>9s}"
+        mark = "*" if c["arch"] == r.get("best") else " "
+        rows.append(f"{mark} {c['cost_text']:>12s} {c['macs'] / 1e6:8.2f}M {c['predicted_acc']:8.2f}% {sel} {test}  "
+                    f"{c['arch']}")
     return "\n".join(rows)

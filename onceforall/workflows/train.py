@@ -32,7 +32,7 @@ from torch import nn
 
 from ..core import distributed
 from ..core.devices import device_name
-from ..core.evaluation import evaluate_arch
+from ..core.evaluation import evaluate_arch, mask_accuracy
 from ..core.seeds import dropout_seed
 from ..core.space import Space
 from ..core.step import begin_step, train_step
@@ -40,7 +40,7 @@ from ..core.strategies import Plan, Strategy
 from ..core.supernet import Supernet
 from ..run.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from ..run.config import Config, config_from_dict, to_dict
-from ..run.rundir import MetricsLog, RunDir
+from ..run.rundir import MetricsLog, RunDir, load_initial_weights
 from ..run.setup import (
     build_data,
     build_net,
@@ -50,6 +50,7 @@ from ..run.setup import (
     build_strategy,
     image_size,
     memory_format,
+    selection_split,
 )
 
 __all__ = ["StepResult", "default_run_name", "step_once", "train"]
@@ -139,6 +140,7 @@ def checkpoint_state(net, opt, strategy, teacher, state, cfg, space) -> dict:
     return {
         "config": to_dict(cfg),
         "space": space.identity(),
+        "eval_space": strategy.trained_space().identity(),
         "model": net.state_dict(),
         "optimizer": opt.state_dict(),
         "scheduler": {"step": state["step"]},
@@ -240,9 +242,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
     spe = data.train.steps_per_epoch
     schedule = build_schedule(cfg, spe)
     strategy = build_strategy(cfg, space, schedule)
+    eval_space = strategy.trained_space()  # what the run is validated (and later evaluated) on
     lr_at = strategy.lr_at
     teacher: nn.Module | None = None
     state = {"step": 0, "train_seconds": 0.0, "eval_seconds": 0.0, "steps_per_epoch": spe}
+    if t_cfg.init_from and not resume:  # weights only; optimizer, schedule and strategy start fresh
+        load_initial_weights(net, t_cfg.init_from)
     if resume:
         state, teacher = restore(ckpt_path, net, opt, strategy, cfg, space, d.device)
         if state["steps_per_epoch"] != spe:
@@ -257,7 +262,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
     if d.is_main and not resume:
         metrics.write({"event": "start", "step": 0, "space": space.identity(), "steps_per_epoch": spe,
                        "epochs": t_cfg.epochs, "device": dev_name, "devices": d.world,
-                       "macs_full": space.macs(space.max()), "macs_min": space.macs(space.min())})
+                       "eval_space": eval_space.identity(),
+                       "macs_full": eval_space.macs(eval_space.max()), "macs_min": eval_space.macs(eval_space.min())})
 
     per_rank = t_cfg.batch_size // d.world
     rows = slice(d.rank * per_rank, (d.rank + 1) * per_rank)
@@ -288,11 +294,13 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
             row = {"event": "eval", "step": t, "epoch": round(epoch_done, 4)}
             if final:
                 row["final"] = True
-            val = data.val_full if final else data.val
-            for role, arch in (("full", space.max()), ("min", space.min())):
-                row[f"acc_{role}"] = round(evaluate_arch(net, arch, data.bn, val, bn_images=cfg.data.bn_images,
-                                                         device=d.device, memory_format=fmt), 4)
-                row[f"macs_{role}"] = space.macs(arch)
+            val = data.test if final else data.val  # the end of the run reports on the whole test split
+            for role, arch in (("full", eval_space.max()), ("min", eval_space.min())):
+                hits = evaluate_arch(net, arch, data.bn, val, bn_images=cfg.data.bn_images, device=d.device,
+                                     memory_format=fmt)
+                row[f"acc_{role}"] = round(mask_accuracy(hits), 4)
+                row[f"macs_{role}"] = eval_space.macs(arch)
+            row["split"] = "test" if final else selection_split(cfg)
             row["images"] = len(val.ds)
             row["seconds"] = round(time.perf_counter() - tic, 3)
             metrics.write(row)

@@ -66,8 +66,12 @@ class StrategyConfig:
     """deps, bignas: weight of an extra label cross-entropy term for subnets trained with KD."""
     kd_ratio: float = 1.0
     """ofa-ps/compofa: loss = CE + kd_ratio · KD from the frozen teacher."""
-    reorganize: bool = False
-    """deps: sort middle channels by importance when shrinking starts (ofa-ps/compofa: per phase, see phases)."""
+    reorganize: bool = True
+    """deps: sort middle channels by importance when shrinking starts, as the official DεpS command does
+    (--reorganize_weights); ofa-ps/compofa re-organize per phase (see phases)."""
+    subnet_dropout: bool = False
+    """Classifier dropout on the subnets' passes too; False: only on the full model's passes, as the official
+    DεpS, BigNAS and OFA code (True: this package's behaviour before 2026-11-25)."""
     phases: list[dict] | None = None
     """ofa-ps/compofa: phase plan [{name, epochs (fraction of the run), depths?, kernels?, expands?}];
     None: the strategy's default plan."""
@@ -114,6 +118,8 @@ class Pass:
     """The loss of this pass, with its parameters."""
     weight: float
     """Multiplier on this pass's loss (ε_t for DεpS subnets)."""
+    dropout: bool = True
+    """Classifier dropout on this pass (the official DεpS, BigNAS and OFA code: the full model's passes only)."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +221,11 @@ class Strategy:
             return self.ce()
         return Loss("kd", label_smoothing=self.label_smoothing, temperature=self.cfg.kd_temperature,
                     label_weight=self.cfg.kd_label_weight)
+
+    def trained_space(self) -> Space:
+        """The archs this strategy trains (what its run is evaluated, searched and exported on): the whole
+        space, or a restriction of it (CompOFA's coupled space)."""
+        return self.space
 
     def plan(self, step: int) -> Plan:  # pragma: no cover - abstract
         raise NotImplementedError

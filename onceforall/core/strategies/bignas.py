@@ -15,5 +15,5 @@ class BigNAS(Strategy):
     def plan(self, step: int) -> Plan:
         archs = sample_sandwich(self.space, self.seed, step, self.cfg.num_subnets)
         passes = [Pass(archs[0][1], "full", self.ce(), 1.0)]
-        passes += [Pass(a, role, self.kd(), 1.0) for role, a in archs[1:]]
+        passes += [Pass(a, role, self.kd(), 1.0, self.cfg.subnet_dropout) for role, a in archs[1:]]
         return Plan(tuple(passes), teacher="inplace" if self.cfg.ikd else None, eps=1.0)

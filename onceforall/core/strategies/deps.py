@@ -55,7 +55,9 @@ class DEpS(Strategy):
             return Plan((Pass(full, "full", self.ce(), 1.0),), phase="fm-warmup")
         weight = self.subnet_weight(step)
         archs = sample_sandwich(self.space, self.seed, step, self.cfg.num_subnets)
-        passes = [Pass(full, "full", self.ce(), 1.0)] + [Pass(a, role, self.kd(), weight) for role, a in archs[1:]]
+        passes = [Pass(full, "full", self.ce(), 1.0)] + [
+            Pass(a, role, self.kd(), weight, self.cfg.subnet_dropout) for role, a in archs[1:]
+        ]
         return Plan(
             tuple(passes),
             teacher="inplace" if self.cfg.ikd else None,

@@ -152,6 +152,10 @@ class ProgressiveShrinking(Strategy):
         return Loss("ce+kd", label_smoothing=self.label_smoothing, temperature=self.cfg.kd_temperature,
                     kd_ratio=self.cfg.kd_ratio)
 
+    def trained_space(self) -> Space:
+        """The space of the last phase (the largest: OFA's elastic expand phase, CompOFA's coupled space)."""
+        return self.spaces[-1]
+
     def phase_at(self, step: int) -> int:
         for i in range(len(self.phases)):
             if step < self.bounds[i + 1]:
@@ -176,7 +180,8 @@ class ProgressiveShrinking(Strategy):
                         reset_momentum=first and i > 0)
         space = self.spaces[i]
         passes = tuple(
-            Pass(space.sample(random.Random(f"arch:{self.seed}:{step}:{j}")), f"random{j + 1}", self.ce_kd(), 1.0)
+            Pass(space.sample(random.Random(f"arch:{self.seed}:{step}:{j}")), f"random{j + 1}", self.ce_kd(), 1.0,
+                 self.cfg.subnet_dropout)
             for j in range(p.num_subnets)
         )
         return Plan(passes, teacher="frozen", teacher_arch=full, eps=1.0, phase=p.name,

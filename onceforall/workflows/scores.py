@@ -1,0 +1,61 @@
+"""Per-image results of a run's Pareto curve: which test images each curve point got right (kept in
+``eval/curve_correct.json``), the per-image scores whose mean is mean Pareto accuracy, and the fingerprint
+that tells whether two runs were evaluated on the same images (paired comparisons)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..core.pareto import curve_weights
+from ..core.util import atomic_write
+from ..data import EvalBatches
+
+__all__ = ["curve_scores", "fingerprint", "pack_mask", "read_curve_correct", "unpack_mask", "write_curve_correct"]
+
+
+def pack_mask(mask: np.ndarray) -> str:
+    return base64.b64encode(np.packbits(mask.astype(bool)).tobytes()).decode()
+
+
+def unpack_mask(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), count=n).astype(bool)
+
+
+def fingerprint(batches: EvalBatches) -> str:
+    """Identifies the images of a split (its labels, or its files, in order): paired comparisons need it."""
+    ds = batches.ds
+    h = hashlib.sha256(f"{ds.name}|{len(ds)}|".encode())
+    if hasattr(ds, "labels"):
+        h.update(ds.labels.numpy().tobytes())
+    else:
+        h.update(repr(ds.samples).encode())
+    return h.hexdigest()[:16]
+
+
+def curve_scores(curve: list[dict], correct: dict[str, np.ndarray], lo: float, hi: float) -> np.ndarray:
+    """Per test image, the weighted sum (%) of the curve points' correctness whose mean is mean Pareto accuracy."""
+    weights = curve_weights([p["macs"] for p in curve], lo, hi)
+    return 100.0 * sum(w * correct[p["arch"]].astype(np.float64) for w, p in zip(weights, curve))
+
+
+def read_curve_correct(run_dir: str | Path) -> dict | None:
+    """``eval/curve_correct.json`` of an evaluated run: the test images each curve point got right."""
+    path = Path(run_dir) / "eval" / "curve_correct.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    data["correct"] = {a: unpack_mask(b, data["images"]) for a, b in data["correct"].items()}
+    return data
+
+
+def write_curve_correct(eval_dir: Path, correct: dict[str, np.ndarray], fingerprint: str) -> None:
+    """Write ``eval/curve_correct.json`` (packed bits per curve arch)."""
+    images = len(next(iter(correct.values())))
+    text = json.dumps({"images": images, "fingerprint": fingerprint,
+                       "correct": {a: pack_mask(m) for a, m in correct.items()}}, indent=0)
+    atomic_write(eval_dir / "curve_correct.json", lambda p: p.write_text(text))

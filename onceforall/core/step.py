@@ -24,7 +24,7 @@ from torch import nn
 from .optim import permute_optimizer_state
 from .strategies import Loss, Plan
 
-__all__ = ["begin_step", "kd_loss", "pass_loss", "train_step"]
+__all__ = ["begin_step", "frozen_copy", "kd_loss", "pass_loss", "train_step"]
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -49,6 +49,11 @@ def pass_loss(loss: Loss, logits: torch.Tensor, y: torch.Tensor, teacher: torch.
     raise ValueError(f"pass loss '{loss.kind}' is not valid; valid: ce, kd, ce+kd")
 
 
+def frozen_copy(net: nn.Module) -> nn.Module:
+    """A frozen teacher: a copy of ``net`` in eval mode without gradients (OFA-PS's snapshot of the full model)."""
+    return copy.deepcopy(net).requires_grad_(False).eval()
+
+
 def begin_step(plan: Plan, net: nn.Module, optimizer: torch.optim.Optimizer, teacher: nn.Module | None, *,
                lr: float, dropout_seed: int) -> nn.Module | None:
     """Prepare step t of ``plan``; returns the teacher the step uses (a new snapshot or ``teacher``).
@@ -62,7 +67,7 @@ def begin_step(plan: Plan, net: nn.Module, optimizer: torch.optim.Optimizer, tea
     if plan.reorganize:
         permute_optimizer_state(optimizer, net.reorganize_channels())
     if plan.snapshot_teacher:
-        teacher = copy.deepcopy(net).requires_grad_(False).eval()
+        teacher = frozen_copy(net)
     if plan.reset_momentum:
         optimizer.state.clear()
     for g in optimizer.param_groups:

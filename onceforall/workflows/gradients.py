@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..core.step import kd_loss
+from ..core.step import frozen_copy, kd_loss
 from ..core.strategies import Plan, Strategy, get_strategy
 from ..run.checkpoint import load_checkpoint, load_model_state
 from ..run.config import to_dict
@@ -78,7 +78,7 @@ def replay_steps(run: LoadedRun, ck: dict, strategy: Strategy, first: int, stop:
     opt.load_state_dict(ck["optimizer"])
     teacher = None
     if ck.get("teacher") is not None:
-        teacher = copy.deepcopy(model).requires_grad_(False).eval()
+        teacher = frozen_copy(model)
         teacher.load_state_dict(ck["teacher"])
     spe = run.data.train.steps_per_epoch
     for t in range(first, stop):

@@ -14,7 +14,6 @@ every rank of a distributed run samples the same archs.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import random
 import signal
@@ -35,7 +34,7 @@ from ..core.devices import device_name
 from ..core.evaluation import evaluate_arch, mask_accuracy
 from ..core.seeds import dropout_seed
 from ..core.space import Space
-from ..core.step import begin_step, train_step
+from ..core.step import begin_step, frozen_copy, train_step
 from ..core.strategies import Plan, Strategy
 from ..core.supernet import Supernet
 from ..run.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
@@ -164,7 +163,7 @@ def restore(path: Path, net, opt, strategy: Strategy, cfg: Config, space: Space,
     strategy.load_state_dict(ck["strategy"])
     teacher = None
     if ck.get("teacher") is not None:
-        teacher = copy.deepcopy(net).requires_grad_(False).eval()
+        teacher = frozen_copy(net)
         teacher.load_state_dict(ck["teacher"])
     torch.set_rng_state(ck["rng"]["torch"].cpu())
     random.setstate(_as_tuple(ck["rng"]["python"]))

@@ -10,9 +10,11 @@ import argparse
 import os
 import random
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from .core.registry import get_space, list_spaces
+from .core.util import ensure_writable, first_line, os_error_text
 from .core.version import __version__
 
 __all__ = ["main"]
@@ -88,6 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .workflows.report import pareto_table
 
     run = load_run(args.run, device=args.device)
+    ensure_writable(run.dir.eval_dir)
     if args.threads:
         import torch
 
@@ -106,7 +109,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from .workflows.report import compare_runs
 
-    out = Path(args.out)
+    out = ensure_writable(Path(args.out))
     rows = compare_runs(args.runs, out, reference=args.reference)
     print((out / "compare.md").read_text().split("\n\n![")[0])
     print(f"\nwrote {out}/compare.md, compare.csv, fronts.png, training.png ({len(rows)} runs)")
@@ -120,7 +123,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .run.rundir import load_run
     from .workflows.search import run_search, search_table
 
-    result = run_search(load_run(args.run), macs=args.macs, latency_ms=args.latency_ms,
+    run = load_run(args.run)
+    ensure_writable(run.dir.search_dir)
+    result = run_search(run, macs=args.macs, latency_ms=args.latency_ms,
                         latency_table=args.latency_table, top=args.top, samples=args.samples,
                         selection_images=args.selection_images or None, seed=args.seed,
                         progress=None if args.quiet else _say)
@@ -135,6 +140,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .workflows.export import arch_from_search, export_run, resolve_arch
 
     run = load_run(args.run)
+    ensure_writable(args.out or run.dir.exports_dir)
     if args.from_search:
         arch = arch_from_search(run, args.from_search)
     elif args.arch:
@@ -158,6 +164,10 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     else:
         space = get_space(args.space, args.width_mult, args.resolutions, num_classes=args.num_classes,
                           in_channels=args.in_channels)
+    if args.out:
+        from pathlib import Path
+
+        ensure_writable(Path(args.out).parent)
     result = make_latency_table(space, backend=args.backend, threads=args.threads, batch=args.batch, out=args.out,
                                 run_dir=args.run, check=args.check, seed=args.seed,
                                 progress=None if args.quiet else _say)
@@ -371,12 +381,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = args.debug or os.environ.get("ONCEFORALL_DEBUG") == "1"
     try:
-        return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, KeyError) as e:
+        with warnings.catch_warnings():  # warnings are one line each, like errors (restored on return)
+            if not debug:
+                warnings.showwarning = lambda message, category, *rest: print(
+                    f"onceforall {args.command}: warning: {message}", file=sys.stderr)
+            return int(args.func(args) or 0)
+    except (CLIError, ValueError, KeyError) as e:
         if debug:
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"onceforall {args.command}: error: {msg}", file=sys.stderr)
+        print(f"onceforall {args.command}: error: {first_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # permissions, read-only or full disk, missing folder: one line naming the path
+        if debug:
+            raise
+        print(f"onceforall {args.command}: error: {os_error_text(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("onceforall: interrupted", file=sys.stderr)

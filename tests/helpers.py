@@ -12,6 +12,14 @@ FASHION = Path(os.environ.get("ONCEFORALL_FASHION_MNIST", "/usr/share/datasets/f
 needs_fashion = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(),
                                    reason="Fashion-MNIST not installed (make test installs dataset-fashion-mnist)")
 
+# A toy training run on real Fashion-MNIST: 256 images, batch 32 -> 8 steps per epoch; 2 epochs; shrinking (DεpS)
+# in the second epoch.
+TINY = [
+    "data.train_subset=256", "data.eval_subset=64", "data.bn_images=64", "data.eval_batch_size=64",
+    "data.image_size=16", "model.width_mult=0.25", "model.resolutions=[16]", "train.batch_size=32",
+    "train.epochs=2", "train.log_every=1", "train.threads=1", "strategy.eps_ramp_epochs=0.5",
+]
+
 # Every registered space at CPU-test size (timm style: parametrize over the registry).
 SPACE_NAMES = ofa.list_spaces()
 

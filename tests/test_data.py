@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from onceforall.core.seeds import derive_seed
 from onceforall.data import (
+    FASHION_MNIST_CLASSES,
     Augment,
     DataError,
     EvalBatches,
@@ -23,9 +24,11 @@ from onceforall.data import (
     TrainBatches,
     bn_subset,
     cifar,
+    default_hflip,
     default_root,
     list_datasets,
     load_dataset,
+    mirror_safe,
     register_dataset,
     registry,
     split_holdout,
@@ -101,13 +104,51 @@ def test_fashion_mnist_small_size_resizes(fmnist_test):
     assert (small.images[:8].float() - ref).abs().max() <= 0.5 + 1e-4
 
 
+@needs_fmnist
+def test_fashion_mnist_pairs(fmnist_test):
+    """Every test item is the left item of one pair, its partner a fixed permutation of the split; class
+    10 * left + right; the 28 x 56 canvas is brought to S x S; test normalised with the training statistics."""
+    pairs = load_dataset("fashion-mnist-pairs", FMNIST_ROOT, "test", 28)
+    again = load_dataset("fashion-mnist-pairs", FMNIST_ROOT, "test", 28)
+    assert torch.equal(pairs.images, again.images) and torch.equal(pairs.labels, again.labels)
+    assert pairs.images.shape == (10000, 1, 28, 28) and pairs.num_classes == 100
+    left = fmnist_test.labels  # the single-item split is padded to 32: its centre 28 x 28 is the raw image
+    raw = fmnist_test.images[:, :, 2:30, 2:30]
+    assert torch.equal(pairs.labels // 10, left)
+    right = pairs.labels % 10
+    # each item squeezed into its half on its own; find each pair's partner by its right half, check its label
+    squeezed = F.interpolate(raw.float(), size=(28, 14), mode="bilinear", antialias=True, align_corners=False)
+    assert (pairs.images[:, :, :, :14].float() - squeezed).abs().max() <= 0.5 + 1e-4
+    d = (pairs.images[:50, :, :, 14:].float().flatten(1)[:, None] - squeezed.flatten(1)[None]).abs().amax(2)
+    partner = d.argmin(1)
+    assert bool((d.amin(1) <= 0.5 + 1e-4).all()) and torch.equal(right[:50], left[partner])
+    assert len(set(partner.tolist())) == 50  # a permutation, not a repeated item
+    train = load_dataset("fashion-mnist-pairs", FMNIST_ROOT, "train", 28)
+    assert pairs.mean == train.mean and pairs.std == train.std
+    assert abs(train.mean[0] - train.images.double().div(255).mean().item()) < 1e-9
+    assert pairs.classes[37] == f"{FASHION_MNIST_CLASSES[3]}|{FASHION_MNIST_CLASSES[7]}"
+
+
+def test_pairs_refuse_flips():
+    """A flip swaps the two items (another class): the config refuses it in one line."""
+    from onceforall.run.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as e:
+        load_config("fashion-mnist", ["data.dataset=fashion-mnist-pairs", "data.hflip=true"])
+    _assert_one_line_error(e, "data.hflip", "fashion-mnist-pairs", "data.hflip=false")
+    assert load_config("fashion-mnist", ["data.dataset=fashion-mnist-pairs"]).data.hflip is None
+    assert not default_hflip("fashion-mnist-pairs") and default_hflip("fashion-mnist")
+    assert not default_hflip("imagefolder") and mirror_safe("imagefolder")
+
+
 def test_default_root(monkeypatch):
     monkeypatch.setenv("ONCEFORALL_FASHION_MNIST", "/somewhere/fmnist")
     assert default_root("fashion-mnist") == "/somewhere/fmnist"
     monkeypatch.delenv("ONCEFORALL_FASHION_MNIST")
     assert default_root("fashion-mnist") == FMNIST_ROOT
     assert default_root("cifar10") is None and default_root("imagefolder") is None
-    assert tuple(list_datasets()) == ("fashion-mnist", "cifar10", "cifar100", "imagefolder")  # registration order
+    # registration order
+    assert tuple(list_datasets()) == ("fashion-mnist", "fashion-mnist-pairs", "cifar10", "cifar100", "imagefolder")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -340,8 +381,9 @@ def test_imagefolder_eval_is_resize_then_center_crop(tmp_path):
     from PIL import Image
 
     arr = np.random.default_rng(1).integers(0, 256, (32, 64, 3), dtype=np.uint8)
-    os.makedirs(tmp_path / "val" / "only")
-    Image.fromarray(arr).save(tmp_path / "val" / "only" / "wide.png")
+    for split in ("train", "val"):
+        os.makedirs(tmp_path / split / "only")
+        Image.fromarray(arr).save(tmp_path / split / "only" / "wide.png")
     ds = load_dataset("imagefolder", str(tmp_path), "test", 28)
     # Shorter side -> round(28 / 0.875) = 32 (already), then the centered 28x28 crop: rows 2..29, columns 18..45.
     expected = torch.from_numpy(arr[2:30, 18:46].copy()).permute(2, 0, 1)
@@ -377,7 +419,7 @@ def test_imagefolder_train_batches_workers_match_in_process(folder_root):
 def test_unknown_dataset_and_missing_root(tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset("mnist", None, "train", 32)
-    _assert_one_line_error(e, "mnist", "fashion-mnist, cifar10, cifar100, imagefolder")
+    _assert_one_line_error(e, "mnist", "fashion-mnist, fashion-mnist-pairs, cifar10, cifar100, imagefolder")
     missing = tmp_path / "nope"
     with pytest.raises(DataError) as e:
         load_dataset("fashion-mnist", str(missing), "train", 32)
@@ -393,14 +435,14 @@ def test_unknown_dataset_and_missing_root(tmp_path):
     _assert_one_line_error(e, str(tmp_path), "cifar-100-binary/{train.bin,test.bin}", "cifar-100-python")
     with pytest.raises(DataError) as e:
         load_dataset("imagefolder", str(tmp_path), "test", 32)
-    _assert_one_line_error(e, str(tmp_path / "val"), "{train,val}/<class>/<image files>")
+    _assert_one_line_error(e, str(tmp_path / "train"), "{train,val}/<class>/<image files>")
 
 
 def test_dataset_registry_is_real_and_fails_loudly(tmp_path):
     with pytest.raises(ValueError) as e:  # DataError is a ValueError
         load_dataset("no-such-set", str(tmp_path), "train", 32)
     _assert_one_line_error(e, "dataset: 'no-such-set' is not known; valid names: "
-                           "fashion-mnist, cifar10, cifar100, imagefolder")
+                           "fashion-mnist, fashion-mnist-pairs, cifar10, cifar100, imagefolder")
     with pytest.raises(ValueError) as e:
         default_root("no-such-set")
     _assert_one_line_error(e, "'no-such-set'", ", ".join(list_datasets()))
@@ -418,7 +460,7 @@ def test_dataset_registry_is_real_and_fails_loudly(tmp_path):
         decorated = register_dataset(name, layout=lambda root: f"nothing much under {root}",
                                      default_root=str(tmp_path))(read_tiny)
         assert decorated is read_tiny
-        assert list_datasets() == ["fashion-mnist", "cifar10", "cifar100", "imagefolder", name]
+        assert list_datasets() == ["fashion-mnist", "fashion-mnist-pairs", "cifar10", "cifar100", "imagefolder", name]
         assert default_root(name) == str(tmp_path)
         ds = load_dataset(name, None, "test", 6)  # the default root
         assert isinstance(ds, ImageDataset) and len(ds) == 4 and ds.images.shape == (4, 1, 6, 6)
@@ -443,7 +485,7 @@ def test_dataset_registry_is_real_and_fails_loudly(tmp_path):
             register_dataset("cifar10", layout=lambda root: root)(read_tiny)
     finally:
         registry._REGISTRY.pop(name, None)
-    assert list_datasets() == ["fashion-mnist", "cifar10", "cifar100", "imagefolder"]
+    assert list_datasets() == ["fashion-mnist", "fashion-mnist-pairs", "cifar10", "cifar100", "imagefolder"]
     with pytest.raises(DataError):
         load_dataset(name, str(tmp_path), "test", 6)
 

@@ -169,6 +169,20 @@ def test_export_cli_round_trip(runs, tmp_path, capsys):
     # the exported module is the BN-recalibrated subnet whose accuracy the sidecar states
     assert accuracy(sub, run.data.test, torch.device("cpu")) == pytest.approx(side["accuracy"]["top1"], abs=1e-3)
     assert (tmp_path / f"{full}.onnx").exists()
+    # the sidecar's recipe turns raw 28 x 28 test images into exactly what evaluation fed the network
+    from onceforall.data import load_dataset
+    from onceforall.specialize.export import load_preprocess
+
+    recipe = side["preprocessing"]
+    assert recipe["steps"] == [{"op": "resize", "size": 16, "antialias": True}] and recipe["color"] == "L"
+    assert recipe["normalization"] == side["normalization"]
+    raw = load_dataset("fashion-mnist", None, "test", 28)  # 28 px: the files' own images
+    prep = load_preprocess(tmp_path / f"{full}.json")
+    x = torch.stack([prep(raw.images[i, 0].numpy()) for i in range(len(raw))])
+    with torch.no_grad():
+        pred = torch.cat([sub(x[i: i + 1000]).argmax(1) for i in range(0, len(x), 1000)])
+    acc = 100 * (pred == raw.labels).double().mean().item()
+    assert acc == pytest.approx(side["accuracy"]["top1"], abs=0.02)
     assert main(["export", str(runs / "deps"), "--arch", "r16_k9e3", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "arch 'r16_k9e3'" in err and err.count("\n") == 1

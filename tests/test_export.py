@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import onceforall as ofa
-from onceforall.specialize.export import export_subnet, load_subnet, read_sidecar
+from onceforall.specialize.export import export_subnet, load_preprocess, load_subnet, read_sidecar, verify_export
 from onceforall.specialize.timing import measure_latency_ms, torch_threads
 
 from .helpers import SPACE_NAMES, randomize_bn_and_transforms
@@ -82,7 +82,7 @@ def test_sidecar_fields_and_recomputed_counts(exported):
     data = read_sidecar(sidecar)
     assert read_sidecar(sidecar.with_name(data["files"]["safetensors"])) == data  # the sibling finds it
     space, arch = sub.space, sub.arch
-    assert data["format"] == 1 and data["onceforall"] == ofa.__version__
+    assert data["format"] == 2 and data["onceforall"] == ofa.__version__
     assert data["arch"] == str(arch) and ofa.Arch.from_json(data["arch_json"]) == arch
     assert data["space"] == {"name": "mbv3-cifar", "width_mult": 0.25, "resolutions": [20], "num_classes": 10,
                              "in_channels": 1}
@@ -94,6 +94,8 @@ def test_sidecar_fields_and_recomputed_counts(exported):
     st_path = sidecar.parent / data["files"]["safetensors"]
     assert data["sha256"] == hashlib.sha256(st_path.read_bytes()).hexdigest()
     assert data["files"]["torchscript"] == f"{arch}.pt"
+    assert set(data["checksums"]) == set(data["files"]) and data["checksums"]["safetensors"] == data["sha256"]
+    assert verify_export(sidecar) == [sidecar.parent / data["files"][k] for k in data["checksums"]]
 
     loaded = load_subnet(st_path)
     assert space.macs(loaded.arch) == data["macs"] == space.macs(arch)
@@ -152,7 +154,10 @@ _DELETE = object()
         ("params", lambda p: p - 1, "load", "'params'"),
         ("params", _DELETE, "read", "'params'"),
         ("sha256", _DELETE, "read", "'sha256'"),
-        ("format", 2, "read", "'format'"),
+        ("format", 3, "read", "'format'"),
+        ("checksums", _DELETE, "read", "'checksums'"),
+        ("checksums", lambda c: {"safetensors": c["safetensors"]}, "read", "'checksums'"),
+        ("preprocessing", {"steps": "resize"}, "read", "'preprocessing'"),
         ("arch", "r20_k3e3-k3e3_k3e3-k3e3_k3e3-k3e3_k3e3-k3e3_k3e3-k3e3", "read", "'arch'"),
         ("input", lambda i: {**i, "resolution": 32}, "read", "'input.resolution'"),
         ("files", {"safetensors": "../elsewhere.safetensors"}, "read", "'files.safetensors'"),
@@ -278,3 +283,38 @@ def test_measure_latency_ms_restores_threads_and_mode():
     assert math.isfinite(ms) and ms > 0 and sub.training
     with pytest.raises(ValueError, match="repeats"):
         measure_latency_ms(sub, (1, 2, 16, 16), repeats=0)
+
+
+def test_modified_export_files_are_caught(exported, tmp_path):
+    """Every file of an export carries a checksum: a changed byte in any of them is refused, naming the file;
+    non-finite weights are refused too."""
+    import shutil
+
+    _, sidecar = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(sidecar.parent, copy)
+    side = copy / sidecar.name
+    data = read_sidecar(side)
+    for name in data["files"].values():
+        f = copy / name
+        keep = f.read_bytes()
+        f.write_bytes(keep[:-1] + bytes([keep[-1] ^ 1]))
+        with pytest.raises(ValueError) as e:
+            verify_export(side)
+        _one_line_error(e, str(f), "checksum")
+        f.write_bytes(keep)
+    assert len(verify_export(side)) == len(data["files"])
+    with pytest.raises(ValueError, match="'preprocessing' is missing or null"):
+        load_preprocess(side)  # this export was written without a recipe
+    from safetensors.torch import load, save
+
+    st = copy / data["files"]["safetensors"]
+    state = load(st.read_bytes())
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first].clone().fill_(float("inf"))
+    blob = save(state)
+    st.write_bytes(blob)
+    data["sha256"] = data["checksums"]["safetensors"] = hashlib.sha256(blob).hexdigest()
+    side.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="non-finite weights"):
+        load_subnet(side)

@@ -18,17 +18,9 @@ from onceforall.run.config import load_config
 from onceforall.run.rundir import read_metrics
 from onceforall.workflows.train import train
 
-from .helpers import needs_fashion
+from .helpers import TINY, needs_fashion
 
 pytestmark = needs_fashion
-
-# 256 images, batch 32 -> 8 steps per epoch; 2 epochs; shrinking (DεpS) in the second epoch.
-TINY = [
-    "data.train_subset=256", "data.eval_subset=64", "data.bn_images=64", "data.eval_batch_size=64",
-    "data.image_size=16", "model.width_mult=0.25", "model.resolutions=[16]", "train.batch_size=32",
-    "train.epochs=2", "train.log_every=1", "train.threads=1", "strategy.eps_ramp_epochs=0.5",
-]
-
 
 def _cfg(*extra):
     return load_config("fashion-mnist-quick", TINY + list(extra))

@@ -87,6 +87,19 @@ class Dist:
         return box[0]
 
 
+def _restart_store(rank: int, world: int) -> dist.Store | None:
+    """Under torchrun, the agent's store with a prefix of its own per restart; None: the default (env://).
+
+    torchrun keeps one store for the whole job and the process group's keys (each rank's address) are not
+    prefixed per restart: after ``--max-restarts`` restarted workers, a rank could read the address of a peer
+    of the killed attempt and fail in gloo's connectFullMesh ("Connection refused"). A prefix with the restart
+    number gives every attempt fresh keys."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+        return None
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False)
+    return dist.PrefixStore(f"onceforall/attempt-{os.environ['TORCHELASTIC_RESTART_COUNT']}", client)
+
+
 def setup(device: str = "auto") -> Dist:
     """Join the process group if launched by torchrun (RANK/WORLD_SIZE set), pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -103,7 +116,12 @@ def setup(device: str = "auto") -> Dist:
             raise ValueError(f"train.device: '{device}' is not available on this machine; valid: cpu, auto")
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        store = _restart_store(rank, world)
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
     return Dist(rank=rank, world=world, local_rank=local_rank, local_world=local_world, device=dev)
 
 

@@ -8,13 +8,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "first_line", "is_int", "is_number"]
+__all__ = ["atomic_write", "ensure_writable", "first_line", "is_int", "is_number", "os_error_text"]
 
 
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type name if it has none): errors stay one line."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for an OS error: what failed and on which path (``cannot write /x/y: Permission denied``)."""
+    what = e.strerror or first_line(e)
+    paths = [p for p in (e.filename, e.filename2) if p is not None]
+    return f"{what}: {' -> '.join(str(p) for p in paths)}" if paths else what
+
+
+def ensure_writable(folder: str | Path) -> Path:
+    """Create ``folder`` (and its parents) and prove a file can be written in it, so that a command fails in its
+    first second with the OS's error, not after hours of work."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+    return folder
 
 
 def is_int(v: Any) -> bool:

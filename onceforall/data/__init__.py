@@ -3,7 +3,8 @@
 * :mod:`.base`: the dataset types (:class:`ImageDataset` in memory, :class:`FolderDataset` decoded lazily) and
   :class:`DataError` (every missing or malformed file: one line naming the path and the expected layout).
 * :mod:`.registry`: :func:`register_dataset`, :func:`list_datasets`, :func:`load_dataset`, :func:`default_root`.
-* The built-in readers, registered on import: :mod:`.fashion_mnist` (``fashion-mnist``), :mod:`.cifar`
+* The built-in readers, registered on import: :mod:`.fashion_mnist` (``fashion-mnist``,
+  ``fashion-mnist-pairs``), :mod:`.cifar`
   (``cifar10``, ``cifar100``), :mod:`.imagefolder` (``imagefolder``).
 * :mod:`.splits`: :func:`split_holdout`, :func:`bn_subset`.
 * :mod:`.batches`: :class:`Augment`, :class:`TrainBatches`, :class:`EvalBatches` (everything random is a pure
@@ -18,8 +19,16 @@ from .fashion_mnist import FASHION_MNIST_CLASSES
 from . import cifar  # noqa: F401  (registers cifar10 and cifar100)
 from .base import DataError, Dataset, FolderDataset, ImageDataset
 from .batches import Augment, EvalBatches, TrainBatches
-from .imagefolder import IMAGE_EXTENSIONS
-from .registry import default_root, list_datasets, load_dataset, register_dataset
+from .imagefolder import IMAGE_EXTENSIONS, DataWarning, folder_stats, typical_size
+from .registry import (
+    default_hflip,
+    default_root,
+    list_datasets,
+    load_dataset,
+    mirror_safe,
+    register_dataset,
+    test_split_name,
+)
 from .splits import bn_subset, split_holdout
 
 __all__ = [
@@ -27,15 +36,21 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "Augment",
     "DataError",
+    "DataWarning",
     "Dataset",
     "EvalBatches",
     "FolderDataset",
     "ImageDataset",
     "TrainBatches",
     "bn_subset",
+    "default_hflip",
     "default_root",
+    "folder_stats",
     "list_datasets",
     "load_dataset",
+    "mirror_safe",
     "register_dataset",
     "split_holdout",
+    "test_split_name",
+    "typical_size",
 ]

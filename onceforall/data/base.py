@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -77,6 +77,8 @@ class ImageDataset:
     """Per-channel mean of images / 255."""
     std: tuple[float, ...]
     name: str
+    steps: list[dict] = field(default_factory=list)
+    """How a raw image became a stored one (:mod:`.recipe` steps, e.g. center padding to the stored size)."""
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -106,20 +108,25 @@ class ImageDataset:
     def subset(self, indices: torch.Tensor | Sequence[int]) -> ImageDataset:
         idx = torch.as_tensor(indices, dtype=torch.int64)
         return ImageDataset(self.images[idx].contiguous(), self.labels[idx].clone(), list(self.classes),
-                            self.mean, self.std, self.name)
+                            self.mean, self.std, self.name, list(self.steps))
+
+    def load_steps(self, image_size: int) -> list[dict]:
+        """The recipe steps (:mod:`.recipe`) from a raw image to a stored one (stored at ``image_size``)."""
+        return [dict(s) for s in self.steps]
 
 
 class FolderDataset:
     """Lazily decoded image folder (ImageNet, ImageNet-100, custom): ``samples`` is a list of (path, label)."""
 
     in_channels = 3
-    mean = _IMAGENET_STATS[0]
-    std = _IMAGENET_STATS[1]
 
-    def __init__(self, classes: list[str], samples: list[tuple[str, int]], name: str = "imagefolder"):
+    def __init__(self, classes: list[str], samples: list[tuple[str, int]], name: str = "imagefolder",
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         self.classes = list(classes)
         self.samples = list(samples)
         self.name = name
+        self.mean = tuple(mean) if mean is not None else _IMAGENET_STATS[0]
+        self.std = tuple(std) if std is not None else _IMAGENET_STATS[1]
 
     @property
     def num_classes(self) -> int:
@@ -130,7 +137,11 @@ class FolderDataset:
 
     def subset(self, indices: torch.Tensor | Sequence[int]) -> FolderDataset:
         idx = torch.as_tensor(indices, dtype=torch.int64).tolist()
-        return FolderDataset(self.classes, [self.samples[i] for i in idx], self.name)
+        return FolderDataset(self.classes, [self.samples[i] for i in idx], self.name, self.mean, self.std)
+
+    def load_steps(self, image_size: int) -> list[dict]:
+        """The recipe steps (:mod:`.recipe`) of :meth:`load` at evaluation: shorter side, then center crop."""
+        return [{"op": "resize_shorter", "size": round(image_size / 0.875)}, {"op": "center_crop", "size": image_size}]
 
     def load(self, index: int, image_size: int, train: bool, generator: torch.Generator | None = None,
              hflip: bool = True) -> torch.Tensor:

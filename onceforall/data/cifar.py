@@ -72,7 +72,8 @@ def _load_cifar(name: str, root: str, split: str, image_size: int) -> ImageDatas
     if image_size != 32:
         x = resize_uint8(x, image_size)
     mean, std = _CIFAR10_STATS if name == "cifar10" else _CIFAR100_STATS
-    return ImageDataset(x.contiguous(), torch.from_numpy(labels.astype(np.int64)), classes, mean, std, name)
+    steps = [{"op": "resize", "size": image_size, "antialias": True}] if image_size != 32 else []
+    return ImageDataset(x.contiguous(), torch.from_numpy(labels.astype(np.int64)), classes, mean, std, name, steps)
 
 
 def _default_classes(n: int) -> list[str]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import ImageDataset, data_error, resize_uint8
+from .base import ImageDataset, data_error, resize_uint8, seeded_generator
 from .registry import register_dataset
 
 __all__ = ["FASHION_MNIST_CLASSES"]
@@ -71,8 +71,7 @@ def _fmnist_stats(image_size: int) -> tuple[tuple[float], tuple[float]]:
     return (mean,), (math.sqrt(mean_sq - mean * mean),)
 
 
-@register_dataset("fashion-mnist", layout=_fmnist_layout, default_root=_fmnist_default_root)
-def _load_fashion_mnist(root: str, split: str, image_size: int) -> ImageDataset:
+def _load_fmnist_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     layout = _fmnist_layout(root)
     img_name, lbl_name = _FMNIST_FILES[split]
     images = _read_idx(os.path.join(root, img_name), 3, layout)
@@ -83,13 +82,62 @@ def _load_fashion_mnist(root: str, split: str, image_size: int) -> ImageDataset:
     if labels.size and int(labels.max()) >= 10:
         raise data_error(f"fashion-mnist: {os.path.join(root, lbl_name)} has label {int(labels.max())} >= 10; "
                          f"expected {layout}")
+    return images, labels
+
+
+@register_dataset("fashion-mnist", layout=_fmnist_layout, default_root=_fmnist_default_root)
+def _load_fashion_mnist(root: str, split: str, image_size: int) -> ImageDataset:
+    images, labels = _load_fmnist_split(root, split)
     x = torch.from_numpy(images.copy()).unsqueeze(1)
     if image_size >= 28:
         lo = (image_size - 28) // 2
         hi = image_size - 28 - lo
         x = F.pad(x, (lo, hi, lo, hi)) if image_size > 28 else x
+        steps = [{"op": "center_pad", "size": image_size}] if image_size > 28 else []
     else:
         x = resize_uint8(x, image_size)
+        steps = [{"op": "resize", "size": image_size, "antialias": True}]
     mean, std = _fmnist_stats(image_size)
     return ImageDataset(x.contiguous(), torch.from_numpy(labels.astype(np.int64)), list(FASHION_MNIST_CLASSES),
-                        mean, std, "fashion-mnist")
+                        mean, std, "fashion-mnist", steps)
+
+
+# --- fashion-mnist-pairs: a harder task from the same files ---------------------------------------------------------
+# Two items side by side, each squeezed to S x S/2, class 10 * left + right: 100 classes. A subnet must
+# recognise both items, so its accuracy is about the product of two single-item accuracies and differences in
+# capacity show about twice as large as on Fashion-MNIST itself (benchmarks/capacity.py measures it). Each split
+# pairs every image of the split once as the left item with a fixed random partner (seeded; the same on every
+# machine), so the splits keep their sizes (60,000 and 10,000) and no test item is seen in training. Flips would
+# swap the items (another class): the config refuses data.hflip=true with this dataset.
+
+def _pairs_classes() -> list[str]:
+    return [f"{a}|{b}" for a in FASHION_MNIST_CLASSES for b in FASHION_MNIST_CLASSES]
+
+
+def _pair_images(images: np.ndarray, labels: np.ndarray, split: str, image_size: int) -> tuple[torch.Tensor,
+                                                                                                torch.Tensor]:
+    n = images.shape[0]
+    partner = torch.randperm(n, generator=seeded_generator("fashion-mnist-pairs", split))
+    x = torch.from_numpy(images.copy()).unsqueeze(1)  # (n, 1, 28, 28)
+    half = image_size // 2
+    out = torch.empty((n, 1, image_size, image_size), dtype=torch.uint8)
+    for s in range(0, n, 2048):  # each item squeezed into its half on its own: no blur across the seam
+        chunk = x[s: s + 2048].float()
+        left = F.interpolate(chunk, size=(image_size, half), mode="bilinear", align_corners=False, antialias=True)
+        right = F.interpolate(x[partner[s: s + 2048]].float(), size=(image_size, image_size - half),
+                              mode="bilinear", align_corners=False, antialias=True)
+        out[s: s + 2048] = torch.cat([left, right], dim=3).round_().clamp_(0, 255).to(torch.uint8)
+    lab = torch.from_numpy(labels.astype(np.int64))
+    return out, 10 * lab + lab[partner]
+
+
+@register_dataset("fashion-mnist-pairs", layout=_fmnist_layout, default_root=_fmnist_default_root, mirror_safe=False)
+def _load_fashion_mnist_pairs(root: str, split: str, image_size: int) -> ImageDataset:
+    images, labels = _load_fmnist_split(root, split)
+    x, y = _pair_images(images, labels, split, image_size)
+    # normalisation from the paired training images at this size (the test split uses the training statistics)
+    train = x if split == "train" else _pair_images(*_load_fmnist_split(root, "train"), "train", image_size)[0]
+    v = train.double() / 255
+    mean, std = float(v.mean()), float(v.std())
+    return ImageDataset(x.contiguous(), y, _pairs_classes(), (mean,), (std,), "fashion-mnist-pairs",
+                        [{"op": "side_by_side", "size": image_size}])

@@ -3,7 +3,8 @@
 A reader is ``fn(root, split, image_size) -> Dataset``; it is registered with its layout (a function of the root
 giving the human description of the expected files, used in every error message) and its default root. The built-in
 readers (:mod:`.fashion_mnist`, :mod:`.cifar`, :mod:`.imagefolder`) register themselves when imported; the package
-imports them in the order of :func:`list_datasets`: fashion-mnist, cifar10, cifar100, imagefolder.
+imports them in the order of :func:`list_datasets`: fashion-mnist, fashion-mnist-pairs, cifar10, cifar100,
+imagefolder.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 from .base import Dataset, data_error
 
-__all__ = ["Reader", "default_root", "list_datasets", "load_dataset", "register_dataset"]
+__all__ = ["Reader", "default_hflip", "default_root", "list_datasets", "load_dataset", "mirror_safe",
+           "register_dataset", "test_split_name"]
 
 Reader = Callable[[str, str, int], Dataset]
 """``fn(root, split, image_size)``: split "train" or "test" of the dataset in the existing folder ``root``."""
@@ -25,18 +27,26 @@ class _Entry:
     reader: Reader
     layout: Callable[[str], str]
     default_root: Callable[[], str | None]
+    mirror_safe: bool
+    test_name: str
+    hflip: bool
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
 def register_dataset(name: str, *, layout: Callable[[str], str],
-                     default_root: str | Callable[[], str | None] | None = None) -> Callable[[Reader], Reader]:
+                     default_root: str | Callable[[], str | None] | None = None,
+                     mirror_safe: bool = True, test_name: str = "test",
+                     hflip: bool | None = None) -> Callable[[Reader], Reader]:
     """Decorator registering a reader ``fn(root, split, image_size) -> Dataset`` under ``name``.
 
     layout: ``layout(root)`` describes the files expected under ``root`` for the error messages (it is called with
     ``"<root>"`` when no root is given). default_root: the folder used when :func:`load_dataset` gets no root, or a
     function returning it (read at each load, so it may look at the environment); None: a root is required.
+    mirror_safe: False when a horizontal flip changes an image's class (the config then refuses data.hflip).
+    test_name: what the dataset calls the split read as "test" (reports use it: ``val`` for image folders).
+    hflip: whether training flips images when ``data.hflip`` is not set (None: ``mirror_safe``).
     The reader is only called with a validated split, image size and an existing folder.
     """
     if not isinstance(name, str) or not name:
@@ -48,7 +58,8 @@ def register_dataset(name: str, *, layout: Callable[[str], str],
     def deco(fn: Reader) -> Reader:
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} is already registered")
-        _REGISTRY[name] = _Entry(fn, layout, root_fn)
+        _REGISTRY[name] = _Entry(fn, layout, root_fn, mirror_safe, test_name,
+                                 mirror_safe if hflip is None else hflip)
         return fn
 
     return deco
@@ -63,6 +74,21 @@ def _entry(name: str) -> _Entry:
     if not isinstance(name, str) or name not in _REGISTRY:
         raise data_error(f"dataset: {name!r} is not known; valid names: {', '.join(list_datasets())}")
     return _REGISTRY[name]
+
+
+def mirror_safe(name: str) -> bool:
+    """Whether a horizontal flip keeps the class of every image of dataset ``name``."""
+    return _entry(name).mirror_safe
+
+
+def default_hflip(name: str) -> bool:
+    """Whether training on dataset ``name`` flips images when ``data.hflip`` is not set (image folders: no)."""
+    return _entry(name).hflip
+
+
+def test_split_name(name: str) -> str:
+    """What dataset ``name`` calls its test split (``val`` for image folders): the name reports use."""
+    return _entry(name).test_name
 
 
 def default_root(name: str) -> str | None:

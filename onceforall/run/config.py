@@ -25,7 +25,7 @@ from ..core.registry import get_space, list_spaces
 from ..core.space import Space
 from ..core.strategies import StrategyConfig, get_strategy_class, list_strategies
 from ..core.util import first_line
-from ..data import list_datasets
+from ..data import list_datasets, mirror_safe
 
 __all__ = [
     "Config",
@@ -54,7 +54,8 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     dataset: str = "fashion-mnist"
-    """Dataset: fashion-mnist (embedded default, Debian package), cifar10, cifar100, imagefolder."""
+    """Dataset: fashion-mnist (embedded default, Debian package), fashion-mnist-pairs (two items side by side, 100
+    classes, from the same files), cifar10, cifar100, imagefolder."""
     root: str | None = None
     """Folder holding the data files; None: the default location of the dataset (fashion-mnist only)."""
     image_size: int | None = None
@@ -67,8 +68,14 @@ class DataConfig:
     """Per-epoch validation on a fixed subset of this many images; None: the whole validation set."""
     crop_padding: int = 4
     """Random-crop augmentation: zero padding in pixels (in-memory datasets); 0 disables cropping."""
-    hflip: bool = True
-    """Random horizontal flips."""
+    hflip: bool | None = None
+    """Random horizontal flips; None: the dataset's default (on for fashion-mnist and CIFAR, off for image
+    folders and fashion-mnist-pairs, where a mirrored image may be another class)."""
+    mean: list[float] | None = None
+    """Per-channel normalization mean (of pixel / 255); None: the dataset's own (image folders: measured on 1000
+    training images when a run starts, and written into its config.yaml)."""
+    std: list[float] | None = None
+    """Per-channel normalization standard deviation; None: the dataset's own (as data.mean)."""
     bn_images: int = 2000
     """Training images used to recalibrate BN statistics before evaluating a subnet."""
     eval_batch_size: int = 500
@@ -235,6 +242,15 @@ def _validate(cfg: Config) -> Config:
             continue
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(f"{key}: {value} is not valid; must be {text}")
+    if (cfg.data.mean is None) != (cfg.data.std is None):
+        raise ConfigError(f"data.mean: {cfg.data.mean} and data.std: {cfg.data.std} are not valid; set both or "
+                          "neither")
+    if cfg.data.std is not None and (len(cfg.data.std) != len(cfg.data.mean) or min(cfg.data.std) <= 0):
+        raise ConfigError(f"data.std: {cfg.data.std} is not valid; need one positive value per data.mean value "
+                          f"({len(cfg.data.mean)})")
+    if cfg.data.hflip and not mirror_safe(cfg.data.dataset):
+        raise ConfigError(f"data.hflip: true is not valid for {cfg.data.dataset} (a flip changes the class); "
+                          "set data.hflip=false")
     if cfg.model.resolutions is not None and (not cfg.model.resolutions or min(cfg.model.resolutions) < 8):
         raise ConfigError(f"model.resolutions: {cfg.model.resolutions} is not valid; need integers >= 8")
     dev = cfg.train.device

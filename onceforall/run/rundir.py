@@ -14,6 +14,7 @@ checkpoint, which says what its weights are; data and evaluation settings come f
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,12 +25,14 @@ import torch
 from ..core.registry import space_from_identity
 from ..core.space import Space
 from ..core.supernet import Supernet, build_supernet
+from ..core.util import atomic_write, first_line
 from .checkpoint import load_checkpoint, load_model_state
 from .config import Config, config_from_dict, load_config, to_yaml
-from .setup import TrainData, build_data, image_size, memory_format, selection_split
+from .setup import TrainData, build_data, image_size, memory_format, report_split, selection_split
 
 __all__ = [
     "LoadedRun",
+    "MetricsError",
     "MetricsLog",
     "RunDir",
     "RunError",
@@ -122,17 +125,46 @@ class RunDir:
         self.cost_file.write_text(json.dumps(cost, indent=2) + "\n")
 
 
+class MetricsError(ValueError):
+    """A metrics.jsonl line that is not a JSON object (other than a partial last line)."""
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of a run's ``metrics.jsonl`` (one dict per event: step, eval, phase, end, ...), oldest first;
-    empty if the run has not logged anything yet."""
+    empty if the run has not logged anything yet.
+
+    A crash can leave only the last line partial (rows are appended whole, one write each): such a line is skipped.
+    Any other line that is not a JSON object is a one-line :class:`MetricsError` naming the file and the line."""
     path = RunDir(run_dir).metrics_file
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _parse_metrics(path, path.read_text(errors="replace"))
+
+
+def _parse_metrics(path: Path, text: str) -> list[dict]:
+    lines = text.split("\n")  # a complete file ends with "\n": its last item is ""
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"a {type(row).__name__}, not an object")
+        except ValueError as e:
+            if n == len(lines):
+                break  # the partial last line a crash can leave (no newline after it)
+            raise MetricsError(f"{path}: line {n} is not a JSON object ({first_line(e)}); fix or delete that "
+                               "line") from None
+        rows.append(row)
+    return rows
 
 
 class MetricsLog:
-    """Appends rows to metrics.jsonl (one JSON object per event) and an optional TensorBoard sink."""
+    """Appends rows to metrics.jsonl (one JSON object per event) and an optional TensorBoard sink.
+
+    resume_step: the step of the checkpoint a resumed run continues from (later rows and a partial last line are
+    dropped, those steps run again); None: a fresh start (the file starts empty)."""
 
     def __init__(self, run: RunDir, *, enabled: bool = True, tensorboard: bool = False,
                  resume_step: int | None = None):
@@ -141,11 +173,13 @@ class MetricsLog:
         self.tb = None
         if not enabled:
             return
-        if resume_step is not None and self.path.exists():
-            # drop rows written after the checkpoint we resume from: those steps run again
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+        if resume_step is None:
+            self.path.unlink(missing_ok=True)  # a fresh start: rows of an attempt that never checkpointed go
+        elif self.path.exists():
+            # drop rows written after the checkpoint we resume from (those steps run again), and a partial last line
+            rows = _parse_metrics(self.path, self.path.read_text(errors="replace"))
+            kept = [r for r in rows if r.get("step", 0) <= resume_step]
+            atomic_write(self.path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -158,8 +192,12 @@ class MetricsLog:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        # one write() on an O_APPEND descriptor: a crash loses at most this row, never an earlier one
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, (json.dumps(row) + "\n").encode())
+        finally:
+            os.close(fd)
         if self.tb is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -210,8 +248,8 @@ class LoadedRun:
 
     @property
     def report_split(self) -> str:
-        """The split results are reported on."""
-        return "test"
+        """The split results are reported on, as the dataset calls it (``test``; ``val`` for image folders)."""
+        return report_split(self.cfg)
 
     @property
     def held_out(self) -> bool:

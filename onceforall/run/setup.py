@@ -6,7 +6,7 @@ same thing to each of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -16,7 +16,19 @@ from ..core.seeds import derive_seed
 from ..core.space import Space
 from ..core.strategies import Schedule, Strategy, get_strategy
 from ..core.supernet import Supernet, build_supernet
-from ..data import Augment, EvalBatches, TrainBatches, bn_subset, load_dataset, split_holdout
+from ..data import (
+    Augment,
+    EvalBatches,
+    FolderDataset,
+    TrainBatches,
+    bn_subset,
+    default_hflip,
+    folder_stats,
+    load_dataset,
+    split_holdout,
+    test_split_name,
+    typical_size,
+)
 from .config import Config, model_space
 
 __all__ = [
@@ -28,7 +40,9 @@ __all__ = [
     "build_schedule",
     "build_space",
     "build_strategy",
+    "data_defaults",
     "image_size",
+    "report_split",
     "selection_split",
     "memory_format",
 ]
@@ -72,6 +86,12 @@ def build_data(cfg: Config, image_size: int) -> TrainData:
     d = cfg.data
     train = load_dataset(d.dataset, d.root, "train", image_size)
     test = load_dataset(d.dataset, d.root, "test", image_size)
+    if d.mean is not None:  # the config's normalization (image folders: measured when the run started)
+        for ds in (train, test):
+            ds.mean, ds.std = tuple(d.mean), tuple(d.std)
+    if len(train.mean) != train.in_channels:
+        raise ValueError(f"data.mean: {list(train.mean)} is not valid for {d.dataset}; need {train.in_channels} "
+                         "value(s), one per input channel")
     if d.val_split:
         train, val = split_holdout(train, d.val_split, seed=DATA_SEED)
     else:
@@ -81,7 +101,7 @@ def build_data(cfg: Config, image_size: int) -> TrainData:
     val_full = val
     if d.eval_subset is not None and d.eval_subset < len(val):
         val = bn_subset(val, d.eval_subset, seed=derive_seed(DATA_SEED, "eval_subset"))
-    augment = Augment(crop_padding=d.crop_padding, hflip=d.hflip)
+    augment = Augment(crop_padding=d.crop_padding, hflip=default_hflip(d.dataset) if d.hflip is None else d.hflip)
     val_batches = EvalBatches(val_full, d.eval_batch_size, image_size, d.workers)
     return TrainData(
         train=TrainBatches(train, cfg.train.batch_size, cfg.train.seed, augment, image_size, workers=d.workers),
@@ -95,9 +115,44 @@ def build_data(cfg: Config, image_size: int) -> TrainData:
     )
 
 
+def data_defaults(cfg: Config) -> tuple[Config, list[str]]:
+    """The config a run starts with and what it chose for the data (one line each, printed by ``train``): an image
+    folder gets its resolution from its images (median shorter side) unless ``model.resolutions`` is set, and its
+    normalization measured on its training images unless ``data.mean`` is set; both are written into the run's
+    config.yaml. A preset's resolution that is far from the folder's images is pointed out."""
+    d, notes = cfg.data, []
+    if d.dataset != "imagefolder" or (d.mean is not None and cfg.model.resolutions is not None):
+        return cfg, notes
+    train = load_dataset(d.dataset, d.root, "train", 8)
+    assert isinstance(train, FolderDataset)
+    side = typical_size(train)
+    model = cfg.model
+    if model.resolutions is None:
+        model = replace(model, resolutions=[side])
+        notes.append(f"data: training at {side} px, the median shorter side of the folder's images "
+                     "(set model.resolutions to choose)")
+    elif not min(model.resolutions) / 2 <= side <= max(model.resolutions) * 2:
+        notes.append(f"data: the folder's images are about {side} px; the config trains at {model.resolutions} px "
+                     "(model.resolutions=null trains at the images' size)")
+    if d.mean is None:
+        size = d.image_size or max(model_space(model).resolutions)
+        mean, std = folder_stats(train, size)
+        d = replace(d, mean=list(mean), std=list(std))
+        notes.append(f"data: normalization measured on {min(len(train), 1000)} training images: mean "
+                     f"{list(mean)}, std {list(std)}")
+    if d.hflip is None:
+        notes.append("data: no horizontal flips (data.hflip=true if a mirrored image keeps its class)")
+    return replace(cfg, data=d, model=model), notes
+
+
 def selection_split(cfg: Config) -> str:
     """Name of the split subnets are ranked on: the held-out training images, or the test split."""
-    return f"validation ({cfg.data.val_split} held-out training images)" if cfg.data.val_split else "test"
+    return f"validation ({cfg.data.val_split} held-out training images)" if cfg.data.val_split else report_split(cfg)
+
+
+def report_split(cfg: Config) -> str:
+    """Name of the split results are reported on, as the dataset calls it (``test``; ``val`` for image folders)."""
+    return test_split_name(cfg.data.dataset)
 
 
 def build_net(cfg: Config, space: Space, seed: int | None = None) -> Supernet:

@@ -25,9 +25,9 @@ Files written to ``out_dir`` (``<arch>`` is the arch's string form, e.g. ``r20_k
 * ``<arch>.pt`` (``torchscript=True``) -- ``torch.jit.trace`` of the module in eval mode (the input must be at
   the arch's resolution: the resize of ``Subnet.forward`` is traced as a no-op). Checked against eager.
 
-Sidecar fields (format 1):
+Sidecar fields (format 2; format 1, without ``preprocessing`` and ``checksums``, still loads):
 
-* ``format`` -- 1.  ``onceforall`` -- version of the package that wrote it.
+* ``format`` -- 2.  ``onceforall`` -- version of the package that wrote it.
 * ``arch`` -- string form; ``arch_json`` -- ``Arch.to_json()`` (must agree with ``arch``).
 * ``space`` -- ``{name, width_mult, resolutions, num_classes, in_channels}``: ``get_space(**space)`` rebuilds
   the space (for a subnet of a restricted space: the unrestricted space, which contains the arch; only
@@ -40,8 +40,11 @@ Sidecar fields (format 1):
   the module's parameters (equals ``space.params(arch)``). Both are re-checked by :func:`load_subnet`.
 * ``accuracy`` / ``latency`` / ``source`` -- the caller's dicts, e.g. ``{"top1", "split", "images",
   "dataset"}``, ``{"ms", "backend", "threads", "batch", "device"}``, ``{"run", "step", "checkpoint"}``; or null.
+* ``preprocessing`` -- the whole recipe from a raw image to the network's input (:mod:`onceforall.data.recipe`:
+  color, resize / pad / crop steps, scale, normalization), or null; :func:`load_preprocess` applies it.
 * ``files`` -- ``{safetensors, onnx?, torchscript?}``: bare file names of the siblings.
-* ``sha256`` -- hex digest of the safetensors file.
+* ``sha256`` -- hex digest of the safetensors file; ``checksums`` -- ``{kind: sha256}`` of every file in ``files``
+  (:func:`verify_export` checks them all; :func:`load_subnet` checks the safetensors file it reads).
 
 Errors are one-line ``ValueError`` messages naming the file and the missing or bad field.
 """
@@ -51,6 +54,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +67,37 @@ from ..core.space import Space
 from ..core.subnet import Subnet, build_subnet
 from ..core.util import atomic_write, first_line, is_int, is_number
 from ..core.version import __version__
+from ..data.recipe import apply_recipe
 from .onnx_export import ort_session, quiet_export, to_onnx
 
-__all__ = ["FORMAT", "export_subnet", "load_subnet", "read_sidecar"]
+__all__ = ["FORMAT", "export_subnet", "load_preprocess", "load_subnet", "read_sidecar", "verify_export"]
 
-FORMAT = 1
+FORMAT = 2
 _SUFFIXES = (".json", ".safetensors", ".onnx", ".pt")
 _REQUIRED = ("format", "onceforall", "arch", "arch_json", "space", "dropout", "input", "normalization", "macs",
              "params", "accuracy", "latency", "source", "files", "sha256")
+_REQUIRED_V2 = ("preprocessing", "checksums")  # format 1 sidecars (without them) still load
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_preprocessing(value: Any, where: str) -> dict | None:
+    """A recipe of :mod:`onceforall.data.recipe` (or None): color, steps, scale, normalization."""
+    if value is None:
+        return None
+    if (not isinstance(value, dict) or not {"color", "steps", "scale", "normalization"} <= set(value)
+            or not isinstance(value["steps"], list)
+            or not all(isinstance(st, dict) and isinstance(st.get("op"), str) and is_int(st.get("size"))
+                       for st in value["steps"])):
+        raise ValueError(f"{where}: field 'preprocessing' must be null or {{color, steps: [{{op, size, ...}}], "
+                         "scale, normalization}")
+    return value
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -125,6 +152,7 @@ def export_subnet(
     latency: dict | None = None,
     source: dict | None = None,
     normalization: dict | None = None,
+    preprocessing: dict | None = None,
     onnx: bool = False,
     torchscript: bool = False,
 ) -> Path:
@@ -152,6 +180,10 @@ def export_subnet(
     latency = _check_json_dict("latency", latency)
     source = _check_json_dict("source", source)
     normalization = _check_normalization(normalization, space.in_channels, where)
+    preprocessing = _check_preprocessing(preprocessing, where)
+    bad = [k for k, v in sub.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"export: the subnet holds non-finite values ({bad[0]}); it cannot be deployed")
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +206,7 @@ def export_subnet(
 
     blob = save(state, metadata={"format": "pt", "arch": stem})
     atomic_write(out_dir / files["safetensors"], lambda p: p.write_bytes(blob))
+    checksums = {"safetensors": hashlib.sha256(blob).hexdigest()}
 
     example = torch.randn(2, space.in_channels, arch.resolution, arch.resolution,
                           generator=torch.Generator().manual_seed(0))
@@ -186,6 +219,7 @@ def export_subnet(
         data = proto.SerializeToString()
         _verify_onnx(data, example, expected, out_dir / files["onnx"])
         atomic_write(out_dir / files["onnx"], lambda p: p.write_bytes(data))
+        checksums["onnx"] = hashlib.sha256(data).hexdigest()
     if torchscript:
         files["torchscript"] = f"{stem}.pt"
         with quiet_export(), torch.no_grad():
@@ -196,6 +230,7 @@ def export_subnet(
             raise ValueError(f"export: TorchScript trace of '{arch}' differs from eager by {diff:.3g}")
         with quiet_export():
             atomic_write(out_dir / files["torchscript"], lambda p: torch.jit.save(traced, str(p)))
+        checksums["torchscript"] = _file_sha256(out_dir / files["torchscript"])
 
     sidecar = {
         "format": FORMAT,
@@ -207,13 +242,15 @@ def export_subnet(
         "input": {"channels": space.in_channels, "resolution": arch.resolution, "layout": "NCHW",
                   "dtype": "float32"},
         "normalization": normalization,
+        "preprocessing": preprocessing,
         "macs": space.macs(arch),
         "params": params,
         "accuracy": accuracy,
         "latency": latency,
         "source": source,
         "files": files,
-        "sha256": hashlib.sha256(blob).hexdigest(),
+        "sha256": checksums["safetensors"],
+        "checksums": checksums,
     }
     json_path = out_dir / f"{stem}.json"
     atomic_write(json_path, lambda p: p.write_text(json.dumps(sidecar, indent=2) + "\n"))
@@ -274,9 +311,9 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
 
     if "format" not in data:
         raise bad("format", "is missing; not a onceforall export sidecar")
-    if data["format"] != FORMAT:
-        raise bad("format", f"is {data['format']!r}; this onceforall reads format {FORMAT}")
-    for key in _REQUIRED:
+    if data["format"] not in (1, FORMAT):
+        raise bad("format", f"is {data['format']!r}; this onceforall reads formats 1 and {FORMAT}")
+    for key in _REQUIRED + (_REQUIRED_V2 if data["format"] == FORMAT else ()):
         if key not in data:
             raise bad(key, "is missing")
     if not isinstance(data["onceforall"], str):
@@ -341,9 +378,50 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
             raise bad(f"files.{key}", f"must be a bare file name next to the sidecar, got {name!r}")
     sha = data["sha256"]
-    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+    if not _is_sha256(sha):
         raise bad("sha256", "must be 64 lowercase hex digits")
+    if data["format"] == FORMAT:
+        _check_preprocessing(data["preprocessing"], f"sidecar {path}")
+        sums = data["checksums"]
+        if not isinstance(sums, dict) or set(sums) != set(files) or not all(map(_is_sha256, sums.values())):
+            raise bad("checksums", f"must give a sha256 (64 hex digits) for each of files ({', '.join(files)})")
+        if sums["safetensors"] != sha:
+            raise bad("checksums.safetensors", "differs from field 'sha256'")
     return data
+
+
+def _is_sha256(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def load_preprocess(path: str | Path) -> Callable[[Any], torch.Tensor]:
+    """The sidecar's preprocessing as a function: a raw image (PIL, or a uint8 array / tensor) -> the network's
+    float32 (C, r, r) input, exactly as the run evaluated it. A sidecar without a recipe is a one-line error."""
+    data = read_sidecar(path)
+    recipe = data.get("preprocessing")
+    if recipe is None:
+        raise ValueError(f"sidecar {_sidecar_path(path)}: field 'preprocessing' is missing or null; this export "
+                         "does not record how its inputs were prepared")
+    return lambda image: apply_recipe(recipe, image)
+
+
+def verify_export(path: str | Path) -> list[Path]:
+    """Check every file of an export against the sidecar's checksums (safetensors, ONNX, TorchScript); returns
+    the files checked. A missing or modified file is a one-line ValueError naming it."""
+    data = read_sidecar(path)
+    json_path = _sidecar_path(path)
+    sums = data["checksums"] if data["format"] == FORMAT else {"safetensors": data["sha256"]}
+    checked = []
+    for kind, digest in sums.items():
+        f = json_path.parent / data["files"][kind]
+        if not f.is_file():
+            raise ValueError(f"sidecar {json_path}: field 'files.{kind}': {f} not found")
+        got = _file_sha256(f)
+        if got != digest:
+            raise ValueError(f"sidecar {json_path}: {f} does not match its checksum (file has {got[:12]}..., "
+                             f"sidecar says {digest[:12]}...); it was modified or truncated")
+        checked.append(f)
+    return checked
 
 
 def load_subnet(path: str | Path, *, verify: bool = True) -> Subnet:
@@ -376,6 +454,9 @@ def load_subnet(path: str | Path, *, verify: bool = True) -> Subnet:
         state = load(blob)
     except Exception as e:  # header or size corruption
         raise ValueError(f"{where}: {st_path} is not a readable safetensors file: {first_line(e)}") from None
+    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if nonfinite:
+        raise ValueError(f"{where}: {st_path} holds non-finite weights ({nonfinite[0]})")
     model = _fresh_subnet(space, arch, float(data["dropout"]))
     _load_state(model, state, f"{where}: {st_path}")
     if verify:

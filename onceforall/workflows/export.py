@@ -10,6 +10,7 @@ from pathlib import Path
 from ..core.arch import Arch
 from ..core.bn import recalibrate_bn
 from ..core.devices import device_name
+from ..data.recipe import eval_recipe
 from ..run.rundir import LoadedRun
 from ..specialize.export import export_subnet
 from ..specialize.timing import measure_latency_ms
@@ -81,6 +82,9 @@ def export_run(run: LoadedRun, arch: Arch, *, out_dir: str | Path | None = None,
                  "device": device_name("cpu", threads)},
         source={"run": str(run.run_dir), "step": run.step, "checkpoint": str(run.checkpoint),
                 "strategy": run.cfg.strategy.name},
-        normalization={"mean": list(ds.mean), "std": list(ds.std)}, onnx=onnx, torchscript=torchscript,
+        normalization={"mean": list(ds.mean), "std": list(ds.std)},
+        preprocessing=eval_recipe(ds.load_steps(run.image_size), arch.resolution, run.image_size,
+                                  run.space.in_channels, ds.mean, ds.std),
+        onnx=onnx, torchscript=torchscript,
     )
     return ExportResult(arch, path, run.space.macs(arch), run.space.params(arch), acc, run.report_split, ms, threads)

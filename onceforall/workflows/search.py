@@ -66,6 +66,9 @@ def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: f
         known = max(fitting, key=lambda a: (pairs[a], -cost_fn(a)))
         if all(known != a for a, *_ in best):
             best.append((known, float(predictor.predict([known])[0]), cost_fn(known), "measured"))
+    full = space.max()  # a budget the full model fits: it competes too (the most trained subnet)
+    if cost_fn(full) <= budget and all(full != a for a, *_ in best):
+        best.append((full, float(predictor.predict([full])[0]), cost_fn(full), "full model"))
     archs = [a for a, *_ in best]
     say(f"measuring the best {len(best)} candidates on the whole {run.selection_split} and test splits")
     chosen = evaluator.accuracy(archs, "selection")

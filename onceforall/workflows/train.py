@@ -37,6 +37,7 @@ from ..core.space import Space
 from ..core.step import begin_step, frozen_copy, train_step
 from ..core.strategies import Plan, Strategy
 from ..core.supernet import Supernet
+from ..core.util import atomic_write
 from ..run.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from ..run.config import Config, config_from_dict, to_dict
 from ..run.rundir import MetricsLog, RunDir, load_initial_weights
@@ -47,12 +48,14 @@ from ..run.setup import (
     build_schedule,
     build_space,
     build_strategy,
+    data_defaults,
     image_size,
     memory_format,
+    report_split,
     selection_split,
 )
 
-__all__ = ["StepResult", "default_run_name", "step_once", "train"]
+__all__ = ["StepResult", "decide_run_dir", "default_run_name", "elastic_restart", "step_once", "train"]
 
 
 def default_run_name(cfg: Config) -> str:
@@ -93,19 +96,41 @@ def step_once(cfg: Config, strategy: Strategy, t: int, net: nn.Module, optimizer
 
 
 class Progress:
-    """A one-line progress display on stderr (only on a terminal unless forced)."""
+    """Progress on stderr: a live one-line bar on a terminal; in a log file (not a terminal) a flushed line every
+    ``every_s`` seconds and at every epoch end, so a log shows a working run. ``mode`` off: nothing."""
 
-    def __init__(self, mode: str, enabled: bool):
-        self.on = enabled and (mode == "on" or (mode == "auto" and sys.stderr.isatty()))
+    def __init__(self, mode: str, enabled: bool, every_s: float = 30.0):
+        self.on = enabled and mode != "off"
+        self.bar = self.on and (mode == "on" or sys.stderr.isatty())
+        self.every_s = every_s
+        self.last = -float("inf")
 
-    def update(self, text: str) -> None:
-        if self.on:
+    def update(self, text: str, *, epoch_end: bool = False) -> None:
+        if not self.on:
+            return
+        if self.bar:
             sys.stderr.write("\r" + text[:160].ljust(160))
-            sys.stderr.flush()
+        else:
+            now = time.monotonic()
+            if not epoch_end and now - self.last < self.every_s:
+                return
+            self.last = now
+            sys.stderr.write(f"[{datetime.now().strftime('%H:%M:%S')}] {text}\n")
+        sys.stderr.flush()
 
     def done(self) -> None:
-        if self.on:
+        if self.bar:
             sys.stderr.write("\n")
+
+
+def eta(seconds_so_far: float, steps_done: int, steps_left: int) -> str:
+    """Remaining time at the pace so far, as 1h02m / 3m05s / 12s."""
+    if steps_done <= 0:
+        return "?"
+    left = round(seconds_so_far / steps_done * steps_left)
+    h, rest = divmod(left, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
 def write_cost(run: RunDir, state: dict, cfg: Config, d: distributed.Dist, device: str, epochs_done: float) -> dict:
@@ -206,14 +231,53 @@ def threading_is_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def elastic_restart() -> tuple[str, int] | None:
+    """(job key, restart number) when launched by ``torchrun`` (torchelastic), else None. The key is the same on
+    every restart of one job: the rendezvous id, or, without one (``none``), this node's agent process."""
+    if "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+        return None
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    key = run_id if run_id not in ("", "none") else f"agent-{os.getppid()}"
+    return key, int(os.environ["TORCHELASTIC_RESTART_COUNT"])
+
+
+def _job_file(out_dir: Path, key: str) -> Path:
+    return out_dir / ".jobs" / f"{''.join(c if c.isalnum() or c in '-_.' else '_' for c in key)}.run"
+
+
+def decide_run_dir(cfg: Config, run_dir: Path | None, d: distributed.Dist) -> tuple[Path, bool]:
+    """The run directory and whether this start continues an earlier one of the same job: a torchrun restart
+    (``--max-restarts``) uses the directory its job chose at its first start, named or not, and resumes from its
+    checkpoint when there is one. Decided by rank 0, the same on every rank."""
+    job = elastic_restart()
+    chosen = str(run_dir) if run_dir is not None else ""
+    if d.is_main:
+        if job is not None:
+            marker = _job_file(Path(cfg.train.out_dir), job[0])
+            if job[1] > 0 and marker.is_file():
+                chosen = marker.read_text().strip()
+            if not chosen:
+                chosen = str(Path(cfg.train.out_dir) / default_run_name(cfg))
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(marker, lambda tmp: tmp.write_text(chosen + "\n"))
+        elif not chosen:
+            chosen = str(Path(cfg.train.out_dir) / default_run_name(cfg))
+    chosen = d.broadcast_str(chosen)
+    restarted = job is not None and job[1] > 0
+    return Path(chosen), restarted and RunDir(chosen).last_checkpoint.is_file()
+
+
 def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir`` (default: ``train.out_dir/<name>-<timestamp>``, the same on
-    every rank); returns a summary dict. Rank 0 writes all files."""
+    every rank); returns a summary dict. Rank 0 writes all files. Under ``torchrun --max-restarts N`` a restarted
+    job continues its run from the last checkpoint by itself."""
     d = distributed.setup(cfg.train.device)
     try:
-        if run_dir is None:
-            run_dir = Path(cfg.train.out_dir) / d.broadcast_str(default_run_name(cfg))
-        return _train(cfg, Path(run_dir), resume, d)
+        chosen, continues = decide_run_dir(cfg, Path(run_dir) if run_dir is not None else None, d)
+        if continues and not resume:
+            print(f"torchrun restart {os.environ.get('TORCHELASTIC_RESTART_COUNT')}: resuming {chosen} from its last "
+                  "checkpoint", file=sys.stderr, flush=True)
+        return _train(cfg, chosen, resume or continues, d)
     finally:
         distributed.teardown(d)
 
@@ -232,6 +296,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
     if not resume and ckpt_path.exists():
         raise ValueError(f"run directory {run_dir} already holds a checkpoint; use --resume or another --name")
 
+    if not resume:  # an image folder's resolution and normalization, decided once and kept in config.yaml
+        cfg, notes = data_defaults(cfg)
+        for note in notes if d.is_main else []:
+            print(note, file=sys.stderr, flush=True)
     space0 = build_space(cfg)
     data = build_data(cfg, image_size(cfg, space0))
     space = space0.with_io(num_classes=data.num_classes, in_channels=data.in_channels)
@@ -252,6 +320,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
         if state["steps_per_epoch"] != spe:
             raise CheckpointError(f"checkpoint {ckpt_path}: {state['steps_per_epoch']} steps per epoch, this data "
                                   f"gives {spe}; the dataset or batch size changed")
+        if state["step"] >= schedule.total_steps and any(r.get("event") == "end" for r in run.read_metrics()):
+            if d.is_main:  # the checkpoint verified above; nothing to add to its files
+                print(f"{run_dir}: already finished; nothing to resume", file=sys.stderr, flush=True)
+            return {"run_dir": str(run_dir), "stopped": False, "finished_before": True}
     d.broadcast_module(net)
     if d.is_main:
         run.write_config(cfg)
@@ -272,6 +344,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
     progress = Progress(t_cfg.progress, d.is_main)
     total = schedule.total_steps
     t = state["step"]
+    start_step, start_seconds = t, state["train_seconds"]  # the ETA uses this process's pace
     log = _LogWindow()
     last_phase = None
     summary: dict[str, Any] = {"run_dir": str(run_dir), "stopped": False}
@@ -284,7 +357,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
             ck = checkpoint_state(net, opt, strategy, teacher, state, cfg, space)
             save_checkpoint(ckpt_path, ck)
             if tag is not None:
-                save_checkpoint(run.checkpoint(tag), ck)
+                save_checkpoint(run.checkpoint(tag), ck, keep_previous=False)
         d.barrier()
 
     def validate(epoch_done: float, final: bool = False) -> None:
@@ -299,7 +372,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
                                      memory_format=fmt)
                 row[f"acc_{role}"] = round(mask_accuracy(hits), 4)
                 row[f"macs_{role}"] = eval_space.macs(arch)
-            row["split"] = "test" if final else selection_split(cfg)
+            row["split"] = report_split(cfg) if final else selection_split(cfg)
             row["images"] = len(val.ds)
             row["seconds"] = round(time.perf_counter() - tic, 3)
             metrics.write(row)
@@ -336,7 +409,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
                     metrics.write(row)
                     progress.update(f"epoch {t / spe:6.2f}/{t_cfg.epochs} step {t}/{total} "
                                     f"loss {row.get('loss_full', float('nan')):.3f} eps {plan.eps:.3g} "
-                                    f"lr {row['lr']:.3g} {row['img_per_s']:.0f} img/s")
+                                    f"lr {row['lr']:.3g} {row['img_per_s']:.0f} img/s "
+                                    f"ETA {eta(state['train_seconds'] - start_seconds, t - start_step, total - t)}",
+                                    epoch_end=t % spe == 0)
                 end_of_epoch = t % spe == 0
                 if end_of_epoch or t == total:
                     done = t // spe

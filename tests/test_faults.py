@@ -1,0 +1,352 @@
+"""Faults: nothing lost, nothing silent. Damaged checkpoints and exports, partial metrics lines, torchrun restarts
+after a killed worker, image folders with missing, empty or corrupt classes, OS errors, progress in log files.
+(benchmarks/faults.py repeats the injections many times and counts.)"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from onceforall.run.checkpoint import (
+    CheckpointError,
+    content_checksum,
+    load_checkpoint,
+    previous_checkpoint,
+    save_checkpoint,
+)
+from onceforall.run.config import load_config
+from onceforall.run.rundir import MetricsError, read_metrics
+from onceforall.workflows.train import train
+
+from .helpers import TINY, needs_fashion
+
+ONE_EPOCH = [*TINY, "train.epochs=1"]
+
+
+def _cfg(*extra):
+    return load_config("fashion-mnist-quick", TINY + list(extra))
+
+
+def _cli(args, **kw):
+    kw.setdefault("timeout", 300)
+    return subprocess.run([sys.executable, "-m", "onceforall", *map(str, args)], capture_output=True, text=True, **kw)
+
+
+def _one_line_error(out, *needles):
+    assert out.returncode == 2, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
+    lines = out.stderr.strip().splitlines()  # notes (data defaults, progress) may come before the error
+    err = lines[-1]
+    assert "Traceback" not in out.stderr and err.startswith("onceforall ") and " error: " in err, out.stderr
+    assert sum(" error: " in ln for ln in lines) == 1, out.stderr
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+def _damage(path: Path, n: int = 64, seed: int = 0) -> None:
+    """``n`` random bytes written over the middle of a file (what a bad disk block or a bad copy does)."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid: mid + n] = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_checksum_is_over_contents_and_survives_a_round_trip(tmp_path):
+    state = {"model": {"w": torch.randn(3, 4), "b": torch.zeros(2, dtype=torch.bfloat16)}, "state": {"step": 7},
+             "rng": (torch.ones(2, dtype=torch.uint8), [1, (2, 3)]), "flag": True, "name": "x"}
+    save_checkpoint(tmp_path / "a.pt", state)
+    raw = torch.load(tmp_path / "a.pt", weights_only=True)
+    stored = raw.pop("checksum")
+    assert stored == content_checksum(raw) == content_checksum({"format": 2, **state})
+    for change in (lambda s: s["model"]["w"].view(-1)[5].add_(1e-6),   # one element, barely
+                   lambda s: s["state"].update(step=8),
+                   lambda s: s["model"].update(w=s["model"]["w"].double()),  # same values, another dtype
+                   lambda s: s["model"].update(w=s["model"]["w"].reshape(4, 3))):
+        other = {"format": 2, **{k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}}
+        other["model"] = {k: v.clone() for k, v in state["model"].items()}
+        change(other)
+        assert content_checksum(other) != stored
+
+
+@needs_fashion
+def test_damaged_checkpoint_is_refused_naming_the_older_one(tmp_path):
+    run = tmp_path / "run"
+    train(_cfg("train.checkpoint_every_steps=5"), run)
+    last = run / "checkpoints" / "last.pt"
+    prev = previous_checkpoint(last)
+    assert prev.name == "previous.pt" and load_checkpoint(prev)["state"]["step"] < 16
+    _damage(last)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(last)
+    msg = str(e.value)
+    assert "\n" not in msg and str(last) in msg and str(prev) in msg
+    assert "damaged" in msg or "unreadable" in msg
+    for args in (["train", "--resume", run], ["eval", run, "--quiet"], ["export", run, "--arch", "max"]):
+        _one_line_error(_cli(args), str(last), "previous.pt")
+    prev.replace(last)  # what the message says to do
+    assert load_checkpoint(last)["state"]["step"] < 16
+
+
+@needs_fashion
+def test_every_random_64_byte_damage_is_caught(tmp_path):
+    """The issue's fault: 64 random bytes in the middle of last.pt loaded silently (one tensor became NaN)."""
+    run = tmp_path / "run"
+    train(load_config("fashion-mnist-quick", ONE_EPOCH), run)
+    last = run / "checkpoints" / "last.pt"
+    good = last.read_bytes()
+    for seed in range(8):
+        data = bytearray(good)
+        at = np.random.default_rng(seed).integers(len(data) // 4, 3 * len(data) // 4)
+        data[at: at + 64] = np.random.default_rng(100 + seed).integers(0, 256, 64, dtype=np.uint8).tobytes()
+        last.write_bytes(bytes(data))
+        with pytest.raises(CheckpointError):
+            load_checkpoint(last)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    w = torch.randn(4)
+    w[2] = float("nan")
+    save_checkpoint(tmp_path / "last.pt", {"model": {"blocks.0.weight": w, "ok": torch.ones(2)}})
+    with pytest.raises(CheckpointError, match=r"non-finite weights \(model blocks.0.weight\)"):
+        load_checkpoint(tmp_path / "last.pt")
+
+
+def test_epoch_checkpoints_keep_no_previous_copy(tmp_path):
+    save_checkpoint(tmp_path / "epoch-001.pt", {"x": torch.ones(1)}, keep_previous=False)
+    save_checkpoint(tmp_path / "epoch-001.pt", {"x": torch.ones(1)}, keep_previous=False)
+    save_checkpoint(tmp_path / "last.pt", {"x": torch.ones(1)})
+    save_checkpoint(tmp_path / "last.pt", {"x": torch.zeros(1)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-001.pt", "last.pt", "previous.pt"]
+    assert load_checkpoint(tmp_path / "previous.pt")["x"].item() == 1 and load_checkpoint(tmp_path / "last.pt")[
+        "x"].item() == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_partial_last_metrics_line_is_skipped_other_bad_lines_named(tmp_path):
+    f = tmp_path / "metrics.jsonl"
+    f.write_text('{"event": "start", "step": 0}\n{"event": "step", "step": 1}\n{"event": "st')
+    assert read_metrics(tmp_path) == [{"event": "start", "step": 0}, {"event": "step", "step": 1}]
+    f.write_text('{"event": "start", "step": 0}\n{"event": "st\n{"event": "step", "step": 1}\n')
+    with pytest.raises(MetricsError) as e:
+        read_metrics(tmp_path)
+    assert str(e.value).startswith(f"{f}: line 2 is not a JSON object") and "\n" not in str(e.value)
+    f.write_text('{"event": "start"}\n[1, 2]\n')
+    with pytest.raises(MetricsError, match="line 2 is not a JSON object"):
+        read_metrics(tmp_path)
+
+
+@needs_fashion
+def test_resume_truncates_a_partial_line_and_a_finished_run_stays_finished(tmp_path):
+    run = tmp_path / "run"
+    train(_cfg("train.stop_after_steps=11"), run)
+    with (run / "metrics.jsonl").open("a") as fh:
+        fh.write('{"event": "step", "step": 12, "lo')  # what kill -9 or a full disk can leave
+    out = _cli(["train", "--resume", run, "train.stop_after_steps=null"])
+    assert out.returncode == 0, out.stderr
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows if r["event"] == "step"] == list(range(1, 17))
+    assert (run / "metrics.jsonl").read_text().endswith("}\n")
+    assert sum(r["event"] == "end" for r in rows) == 1
+    again = _cli(["train", "--resume", run])
+    assert again.returncode == 0 and "already finished" in again.stderr
+    assert read_metrics(run) == rows  # no second end row
+    # a bad line in the middle: compare and resume name the file and the line
+    text = (run / "metrics.jsonl").read_text().splitlines()
+    text[3] = text[3][:10]
+    (run / "metrics.jsonl").write_text("\n".join(text) + "\n")
+    _one_line_error(_cli(["train", "--resume", run]), str(run / "metrics.jsonl"), "line 4")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torchrun restarts
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@needs_fashion
+@pytest.mark.parametrize("named", [True, False])
+def test_torchrun_restart_after_a_killed_worker_resumes_bit_for_bit(tmp_path, named):
+    """``torchrun --max-restarts 2``: one worker killed with SIGKILL after a checkpoint; the restarted workers find
+    the job's run directory (named or not), resume from its checkpoint and end where an uninterrupted run ends."""
+    common = ["--config", "fashion-mnist-quick", *TINY, "train.checkpoint_every_steps=2", "train.threads=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def launch(out_dir: Path, name: str | None) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+               "--max-restarts", "2", "-m", "onceforall", "train", *common, "--out-dir", str(out_dir)]
+        return subprocess.Popen(cmd + (["--name", name] if name else []), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    straight = launch(tmp_path / "straight", "ref")
+    assert straight.wait(timeout=600) == 0, straight.stdout.read()[-3000:]
+    job = launch(tmp_path / "killed", "job" if named else None)
+    deadline, killed = time.time() + 300, None
+    while time.time() < deadline and killed is None:
+        runs = [p for p in (tmp_path / "killed").glob("*") if (p / "checkpoints" / "last.pt").exists()]
+        rows = read_metrics(runs[0]) if runs else []
+        if any(r.get("step", 0) >= 9 for r in rows):
+            workers = _children(job.pid)
+            if len(workers) == 2:
+                killed = workers[1]
+                os.kill(killed, signal.SIGKILL)
+        assert job.poll() is None, job.stdout.read()[-3000:]
+        time.sleep(0.05)
+    assert killed is not None, "the job never reached step 9"
+    log = job.communicate(timeout=600)[0]
+    assert job.returncode == 0, log[-3000:]
+    assert "resuming" in log
+    runs = [p for p in (tmp_path / "killed").iterdir() if not p.name.startswith(".")]
+    assert len(runs) == 1, runs  # one run directory for the whole job, no half-finished second one
+    a = load_checkpoint(tmp_path / "straight" / "ref" / "checkpoints" / "last.pt")
+    b = load_checkpoint(runs[0] / "checkpoints" / "last.pt")
+    assert a["state"]["step"] == b["state"]["step"] == 16
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    steps = [r["step"] for r in read_metrics(runs[0]) if r["event"] == "step"]
+    assert steps == list(range(1, 17))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image folders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _folder(root: Path, layout: dict[str, dict[str, int]], size=(12, 12)) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, classes in layout.items():
+        for cls, n in classes.items():
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / split / cls / f"{k}.png")
+    return root
+
+
+def test_folder_classes_map_by_name_from_train(tmp_path):
+    from onceforall.data import DataWarning, load_dataset
+
+    root = _folder(tmp_path, {"train": {"digit0": 2, "digit1": 2, "digit2": 1}, "val": {"digit1": 2, "digit2": 1}})
+    with pytest.warns(DataWarning, match=r"no folder for 1 of the 3 classes of train/ \(digit0\)"):
+        val = load_dataset("imagefolder", str(root), "test", 12)
+    assert val.classes == ["digit0", "digit1", "digit2"]
+    assert [lbl for _, lbl in val.samples] == [1, 1, 2]  # val/digit1 is class 1, not 0
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("extra-val-class", ["has classes that", "lacks: cat"]),
+    ("empty-class", ["class folder", "holds no image files"]),
+    ("corrupt-image", ["bad.png", "is not a readable image"]),
+    ("empty-file", ["zero.jpg", "is not a readable image"]),
+])
+def test_folder_problems_are_refused_before_training(tmp_path, case, needles):
+    from onceforall.data import DataError, load_dataset
+
+    root = _folder(tmp_path, {"train": {"ant": 2, "bee": 2}, "val": {"ant": 1, "bee": 1}})
+    split = "train"
+    if case == "extra-val-class":
+        _folder(tmp_path, {"val": {"cat": 1}})
+        split = "test"
+    elif case == "empty-class":
+        (root / "train" / "cow").mkdir()
+        needles = [*needles, str(root / "train" / "cow")]
+    elif case == "corrupt-image":
+        (root / "train" / "bee" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    else:
+        (root / "train" / "ant" / "zero.jpg").write_bytes(b"")
+    with pytest.raises(DataError) as e:
+        load_dataset("imagefolder", str(root), split, 12)
+    assert "\n" not in str(e.value) and all(n in str(e.value) for n in needles), str(e.value)
+    out = _cli(["train", "--config", "fashion-mnist-quick", "data.dataset=imagefolder", f"data.root={root}",
+                "--out-dir", tmp_path / "runs"])
+    _one_line_error(out, *needles)
+    assert not any((tmp_path / "runs").glob("*/checkpoints")) if (tmp_path / "runs").exists() else True
+
+
+def test_folder_run_gets_its_own_resolution_normalization_and_no_flips(tmp_path):
+    from onceforall.run.setup import build_data, data_defaults
+
+    root = _folder(tmp_path, {"train": {"a": 3, "b": 3}, "val": {"a": 1, "b": 1}}, size=(22, 26))
+    cfg = load_config(None, ["data.dataset=imagefolder", f"data.root={root}", "model.width_mult=0.25",
+                             "train.batch_size=2", "data.bn_images=4"])
+    cfg2, notes = data_defaults(cfg)
+    assert cfg2.model.resolutions == [20]  # median shorter side 22, rounded down to a multiple of 4
+    assert len(cfg2.data.mean) == 3 and all(0 < s < 1 for s in cfg2.data.std)
+    assert any("training at 20 px" in n for n in notes) and any("no horizontal flips" in n for n in notes)
+    data = build_data(cfg2, 20)
+    assert data.train.ds.mean == tuple(cfg2.data.mean) and data.test.ds.std == tuple(cfg2.data.std)
+    assert data.train.augment.hflip is False
+    # stats are those of the training images as evaluation loads them
+    x = torch.stack([data.train.ds.load(i, 20, False) for i in range(len(data.train.ds))]).double() / 255
+    assert torch.allclose(torch.tensor(cfg2.data.mean, dtype=torch.float64), x.mean((0, 2, 3)), atol=1e-6)
+    # a preset's resolution far from the images is pointed out, not changed
+    cfg3, notes3 = data_defaults(load_config("fashion-mnist", ["data.dataset=imagefolder", f"data.root={root}",
+                                                               "model.resolutions=[64]"]))
+    assert cfg3.model.resolutions == [64] and any("about 20 px" in n for n in notes3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# OS errors: one line, status 2, in every command that writes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@needs_fashion
+def test_os_errors_are_one_line_in_every_command(tmp_path):
+    run = tmp_path / "run"
+    train(load_config("fashion-mnist-quick", ONE_EPOCH), run)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    bad = blocker / "out"  # a folder below a regular file: NotADirectoryError even for root
+    small_eval = ["eval", run, "--quiet", "--per-bucket", "1", "--search-per-bucket", "0", "--selection-images", "64",
+                  "--no-uniform"]
+    cases = [
+        ["train", "--config", "fashion-mnist-quick", *ONE_EPOCH, "--out-dir", bad],
+        ["compare", run, "--out", bad],  # refused before reading the runs
+        ["export", run, "--arch", "min", "--out", bad],
+        ["latency-table", "--space", "mbv3-cifar", "--width-mult", "0.25", "--resolutions", "16", "--check", "0",
+         "--out", bad / "t.json"],
+    ]
+    for args in cases:
+        _one_line_error(_cli(args), "Not a directory", str(blocker))
+    # eval and search write into the run: a file where their folder should be (refused before any work)
+    (run / "search").write_text("a file where search/ should be")
+    (run / "eval").write_text("a file where eval/ should be")
+    for args in (["search", run, "--macs", "1e20", "--quiet"], small_eval):
+        err = _one_line_error(_cli(args))
+        assert "File exists" in err or "Not a directory" in err, err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Progress in a log file
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@needs_fashion
+def test_progress_lines_reach_a_log_file(tmp_path):
+    out = _cli(["train", "--config", "fashion-mnist-quick", *TINY, "--out-dir", tmp_path, "--name", "r"])
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if "ETA" in ln]
+    # stderr is a pipe, not a terminal: one flushed line per epoch (and every 30 s), no carriage returns
+    assert len(lines) >= 2 and "\r" not in out.stderr
+    assert any("epoch   1.00/2" in ln for ln in lines) and any("step 16/16" in ln for ln in lines)
+    quiet = _cli(["train", "--config", "fashion-mnist-quick", *TINY, "--out-dir", tmp_path, "--name", "q",
+                  "train.progress=off"])
+    assert quiet.returncode == 0 and "ETA" not in quiet.stderr

@@ -20,7 +20,7 @@ from .core.subnet import Subnet, build_subnet
 from .core.supernet import Supernet, build_supernet
 from .core.version import __version__
 from .run.rundir import load_run
-from .specialize.export import export_subnet, load_subnet
+from .specialize.export import export_subnet, load_preprocess, load_subnet, verify_export
 
 __all__ = [
     "Arch",
@@ -35,8 +35,10 @@ __all__ = [
     "get_space",
     "list_spaces",
     "load_run",
+    "load_preprocess",
     "load_subnet",
     "make_divisible",
     "recalibrate_bn",
     "register_space",
+    "verify_export",
 ]

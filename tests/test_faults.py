@@ -350,3 +350,26 @@ def test_progress_lines_reach_a_log_file(tmp_path):
     quiet = _cli(["train", "--config", "fashion-mnist-quick", *TINY, "--out-dir", tmp_path, "--name", "q",
                   "train.progress=off"])
     assert quiet.returncode == 0 and "ETA" not in quiet.stderr
+
+
+def test_image_that_fails_to_decode_mid_run_stops_with_a_checkpoint(tmp_path):
+    """A file whose header reads but whose pixels do not passes the up-front scan (which reads headers; measuring an
+    image folder's normalization decodes its images and would catch it before training): the run saves a
+    checkpoint, names the file in one line, and resumes once the file is fixed."""
+    root = _folder(tmp_path / "data", {"train": {"a": 4, "b": 4}, "val": {"a": 2, "b": 2}}, size=(16, 16))
+    victim = root / "train" / "b" / "3.png"
+    good = victim.read_bytes()
+    victim.write_bytes(good[: len(good) * 2 // 3])  # truncated pixel data, intact header
+    args = ["train", "--config", "fashion-mnist-quick", "data.dataset=imagefolder", f"data.root={root}",
+            "data.val_split=0", "data.train_subset=null", "data.eval_subset=null", "data.bn_images=4",
+            "data.eval_batch_size=4", "train.batch_size=4", "train.epochs=2", "model.width_mult=0.25",
+            "model.resolutions=[16]", "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]",  # no data scan
+            "--out-dir", tmp_path / "runs", "--name", "r"]
+    err = _one_line_error(_cli(args), str(victim), "saved a checkpoint", "--resume")
+    assert "stopped at step" in err
+    run = tmp_path / "runs" / "r"
+    assert (run / "checkpoints" / "last.pt").is_file()
+    victim.write_bytes(good)
+    out = _cli(["train", "--resume", run])
+    assert out.returncode == 0, out.stderr
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == 4

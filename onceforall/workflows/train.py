@@ -38,6 +38,7 @@ from ..core.step import begin_step, frozen_copy, train_step
 from ..core.strategies import Plan, Strategy
 from ..core.supernet import Supernet
 from ..core.util import atomic_write
+from ..data import DataError
 from ..run.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from ..run.config import Config, config_from_dict, to_dict
 from ..run.rundir import MetricsLog, RunDir, load_initial_weights
@@ -381,62 +382,69 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
         state["eval_seconds"] += time.perf_counter() - tic
 
     with _StopFlag() as stop:
-        while t < total:
-            epoch, start = divmod(t, spe)
-            batches = data.train.epoch_batches(epoch, start, rows)
-            tic = time.perf_counter()
-            for x, y in batches:
-                got = time.perf_counter()
-                x = x.to(d.device, non_blocking=True).contiguous(memory_format=fmt)
-                y = y.to(d.device, non_blocking=True)
-                step = step_once(cfg, strategy, t, net, opt, teacher, x, y, rank=d.rank,
-                                 sync_grads=lambda: d.sync_grads(params), autocast=autocast)
-                plan, losses, teacher = step.plan, step.losses, step.teacher
-                if plan.phase != last_phase:
-                    metrics.write({"event": "phase", "step": t, "epoch": round(t / spe, 4), "phase": plan.phase})
-                    last_phase = plan.phase
-                t += 1
-                state["step"] = t
-                now = time.perf_counter()
-                state["train_seconds"] += now - tic
-                log.add(losses, now - tic, got - tic, x.shape[0] * d.world)
-                tic = now
-                if t % t_cfg.log_every == 0 or t == total:
-                    d.check_agree(f"the archs of step {t - 1}", "|".join(str(p.arch) for p in plan.passes))
-                    row = {"event": "step", "step": t, "epoch": round(t / spe, 4), "lr": lr_at(t - 1),
-                           "eps": plan.eps, "phase": plan.phase, **log.flush(),
-                           "archs": [str(p.arch) for p in plan.passes]}
-                    metrics.write(row)
-                    progress.update(f"epoch {t / spe:6.2f}/{t_cfg.epochs} step {t}/{total} "
-                                    f"loss {row.get('loss_full', float('nan')):.3f} eps {plan.eps:.3g} "
-                                    f"lr {row['lr']:.3g} {row['img_per_s']:.0f} img/s "
-                                    f"ETA {eta(state['train_seconds'] - start_seconds, t - start_step, total - t)}",
-                                    epoch_end=t % spe == 0)
-                end_of_epoch = t % spe == 0
-                if end_of_epoch or t == total:
-                    done = t // spe
-                    if t == total:
-                        validate(t / spe, final=True)  # the whole validation set
-                    elif t_cfg.eval_every and done % t_cfg.eval_every == 0:
-                        validate(t / spe)
-                    if done % t_cfg.checkpoint_every == 0 or t == total:
-                        save(f"epoch-{done:03d}" if t_cfg.keep_checkpoints else None)
-                    tic = time.perf_counter()
-                else:
-                    if t_cfg.eval_every_steps and t % t_cfg.eval_every_steps == 0:
-                        validate(t / spe)
-                    if t_cfg.checkpoint_every_steps and t % t_cfg.checkpoint_every_steps == 0:
+        try:
+            while t < total:
+                epoch, start = divmod(t, spe)
+                batches = data.train.epoch_batches(epoch, start, rows)
+                tic = time.perf_counter()
+                for x, y in batches:
+                    got = time.perf_counter()
+                    x = x.to(d.device, non_blocking=True).contiguous(memory_format=fmt)
+                    y = y.to(d.device, non_blocking=True)
+                    step = step_once(cfg, strategy, t, net, opt, teacher, x, y, rank=d.rank,
+                                     sync_grads=lambda: d.sync_grads(params), autocast=autocast)
+                    plan, losses, teacher = step.plan, step.losses, step.teacher
+                    if plan.phase != last_phase:
+                        metrics.write({"event": "phase", "step": t, "epoch": round(t / spe, 4), "phase": plan.phase})
+                        last_phase = plan.phase
+                    t += 1
+                    state["step"] = t
+                    now = time.perf_counter()
+                    state["train_seconds"] += now - tic
+                    log.add(losses, now - tic, got - tic, x.shape[0] * d.world)
+                    tic = now
+                    if t % t_cfg.log_every == 0 or t == total:
+                        d.check_agree(f"the archs of step {t - 1}", "|".join(str(p.arch) for p in plan.passes))
+                        row = {"event": "step", "step": t, "epoch": round(t / spe, 4), "lr": lr_at(t - 1),
+                               "eps": plan.eps, "phase": plan.phase, **log.flush(),
+                               "archs": [str(p.arch) for p in plan.passes]}
+                        metrics.write(row)
+                        progress.update(f"epoch {t / spe:6.2f}/{t_cfg.epochs} step {t}/{total} "
+                                        f"loss {row.get('loss_full', float('nan')):.3f} eps {plan.eps:.3g} "
+                                        f"lr {row['lr']:.3g} {row['img_per_s']:.0f} img/s "
+                                        f"ETA {eta(state['train_seconds'] - start_seconds, t - start_step, total - t)}",
+                                        epoch_end=t % spe == 0)
+                    end_of_epoch = t % spe == 0
+                    if end_of_epoch or t == total:
+                        done = t // spe
+                        if t == total:
+                            validate(t / spe, final=True)  # the whole validation set
+                        elif t_cfg.eval_every and done % t_cfg.eval_every == 0:
+                            validate(t / spe)
+                        if done % t_cfg.checkpoint_every == 0 or t == total:
+                            save(f"epoch-{done:03d}" if t_cfg.keep_checkpoints else None)
+                        tic = time.perf_counter()
+                    else:
+                        if t_cfg.eval_every_steps and t % t_cfg.eval_every_steps == 0:
+                            validate(t / spe)
+                        if t_cfg.checkpoint_every_steps and t % t_cfg.checkpoint_every_steps == 0:
+                            save()
+                        tic = time.perf_counter()
+                    if stop.raised is not None or (t_cfg.stop_after_steps is not None and t >= t_cfg.stop_after_steps):
+                        summary["stopped"] = True
+                        break
+                    if end_of_epoch:
+                        break  # next epoch: new batch iterator
+                if summary["stopped"]:
+                    if saved_at[0] != t:
                         save()
-                    tic = time.perf_counter()
-                if stop.raised is not None or (t_cfg.stop_after_steps is not None and t >= t_cfg.stop_after_steps):
-                    summary["stopped"] = True
                     break
-                if end_of_epoch:
-                    break  # next epoch: new batch iterator
-            if summary["stopped"]:
-                if saved_at[0] != t:
-                    save()
-                break
+        except DataError as e:  # an image that cannot be decoded (the up-front scan reads headers only)
+            if d.world == 1 and saved_at[0] != t:
+                save()
+            raise DataError(f"{e}; the run stopped at step {t}" + (
+                f" and saved a checkpoint: fix the file, then onceforall train --resume {run_dir}" if d.world == 1
+                else "")) from None
     progress.done()
     summary.update(step=t, epochs=t / spe)
     if d.is_main:

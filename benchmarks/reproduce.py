@@ -6,10 +6,12 @@
     python benchmarks/reproduce.py --quick --ablations  # the ablations at the --quick size
     python benchmarks/reproduce.py --only deps,bignas   # a subset of the methods
     python benchmarks/reproduce.py --ablations --only deps,deps-no-eps   # a subset of the ablation runs
+    python benchmarks/reproduce.py --setting pairs28 --seeds 0,1,2        # on fashion-mnist-pairs at 28 px
 
 Every training is a separate `onceforall train` process writing to <out>/runs/<name>; a killed benchmark
 continues where it stopped when run again (finished runs are skipped, unfinished ones resumed from their
-last checkpoint, saved every epoch and every 100 steps). Then every run is evaluated (`onceforall eval`,
+last checkpoint, saved every epoch and every 100 steps; how long each part took goes to <out>/durations.csv).
+Then every run is evaluated (`onceforall eval`,
 cached) and compared (`onceforall compare`); with several seeds a table of mean ± standard deviation per
 method is written too. Results go to <out>/ (default benchmarks/results/<full|quick>[-ablations]).
 
@@ -62,6 +64,13 @@ FIG2 = {"fig2-from-half": "half", "fig2-from-full": "full"}
 FULL = {"epochs": 10, "train_subset": 24000}
 QUICK = {"epochs": 4, "train_subset": 10000}
 
+# The benchmark setting: overrides applied to every run (benchmarks/capacity.py measures each one's capacity
+# signal: the full model trained alone minus the smallest subnet trained alone, in points).
+SETTINGS = {
+    "fmnist20": [],  # the fashion-mnist presets as they are: 20 px, width 0.25
+    "pairs28": ["data.dataset=fashion-mnist-pairs", "data.image_size=28", "model.resolutions=[28]"],
+}
+
 
 def sh(cmd: list[str], log: Path) -> None:
     """Run a onceforall command, appending its output to ``log``; stop the benchmark if it fails."""
@@ -77,12 +86,24 @@ def finished(run: Path) -> bool:
     return any(r["event"] == "end" for r in read_metrics(run)) and (run / "cost.json").exists()
 
 
+def timed(out: Path, name: str, part: str, seconds: float) -> None:
+    """Append how long a part took (this call; a resumed part adds a row) to <out>/durations.csv."""
+    path = out / "durations.csv"
+    new = not path.exists()
+    with path.open("a") as f:
+        if new:
+            f.write("run,part,seconds,finished_at\n")
+        f.write(f"{name},{part},{seconds:.0f},{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+
+
 def train_run(name: str, preset: str, overrides: list[str], out: Path, log: Path, threads: int) -> Path:
     run = out / "runs" / name
     ofa = [sys.executable, "-m", "onceforall"]
+    tic = time.time()
     if finished(run):
         print(f"  {name}: done", flush=True)
-    elif (run / "checkpoints" / "last.pt").exists():
+        return run
+    if (run / "checkpoints" / "last.pt").exists():
         print(f"  {name}: resuming", flush=True)
         sh([*ofa, "train", "--resume", str(run), "train.progress=off"], log)
     else:
@@ -90,6 +111,7 @@ def train_run(name: str, preset: str, overrides: list[str], out: Path, log: Path
         sh([*ofa, "train", "--config", preset, "--name", name, "--out-dir", str(out / "runs"), *overrides,
             f"train.threads={threads}", "train.progress=off", "train.checkpoint_every_steps=100",
             "train.keep_checkpoints=true"], log)
+    timed(out, name, "train", time.time() - tic)
     return run
 
 
@@ -175,9 +197,14 @@ def main() -> None:
     p.add_argument("--ablations", action="store_true", help="run the DεpS ablations instead of the five methods")
     p.add_argument("--out", help="output folder (default benchmarks/results/<full|quick>)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--setting", default="fmnist20", choices=list(SETTINGS),
+                   help="benchmark setting (benchmarks/capacity.py): fmnist20 (the presets) or pairs28 "
+                        "(fashion-mnist-pairs at 28 px)")
     args = p.parse_args()
     size = QUICK if args.quick else FULL
-    out = Path(args.out or f"benchmarks/results/{'quick' if args.quick else 'full'}"
+    setting = SETTINGS[args.setting]
+    tag = "" if args.setting == "fmnist20" else f"-{args.setting}"
+    out = Path(args.out or f"benchmarks/results/{'quick' if args.quick else 'full'}{tag}"
                f"{'-ablations' if args.ablations else ''}")
     log = out / "log.txt"
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -203,7 +230,7 @@ def main() -> None:
         fig2 = [n for n in chosen if n in FIG2] if args.ablations else []
         if fig2:  # the full model trained alone, whose mid-run and final checkpoints start the Fig. 2 runs
             source = train_run(f"full-only-s{seed}", "fashion-mnist-full-only",
-                               [f"train.epochs={size['epochs']}", f"data.train_subset={size['train_subset']}",
+                               [*setting, f"train.epochs={size['epochs']}", f"data.train_subset={size['train_subset']}",
                                 f"train.seed={seed}"], out, log, args.threads)
             half = source / "checkpoints" / f"epoch-{size['epochs'] // 2:03d}.pt"
             for n in fig2:
@@ -212,11 +239,13 @@ def main() -> None:
                                              f"train.epochs={size['epochs'] // 2}"])
         for name, (preset, overrides) in jobs.items():
             run_name = f"{name}-s{seed}"
-            run = train_run(run_name, preset, [*overrides, f"data.train_subset={size['train_subset']}",
+            run = train_run(run_name, preset, [*setting, *overrides, f"data.train_subset={size['train_subset']}",
                                                f"train.seed={seed}"], out, log, args.threads)
             if not (run / "eval" / "pareto.json").exists():
                 print(f"  {run_name}: evaluating", flush=True)
+                tic = time.time()
                 sh([*ofa, "eval", str(run), "--quiet", "--threads", str(args.threads)], log)
+                timed(out, run_name, "eval", time.time() - tic)
             names.append(run_name)
         sh([*ofa, "compare", *[str(out / "runs" / n) for n in names], "--out", str(out / f"compare-s{seed}")], log)
         names_by_seed[seed] = names

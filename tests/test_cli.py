@@ -63,7 +63,8 @@ def test_demo_prints_ofa_range_and_trains(tmp_path, capsys):
     tiny = ["data.train_subset=128", "data.eval_subset=64", "data.bn_images=64", "data.image_size=16",
             "model.width_mult=0.25", "model.resolutions=[16]", "train.batch_size=32", "train.epochs=1",
             "train.threads=1"]
-    assert main(["demo", "--out-dir", str(tmp_path), "--name", "d", *tiny]) == 0
+    assert main(["demo", "--out-dir", str(tmp_path), "--name", "d", "--per-bucket", "2", "--samples", "8",
+                 "--selection-images", "64", *tiny]) == 0
     out = capsys.readouterr().out
     assert "k7 e3 d2: 151.29M MACs" in out and "566.17M MACs" in out
     assert re.search(r"full model \d+\.\d+%, smallest subnet \d+\.\d+%", out)

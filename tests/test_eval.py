@@ -139,6 +139,14 @@ def test_search_cli_respects_the_budget_and_measures(runs, capsys):
         assert 0 <= c["measured_acc"] <= 100 and 0 <= c["selection_acc"] <= 100
     # the chosen arch is the best on the selection split, not on the test split it reports
     assert found["best"] == max(found["candidates"], key=lambda c: (c["selection_acc"], -c["macs"]))["arch"]
+    # a budget the full model fits: the full model competes (it is the most trained subnet)
+    assert main(["search", str(runs / "deps"), "--macs", "1e20", "--samples", "12", "--top", "1",
+                 "--selection-images", "100", "--quiet"]) == 0
+    capsys.readouterr()
+    huge = max((json.loads(f.read_text()) for f in (runs / "deps" / "search").glob("macs-*.json")),
+               key=lambda r: r["budget"])
+    full = [c for c in huge["candidates"] if c["arch"] == str(run.space.max())]
+    assert full and full[0]["source"] in ("full model", "search", "measured")
     assert main(["search", str(runs / "deps"), "--macs", "1k"]) == 2
     err = capsys.readouterr().err
     assert "is below the smallest subnet (" in err and err.count("\n") == 1

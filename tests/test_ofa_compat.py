@@ -1,0 +1,227 @@
+"""OFA compatibility: our supernets hold OFA's published ImageNet supernets by a renaming of state-dict keys.
+
+The parity fixture ``fixtures/ofa_reference.pt`` holds logits computed by OFA's own networks
+(``scripts/make_ofa_reference.py``, run once against a snapshot of OFA's repository; its commit is recorded in the
+file). These tests need neither OFA's code nor a network: they rebuild the same weights from the fixture's seed.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+import onceforall as ofa
+from onceforall.core.ofa_compat import (
+    OFA_NET_IDS,
+    from_ofa_config,
+    ofa_net_id_space,
+    ofa_state_dict_to_ours,
+    our_state_dict_to_ofa,
+    to_ofa_config,
+)
+from tests.helpers import randomize_bn_and_transforms
+
+FIXTURE = Path(__file__).parent / "fixtures" / "ofa_reference.pt"
+REL_TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return torch.load(FIXTURE, weights_only=True)
+
+
+def network_input(images: torch.Tensor) -> torch.Tensor:
+    """As in scripts/make_ofa_reference.py: the float input of the stored uint8 images."""
+    return (images.float() - 128.0) / 64.0
+
+
+def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """Max absolute difference relative to the largest reference logit (per-element ratios blow up near 0)."""
+    return float((a - ref).abs().max() / ref.abs().max())
+
+
+def rebuilt(ref: dict, net_id: str) -> tuple[ofa.Space, ofa.Supernet]:
+    """The supernet the fixture's script built for ``net_id``: same seed, same BN/kernel-transform randomization."""
+    space = ofa_net_id_space(net_id, num_classes=ref["num_classes"])
+    net = ofa.build_supernet(space, seed=ref["seed"], dropout=0.0)
+    randomize_bn_and_transforms(net, seed=ref["seed"])
+    return space, net.eval()
+
+
+def test_fixture_is_small_and_from_ofa(reference):
+    assert FIXTURE.stat().st_size < 1_000_000
+    assert set(reference["nets"]) == set(OFA_NET_IDS)
+    assert len(reference["ofa_commit"]) == 40  # produced by OFA's code at a known commit
+
+
+@pytest.mark.parametrize("net_id", sorted(OFA_NET_IDS))
+def test_logits_match_ofa_own_forward(reference, net_id):
+    saved = reference["nets"][net_id]
+    space, net = rebuilt(reference, net_id)
+    ofa_state = our_state_dict_to_ofa(net.state_dict())
+    # the renaming produces exactly OFA's own key names and shapes
+    assert sorted(ofa_state) == sorted(saved["ofa_keys"])
+    ofa_shapes = dict(zip(saved["ofa_keys"], saved["ofa_shapes"]))
+    assert all(list(v.shape) == ofa_shapes[k] for k, v in ofa_state.items())
+    # round trip ours -> OFA -> ours, loaded strict into a fresh supernet
+    fresh = ofa.build_supernet(space, seed=123, dropout=0.0).eval()
+    fresh.load_state_dict(ofa_state_dict_to_ours(ofa_state, space), strict=True)
+    worst = 0.0
+    with torch.no_grad():
+        for cfg, ref_logits in zip(saved["configs"], saved["logits"]):
+            arch = from_ofa_config(space, cfg)
+            x = network_input(reference["inputs"][arch.resolution])
+            for logits in (fresh(x, arch), fresh.extract(arch).eval()(x)):
+                err = rel_err(logits, ref_logits)
+                worst = max(worst, err)
+                assert err < REL_TOL, f"{net_id} {arch}: relative error {err:.2e}"
+    # not vacuous: the saved archs give logits that differ far beyond the tolerance
+    logits = saved["logits"]
+    assert min(rel_err(logits[i], logits[j]) for i in range(len(logits)) for j in range(i)) > 100 * REL_TOL
+    print(f"{net_id}: max relative error {worst:.2e}")
+
+
+@pytest.mark.parametrize("net_id", sorted(OFA_NET_IDS))
+def test_state_dict_round_trip_both_ways(reference, net_id):
+    _, net = rebuilt(reference, net_id)
+    space = net.space
+    ours = net.state_dict()
+    theirs = our_state_dict_to_ofa(ours)
+    back = ofa_state_dict_to_ours(theirs, space)
+    assert list(back) == list(ours) and all(back[k] is ours[k] for k in ours)
+    again = our_state_dict_to_ofa(back)
+    assert list(again) == list(theirs) and all(again[k] is theirs[k] for k in theirs)
+    assert ofa_state_dict_to_ours({"state_dict": theirs}, space).keys() == ours.keys()  # OFA's checkpoint layout
+
+
+def test_older_ofa_key_names_are_accepted(reference):
+    net_id = "ofa_mbv3_d234_e346_k357_w1.0"
+    _, net = rebuilt(reference, net_id)
+    ours = net.state_dict()
+    theirs = our_state_dict_to_ofa(ours)
+    older = {k.replace(".conv.", ".mobile_inverted_conv.", 1) if k.startswith("blocks.") else k: v
+             for k, v in theirs.items()}
+    assert any(".mobile_inverted_conv." in k for k in older)
+    back = ofa_state_dict_to_ours(older, net.space)
+    assert list(back) == list(ours) and all(back[k] is v for k, v in ours.items())
+    # the un-nested spellings OFA's own loader also accepts, and a missing num_batches_tracked
+    flat = {k.replace(".bn.bn.", ".bn."): v for k, v in theirs.items() if not k.endswith("num_batches_tracked")}
+    back = ofa_state_dict_to_ours(flat, net.space)
+    assert list(back) == list(ours) and all(back[k] is v for k, v in ours.items() if "num_batches" not in k)
+    assert int(back["stages.0.0.dw_bn.num_batches_tracked"]) == 0
+
+
+@pytest.mark.parametrize("net_id", sorted(OFA_NET_IDS))
+def test_ofa_config_round_trip(net_id):
+    space = ofa_net_id_space(net_id)
+    rng = random.Random(0)
+    slots = 21 if "proxyless" in net_id else 20
+    for arch in [space.min(), space.max()] + [space.sample(rng) for _ in range(200)]:
+        cfg = to_ofa_config(space, arch)
+        assert len(cfg["ks"]) == len(cfg["e"]) == slots and len(cfg["d"]) == space.num_stages
+        assert cfg["r"] == [arch.resolution]
+        assert from_ofa_config(space, cfg) == arch
+        assert space.from_ofa_config(cfg) == arch and space.to_ofa_config(arch) == cfg
+        # OFA's readings: values beyond a stage's depth are ignored (its predictor writes 0), r may be an int
+        junk = {**cfg, "r": arch.resolution, "ks": list(cfg["ks"]), "e": list(cfg["e"])}
+        start = 0
+        for d, n in zip(arch.depths, space.max_depths):
+            for i in range(start + d, start + n):
+                junk["ks"][i] = junk["e"][i] = 0
+            start += n
+        assert from_ofa_config(space, junk) == arch
+
+
+def test_ofa_config_readings_of_ofa_tools():
+    space = ofa_net_id_space("ofa_proxyless_d234_e346_k357_w1.3")
+    # set_max_net-style scalars; the final single-block stage takes OFA's clamped depth 4
+    top = space.from_ofa_config({"ks": 7, "e": 6, "d": 4, "r": [224]})
+    assert top == space.max()
+    # the accuracy predictor's keys: image_size for r, wid None
+    cfg = {**space.to_ofa_config(space.min()), "wid": None}
+    cfg["image_size"] = cfg.pop("r")[0]
+    assert space.from_ofa_config(cfg) == space.min()
+
+
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        ({"ks": [9] + [3] * 19}, ["ks[0] = 9", "valid kernels: 3, 5, 7"]),
+        ({"e": [3] * 19}, ["'e' has 19 entries", "expected 20"]),
+        ({"d": [2, 2, 5, 2, 2]}, ["d[2] = 5", "valid depths: 2, 3, 4"]),
+        ({"e": [3, 3.5] + [3] * 18}, ["e[1] = 3.5", "valid expands: 3, 4, 6"]),
+        ({"r": [100]}, ["r = 100", "valid resolutions: 128, 132"]),
+        ({"r": "big"}, ["'r' = 'big'"]),
+        ({"k": [3] * 20}, ["unknown field 'k'"]),
+    ],
+)
+def test_bad_ofa_configs_name_the_field(change, names):
+    space = ofa_net_id_space("ofa_mbv3_d234_e346_k357_w1.0")
+    cfg = {**space.to_ofa_config(space.min()), **change}
+    with pytest.raises(ValueError) as err:
+        space.from_ofa_config(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and all(n in msg for n in names), msg
+    with pytest.raises(ValueError, match="missing field 'd'"):
+        from_ofa_config(space, {"ks": 3, "e": 3, "r": 128})
+
+
+@pytest.mark.parametrize("net_id, names", [
+    ("ofa_resnet50", ["ofa_resnet50", "elastic-width ResNet", "ofa_mbv3_d234_e346_k357_w1.0"]),
+    ("ofa_mbv3_w9", ["ofa_mbv3_w9", "ofa_proxyless_d234_e346_k357_w1.3"]),
+])
+def test_bad_net_id_is_one_line(net_id, names):
+    with pytest.raises(ValueError) as err:
+        ofa_net_id_space(net_id)
+    assert "\n" not in str(err.value) and all(n in str(err.value) for n in names)
+
+
+def test_net_id_spaces():
+    for net_id, (name, width, _) in OFA_NET_IDS.items():
+        space = ofa_net_id_space(net_id, num_classes=10)
+        assert (space.name, space.width_mult, space.num_classes) == (name, width, 10)
+        assert space.resolutions == tuple(range(160 if width == 1.2 else 128, 225, 4))
+
+
+def test_bad_state_dicts_name_the_key():
+    space = ofa_net_id_space("ofa_mbv3_d234_e346_k357_w1.0", num_classes=10)
+    net = ofa.build_supernet(space, seed=0)
+    theirs = our_state_dict_to_ofa(net.state_dict())
+
+    def message(state) -> str:
+        with pytest.raises(ValueError) as err:
+            ofa_state_dict_to_ours(state, space)
+        assert "\n" not in str(err.value)
+        return str(err.value)
+
+    missing = dict(theirs)
+    del missing["blocks.5.conv.depth_conv.se.fc.reduce.weight"]
+    msg = message(missing)
+    assert "missing key 'blocks.5.conv.depth_conv.se.fc.reduce.weight'" in msg and "stages.1.0.se.reduce.weight" in msg
+    shaped = {**theirs, "classifier.linear.weight": torch.zeros(1000, 1280)}
+    msg = message(shaped)
+    assert "'classifier.linear.weight' has shape (1000, 1280); expected (10, 1280)" in msg
+    extra = {**theirs, "blocks.99.conv.depth_conv.conv.conv.weight": torch.zeros(1)}
+    assert "unexpected key 'blocks.99.conv.depth_conv.conv.conv.weight'" in message(extra)
+    # OFA's w1.0 weights do not fit the w1.2 space: the first key whose shape differs is named
+    assert "'first_conv.conv.weight' has shape (16, 3, 3, 3); expected (24, 3, 3, 3)" in message_for(
+        theirs, ofa_net_id_space("ofa_mbv3_d234_e346_k357_w1.2", num_classes=10))
+    with pytest.raises(ValueError, match="key 'stem.foo' has no OFA name"):
+        our_state_dict_to_ofa({**net.state_dict(), "stem.foo": torch.zeros(1)})
+
+
+def message_for(state: dict, space: ofa.Space) -> str:
+    with pytest.raises(ValueError) as err:
+        ofa_state_dict_to_ours(state, space)
+    return str(err.value)

@@ -185,7 +185,9 @@ def cmd_analyze_gradients(args: argparse.Namespace) -> int:
     from .run.rundir import load_run
     from .workflows.gradients import analyze_gradients
 
-    s = analyze_gradients(load_run(args.run), checkpoint=args.checkpoint, batches=args.batches, eps=args.eps,
+    run = load_run(args.run)
+    ensure_writable(args.out or run.dir.gradients_dir)
+    s = analyze_gradients(run, checkpoint=args.checkpoint, batches=args.batches, eps=args.eps,
                           steps=args.steps, out_dir=args.out)
     print(f"step {s['step']} ({s['checkpoint']}), {s['layers']} layers, {s['batches']} minibatches:")
     print(f"  mean cos(G_noShrink, G_Shrink)    {s['mean_cos_shrink']:.3f}   mean norm ratio "

@@ -14,8 +14,10 @@ renames its state dict with ``our_state_dict_to_ofa`` and loads it with ``strict
 built with the constructor arguments of OFA's ``model_zoo.ofa_net`` for that id (checked against it) but 10
 classes. OFA's ``set_active_subnet`` then selects each arch (the min, the max, two drawn by OFA's own
 ``sample_active_subnet``, two drawn by our ``Space.sample``), and OFA's forward in eval mode gives the logits of a
-fixed input of 2 images. The fixture keeps the inputs, the OFA configs, the logits, the seed, the net ids and
-OFA's state-dict key names and shapes (no weights: the test rebuilds them from the seed), well under 1 MB.
+fixed input of 2 images (checked against OFA's own extracted subnet, ``get_active_subnet``); the script prints
+the max relative error of our supernet against those logits. The fixture keeps the inputs, the OFA configs, the
+logits, the seed, the net ids and OFA's state-dict key names and shapes (no weights: the test rebuilds them from
+the seed), well under 1 MB. Regenerate it when ``build_supernet``'s initialisation or the test helper changes.
 
 Inputs are uint8 images (the network input is ``(x - 128) / 64``, exact in float32) at 128 and 160 px only, to
 keep the file small; OFA's forward takes the input as it comes, so every arch is set at the resolution of its input
@@ -25,6 +27,7 @@ keep the file small; OFA's forward takes the input as it comes, so every arch is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import random
@@ -70,11 +73,11 @@ def network_input(images: torch.Tensor) -> torch.Tensor:
 def ofa_source(path: Path, tmp: Path) -> tuple[Path, str]:
     """(directory holding OFA's ``ofa`` package, its commit or 'unknown')."""
     if (path / "ofa" / "__init__.py").is_file():
-        try:
-            commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                    check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            commit = "unknown"
+        commit = "unknown"
+        if (path / ".git").exists():  # its own checkout, not a copy inside another repository
+            with contextlib.suppress(OSError, subprocess.CalledProcessError):
+                commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True,
+                                        text=True, check=True).stdout.strip()
         return path, commit
     if (path / "HEAD").is_file() and (path / "objects").is_dir():
         commit = subprocess.run(["git", "--git-dir", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,

@@ -19,6 +19,7 @@ from .core.space import Space, Stage
 from .core.subnet import Subnet, build_subnet
 from .core.supernet import Supernet, build_supernet
 from .core.version import __version__
+from .run.ofa_import import load_ofa_supernet
 from .run.rundir import load_run
 from .specialize.export import export_subnet, load_preprocess, load_subnet, verify_export
 
@@ -35,6 +36,7 @@ __all__ = [
     "get_space",
     "list_spaces",
     "load_run",
+    "load_ofa_supernet",
     "load_preprocess",
     "load_subnet",
     "make_divisible",

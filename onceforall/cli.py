@@ -153,6 +153,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_ofa(args: argparse.Namespace) -> int:
+    """Write a run directory holding one of OFA's published supernets (eval, search, export accept it)."""
+    from .run.ofa_import import import_ofa_run
+
+    ensure_writable(args.out)
+    run = import_ofa_run(args.file, args.out, args.overrides, net_id=args.net_id)
+    cfg = run.read_config()
+    print(f"wrote {run.path}: {cfg.model.space} width {cfg.model.width_mult:g}, resolutions "
+          f"{cfg.model.resolutions[0]}..{cfg.model.resolutions[-1]}, data {cfg.data.dataset} at {cfg.data.root}")
+    return 0
+
+
 def cmd_latency_table(args: argparse.Namespace) -> int:
     """Build a per-layer latency lookup table on this device and report its error on random archs."""
     from .workflows.latency import make_latency_table
@@ -329,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torchscript", action="store_true", help="also write <arch>.pt (TorchScript)")
     p.add_argument("--threads", type=int, default=1, help="threads for the latency measurement (default 1)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import-ofa", help="a run directory from one of OFA's published ImageNet supernets")
+    p.add_argument("file", help="OFA's supernet file, e.g. ofa_mbv3_d234_e346_k357_w1.0 (download it yourself)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--net-id", default=None, help="OFA's net id when the file name is not one")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
+                   help="config overrides, e.g. data.root=/data/imagenet")
+    p.set_defaults(func=cmd_import_ofa)
 
     p = sub.add_parser("latency-table", help="measure a per-layer latency lookup table on this device")
     p.add_argument("--run", help="take the space from a run directory")

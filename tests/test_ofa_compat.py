@@ -225,3 +225,63 @@ def message_for(state: dict, space: ofa.Space) -> str:
     with pytest.raises(ValueError) as err:
         ofa_state_dict_to_ours(state, space)
     return str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading OFA's published files and importing them as runs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _ofa_file(tmp_path, net_id="ofa_mbv3_d234_e346_k357_w1.0", num_classes=10, name=None):
+    """A file in the format OFA publishes ({"state_dict": OFA's names}) holding a random supernet."""
+    net = ofa.build_supernet(ofa_net_id_space(net_id, num_classes=num_classes), seed=3)
+    randomize_bn_and_transforms(net, seed=3)
+    path = tmp_path / (name or net_id)
+    torch.save({"state_dict": our_state_dict_to_ofa(net.state_dict())}, path)
+    return net.eval(), path
+
+
+def test_load_ofa_supernet_and_import_a_run(tmp_path):
+    from onceforall import load_ofa_supernet
+    from onceforall.cli import main
+    from onceforall.run.rundir import load_run
+
+    ref, path = _ofa_file(tmp_path)
+    net = load_ofa_supernet(path)
+    assert net.space.identity() == ref.space.identity() and net.space.resolutions == tuple(range(128, 225, 4))
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    rng = random.Random(0)
+    for arch in (net.space.min(), net.space.max(), *(net.space.sample(rng) for _ in range(2))):
+        with torch.no_grad():
+            assert torch.equal(net(x, arch), ref(x, arch))
+    assert main(["import-ofa", str(path), "--out", str(tmp_path / "run"), "data.root=/data/imagenet"]) == 0
+    run = load_run(tmp_path / "run")
+    assert run.space.identity() == ref.space.identity() and run.cfg.data.root == "/data/imagenet"
+    assert run.cfg.model.kernels is None and run.cfg.data.mean == [0.485, 0.456, 0.406]
+    for k, v in ref.state_dict().items():
+        assert torch.equal(run.net.state_dict()[k], v), k
+
+
+def test_bad_ofa_files_are_refused_in_one_line(tmp_path, capsys):
+    from onceforall import load_ofa_supernet
+    from onceforall.cli import main
+
+    _, path = _ofa_file(tmp_path, name="supernet.pth")
+    with pytest.raises(ValueError, match="pass --net-id"):
+        load_ofa_supernet(path)
+    assert load_ofa_supernet(path, "ofa_mbv3_d234_e346_k357_w1.0").space.name == "mbv3"
+    with pytest.raises(ValueError, match=r"has shape \(16, 3, 3, 3\); expected \(40, 3, 3, 3\) for space 'proxyless'"):
+        load_ofa_supernet(path, "ofa_proxyless_d234_e346_k357_w1.3")  # another net id: keys and shapes differ
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    evil = tmp_path / "ofa_mbv3_d234_e346_k357_w1.2"
+    torch.save({"state_dict": Evil()}, evil)
+    with pytest.raises(ValueError, match="cannot be read safely"):
+        load_ofa_supernet(evil)
+    assert "executed" not in capsys.readouterr().out
+    assert main(["import-ofa", str(tmp_path / "ofa_resnet50"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "elastic-width ResNet" in err and err.count("\n") == 1

@@ -346,6 +346,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
     total = schedule.total_steps
     t = state["step"]
     start_step, start_seconds = t, state["train_seconds"]  # the ETA uses this process's pace
+    shown: dict[str, Any] = {}  # the last logged row, for the progress line
     log = _LogWindow()
     last_phase = None
     summary: dict[str, Any] = {"run_dir": str(run_dir), "stopped": False}
@@ -409,12 +410,14 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
                                "eps": plan.eps, "phase": plan.phase, **log.flush(),
                                "archs": [str(p.arch) for p in plan.passes]}
                         metrics.write(row)
-                        progress.update(f"epoch {t / spe:6.2f}/{t_cfg.epochs} step {t}/{total} "
-                                        f"loss {row.get('loss_full', float('nan')):.3f} eps {plan.eps:.3g} "
-                                        f"lr {row['lr']:.3g} {row['img_per_s']:.0f} img/s "
-                                        f"ETA {eta(state['train_seconds'] - start_seconds, t - start_step, total - t)}",
-                                        epoch_end=t % spe == 0)
+                        shown = row
                     end_of_epoch = t % spe == 0
+                    if t % t_cfg.log_every == 0 or t == total or end_of_epoch:  # a log file gets each epoch end
+                        progress.update(f"epoch {t / spe:6.2f}/{t_cfg.epochs} step {t}/{total} "
+                                        f"loss {shown.get('loss_full', float('nan')):.3f} eps {plan.eps:.3g} "
+                                        f"lr {shown.get('lr', 0.0):.3g} {shown.get('img_per_s', 0.0):.0f} img/s "
+                                        f"ETA {eta(state['train_seconds'] - start_seconds, t - start_step, total - t)}",
+                                        epoch_end=end_of_epoch)
                     if end_of_epoch or t == total:
                         done = t // spe
                         if t == total:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "ensure_writable", "first_line", "is_int", "is_number", "os_error_text"]
+__all__ = ["atomic_write", "ensure_writable", "first_line", "is_int", "is_number", "nonfinite_keys", "os_error_text"]
 
 
 def first_line(e: BaseException) -> str:
@@ -33,6 +33,15 @@ def ensure_writable(folder: str | Path) -> Path:
     os.close(fd)
     os.unlink(probe)
     return folder
+
+
+def nonfinite_keys(state: Any) -> list[str]:
+    """Names of the floating-point tensors of ``state`` (a name -> tensor mapping) holding a NaN or an infinity:
+    weights that must not be loaded, saved as a result, or deployed."""
+    import torch
+
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def is_int(v: Any) -> bool:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..core.space import Space
-from ..core.util import atomic_write, first_line
+from ..core.util import atomic_write, first_line, nonfinite_keys
 
 __all__ = ["CheckpointError", "content_checksum", "load_checkpoint", "load_model_state", "previous_checkpoint",
            "save_checkpoint"]
@@ -124,9 +124,7 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
             raise CheckpointError(f"checkpoint {path} is damaged (its contents do not match the checksum written "
                                   "with it)")
     for key in ("model", "teacher"):
-        tensors = state.get(key) or {}
-        bad = [k for k, v in tensors.items()
-               if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        bad = nonfinite_keys(state.get(key) or {})
         if bad:
             raise CheckpointError(f"checkpoint {path} holds non-finite weights ({key} {bad[0]}"
                                   f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''})")

@@ -18,7 +18,7 @@ import torch
 
 from ..core.ofa_compat import OFA_NET_IDS, ofa_net_id_space, ofa_state_dict_to_ours
 from ..core.supernet import Supernet, build_supernet
-from ..core.util import first_line
+from ..core.util import first_line, nonfinite_keys
 from .checkpoint import save_checkpoint
 from .config import Config, load_config, to_dict
 from .rundir import MetricsLog, RunDir
@@ -73,7 +73,7 @@ def load_ofa_supernet(path: str | Path, net_id: str | None = None, *, num_classe
         net.load_state_dict(ours)
     except RuntimeError as e:
         raise ValueError(f"OFA supernet {path}: does not fit {nid}: {first_line(e)}") from None
-    bad = [k for k, v in ours.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = nonfinite_keys(ours)
     if bad:
         raise ValueError(f"OFA supernet {path}: holds non-finite weights ({bad[0]})")
     return net.eval()

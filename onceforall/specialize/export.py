@@ -65,7 +65,7 @@ from ..core.arch import Arch
 from ..core.registry import IDENTITY_FIELDS, space_from_identity
 from ..core.space import Space
 from ..core.subnet import Subnet, build_subnet
-from ..core.util import atomic_write, first_line, is_int, is_number
+from ..core.util import atomic_write, first_line, is_int, is_number, nonfinite_keys
 from ..core.version import __version__
 from ..data.recipe import apply_recipe
 from .onnx_export import ort_session, quiet_export, to_onnx
@@ -181,7 +181,7 @@ def export_subnet(
     source = _check_json_dict("source", source)
     normalization = _check_normalization(normalization, space.in_channels, where)
     preprocessing = _check_preprocessing(preprocessing, where)
-    bad = [k for k, v in sub.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = nonfinite_keys(sub.state_dict())
     if bad:
         raise ValueError(f"export: the subnet holds non-finite values ({bad[0]}); it cannot be deployed")
 
@@ -454,7 +454,7 @@ def load_subnet(path: str | Path, *, verify: bool = True) -> Subnet:
         state = load(blob)
     except Exception as e:  # header or size corruption
         raise ValueError(f"{where}: {st_path} is not a readable safetensors file: {first_line(e)}") from None
-    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    nonfinite = nonfinite_keys(state)
     if nonfinite:
         raise ValueError(f"{where}: {st_path} holds non-finite weights ({nonfinite[0]})")
     model = _fresh_subnet(space, arch, float(data["dropout"]))

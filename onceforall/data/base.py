@@ -49,13 +49,15 @@ def seeded_generator(*parts: object) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*parts))
 
 
-def resize_uint8(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
-    """Antialiased bilinear resize of a uint8 (N, C, H, W) tensor to (N, C, size, size), rounded back to uint8."""
-    if x.shape[-1] == size and x.shape[-2] == size:
+def resize_uint8(x: torch.Tensor, size: int | tuple[int, int], chunk: int = 2048) -> torch.Tensor:
+    """Antialiased bilinear resize of a uint8 (N, C, H, W) tensor to (N, C, size, size) (or ``size`` = (h, w)),
+    rounded back to uint8."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if x.shape[-2] == h and x.shape[-1] == w:
         return x
-    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8)
+    out = torch.empty((x.shape[0], x.shape[1], h, w), dtype=torch.uint8)
     for s in range(0, x.shape[0], chunk):
-        y = F.interpolate(x[s: s + chunk].float(), size=(size, size), mode="bilinear", align_corners=False,
+        y = F.interpolate(x[s: s + chunk].float(), size=(h, w), mode="bilinear", align_corners=False,
                           antialias=True)
         out[s: s + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
     return out

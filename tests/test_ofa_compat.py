@@ -7,9 +7,12 @@ file). These tests need neither OFA's code nor a network: they rebuild the same 
 
 from __future__ import annotations
 
+import json
+import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -285,3 +288,152 @@ def test_bad_ofa_files_are_refused_in_one_line(tmp_path, capsys):
     assert main(["import-ofa", str(tmp_path / "ofa_resnet50"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "elastic-width ResNet" in err and err.count("\n") == 1
+
+
+# --- OFA's ImageNet evaluation protocol on an image folder, and fine-tuning an imported supernet -------------------
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SIZES = ((300, 240), (240, 320), (256, 256), (331, 250))  # (width, height): landscape, portrait, square
+
+
+def _image_folder(root: Path, classes: int, train_per: int, val_per: int, seed: int = 0) -> Path:
+    """root/{train,val}/<class>/<png>: smooth random images around 224 px of several aspect ratios."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, per in (("train", train_per), ("val", val_per)):
+        for c in range(classes):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(per):
+                w, h = SIZES[(i + c) % len(SIZES)]
+                small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+                small[..., c % 3] //= 3  # a class-dependent tint
+                im = Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)
+                im.save(root / split / f"c{c}" / f"{i}.png")
+    return root
+
+
+def _ofa_eval_input(path: Path, r: int) -> torch.Tensor:
+    """OFA's build_valid_transform written out: torchvision Resize(ceil(r / 0.875)) (shorter side, long side
+    int(s * long / short), PIL bilinear), CenterCrop(r), ToTensor, Normalize(ImageNet)."""
+    from PIL import Image
+
+    im = Image.open(path).convert("RGB")
+    s = math.ceil(r / 0.875)
+    w, h = im.size
+    nw, nh = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+    im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+    top, left = int(round((nh - r) / 2.0)), int(round((nw - r) / 2.0))
+    x = torch.from_numpy(np.asarray(im.crop((left, top, left + r, top + r)), dtype=np.float32)).permute(2, 0, 1)
+    return (x / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def test_ofa_protocol_decodes_each_resolution(tmp_path):
+    from onceforall.data import EvalBatches, FixedCrops
+    from onceforall.run.config import load_config
+    from onceforall.run.setup import build_data
+
+    root = _image_folder(tmp_path / "data", classes=3, train_per=4, val_per=2)
+    cfg = load_config("imagenet", [f"data.root={root}", "data.workers=0", "data.val_split=0", "data.bn_images=8",
+                                   "data.eval_batch_size=4"])
+    assert cfg.data.bn_augment and cfg.data.per_resolution and cfg.data.hflip
+    data = build_data(cfg, 224, training=False)
+    paths = [p for p, _ in data.test.ds.samples]
+    for r in (128, 160, 224):  # 128: ceil(146.3) = 147, where round() would give 146
+        x = torch.cat([b[0] for b in data.test.at(r)])
+        ref = torch.stack([_ofa_eval_input(p, r) for p in paths])
+        assert x.shape == (6, 3, r, r) and torch.allclose(x, ref, atol=1e-5), r
+    assert data.test.at(224) is data.test
+    # BN recalibration on training crops of a fixed subset (OFA: build_sub_train_loader), cropped at r itself
+    bn = data.bn.at(128)
+    assert isinstance(bn, FixedCrops) and len(bn.ds) == 8
+    first, again = torch.cat([b[0] for b in bn]), torch.cat([b[0] for b in bn])
+    assert first.shape == (8, 3, 128, 128) and torch.equal(first, again)  # drawn once: the same every pass
+    plain = torch.cat([b[0] for b in EvalBatches(bn.ds, 4, 128, per_resolution=True)])
+    assert not torch.allclose(torch.sort(first.flatten(1), 0)[0], torch.sort(plain.flatten(1), 0)[0], atol=1e-3)
+    off = build_data(load_config("imagenet", [f"data.root={root}", "data.workers=0", "data.val_split=0",
+                                              "data.per_resolution=false", "data.bn_augment=false"]), 224, False)
+    assert off.test.at(128) is off.test and isinstance(off.bn, EvalBatches)  # one crop, resized by the network
+
+
+def test_imported_ofa_run_evaluates_and_exports_under_ofa_protocol(tmp_path, monkeypatch):
+    from onceforall.cli import main
+    from onceforall.core.bn import recalibrate_bn
+    from onceforall.core.evaluation import correct_mask
+    from onceforall.data.recipe import apply_recipe
+    from onceforall.run.rundir import load_run
+    from onceforall.workflows.evaluate import Evaluator
+
+    root = _image_folder(tmp_path / "data", classes=3, train_per=4, val_per=3, seed=1)
+    _, path = _ofa_file(tmp_path, num_classes=3)
+    out = tmp_path / "run"
+    assert main(["import-ofa", str(path), "--out", str(out), f"data.root={root}", "data.workers=0",
+                 "data.val_split=3", "data.bn_images=6", "data.eval_batch_size=5"]) == 0
+    run = load_run(out)
+    arch = run.space.min()  # 128 px
+    assert arch.resolution == 128
+    import onceforall.core.evaluation as evaluation
+
+    seen = {}
+
+    def spy(model, batches, *args, **kwargs):  # what evaluation fed the recalibrated subnet
+        seen["bn"] = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+        seen["x"] = torch.cat([b[0] for b in batches])
+        return correct_mask(model, batches, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "correct_mask", spy)
+    hits = Evaluator(run).correct(arch, "test")
+    # The same subnet measured by hand: BN on the fixed training crops at 128, logits on OFA's 128-px val inputs.
+    sub = run.net.extract(arch)
+    recalibrate_bn(sub, list(run.data.bn.at(128)), num_images=6)
+    paths = [p for p, _ in run.data.test.ds.samples]
+    x = torch.stack([_ofa_eval_input(p, 128) for p in paths])
+    labels = torch.tensor([y for _, y in run.data.test.ds.samples])
+    with torch.no_grad():
+        logits = sub.eval()(x)
+        resized = sub(torch.stack([_ofa_eval_input(p, 224) for p in paths]))  # the other protocol
+    assert torch.allclose(seen["x"], x, atol=1e-5)
+    ours = {k: v for k, v in sub.state_dict().items() if "running" in k}
+    assert seen["bn"].keys() == ours.keys()
+    assert all(torch.allclose(seen["bn"][k], v, rtol=1e-4, atol=1e-5) for k, v in ours.items())  # channels_last
+    assert torch.equal(torch.as_tensor(hits), logits.argmax(1) == labels)
+    assert not torch.allclose(logits, resized, atol=1e-3)  # the two protocols are told apart
+    assert torch.equal(correct_mask(sub, [(x, labels)], torch.device("cpu")), logits.argmax(1) == labels)
+    # Export: its sidecar's recipe turns a raw val image into exactly what evaluation fed the subnet
+    assert main(["export", str(out), "--arch", str(arch), "--out", str(tmp_path / "exp")]) == 0
+    meta = json.loads(next((tmp_path / "exp").glob("*.json")).read_text())
+    steps = meta["preprocessing"]["steps"]
+    assert steps == [{"op": "resize_shorter", "size": 147}, {"op": "center_crop", "size": 128}]
+    from PIL import Image
+
+    for p, ref in zip(paths, x):
+        assert torch.allclose(apply_recipe(meta["preprocessing"], Image.open(p)), ref, atol=1e-5)
+
+
+def test_fine_tune_an_imported_supernet_on_your_own_folder(tmp_path):
+    """README "fine-tune OFA's supernet on your data": the ofa-finetune preset from an imported run, on a folder
+    with another class count (a new classifier), runs DεpS and starts from OFA's weights."""
+    from onceforall.cli import main
+    from onceforall.run.rundir import load_run
+
+    _, path = _ofa_file(tmp_path, num_classes=3)
+    assert main(["import-ofa", str(path), "--out", str(tmp_path / "ofa")]) == 0
+    root = _image_folder(tmp_path / "mine", classes=4, train_per=3, val_per=1, seed=2)
+    assert main(["train", "--config", "ofa-finetune", "--init-from", str(tmp_path / "ofa"), "--name", "ft",
+                 "--out-dir", str(tmp_path), f"data.root={root}", "data.workers=0", "data.val_split=4",
+                 "data.bn_images=8", "data.eval_batch_size=8", "model.resolutions=[128]", "train.batch_size=4",
+                 "train.epochs=1", "train.threads=1", "train.log_every=1"]) == 0
+    run, src = load_run(tmp_path / "ft"), load_run(tmp_path / "ofa")
+    assert run.cfg.strategy.name == "deps" and run.space.num_classes == 4 and run.space.stages[0].kernels == (3, 5, 7)
+    events = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2] and events[-1]["event"] == "end"
+    assert all(e["phase"] == "shrinking" and {"loss_full", "loss_min", "loss_random1"} <= e.keys() for e in steps)
+    # Two steps at lr 0.01 move OFA's weights a little; a fresh initialization is another net entirely.
+    fresh = ofa.build_supernet(run.space, seed=run.cfg.train.seed).state_dict()
+    names = [k for k, v in src.net.named_parameters() if not k.startswith("head.classifier.")]
+    ours, theirs = run.net.state_dict(), src.net.state_dict()
+    to_ofa = sum(float((ours[k] - theirs[k]).norm() ** 2) for k in names) ** 0.5
+    to_fresh = sum(float((ours[k] - fresh[k]).norm() ** 2) for k in names) ** 0.5
+    assert to_ofa < 0.2 * to_fresh, (to_ofa, to_fresh)
+    assert run.net.state_dict()["head.classifier.weight"].shape[0] == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from .arch import Arch
 from .bn import recalibrate_bn
 from .supernet import Supernet
 
-__all__ = ["accuracy", "correct_mask", "evaluate_arch", "mask_accuracy"]
+__all__ = ["PerResolution", "accuracy", "at_resolution", "correct_mask", "evaluate_arch", "mask_accuracy"]
 
 
 @torch.no_grad()
@@ -42,10 +43,25 @@ def mask_accuracy(mask: torch.Tensor) -> float:
     return 100.0 * int(mask.sum()) / mask.numel()
 
 
+@runtime_checkable
+class PerResolution(Protocol):
+    """Batches that are read differently for each resolution (image folders under OFA's protocol:
+    :class:`~onceforall.data.EvalBatches`, :class:`~onceforall.data.FixedCrops`)."""
+
+    def at(self, resolution: int) -> Iterable: ...
+
+
+def at_resolution(batches: Iterable, resolution: int) -> Iterable:
+    """``batches`` as a subnet at ``resolution`` sees them (``batches.at(resolution)`` where they have it)."""
+    return batches.at(resolution) if isinstance(batches, PerResolution) else batches
+
+
 def evaluate_arch(net: Supernet, arch: Arch, bn_batches: Iterable, val_batches: Iterable, *, bn_images: int,
                   device: torch.device, memory_format=torch.contiguous_format) -> torch.Tensor:
     """Per-image correctness (:func:`correct_mask`) of ``arch``: extract the subnet, recalibrate its BN,
-    evaluate. The supernet is untouched; :func:`mask_accuracy` turns it into top-1 (%)."""
+    evaluate, both on batches read at the arch's resolution (:func:`at_resolution`). The supernet is untouched;
+    :func:`mask_accuracy` turns it into top-1 (%)."""
     sub = net.extract(arch).to(device=device, memory_format=memory_format)
-    recalibrate_bn(sub, bn_batches, num_images=bn_images, device=device, memory_format=memory_format)
-    return correct_mask(sub, val_batches, device, memory_format)
+    recalibrate_bn(sub, at_resolution(bn_batches, arch.resolution), num_images=bn_images, device=device,
+                   memory_format=memory_format)
+    return correct_mask(sub, at_resolution(val_batches, arch.resolution), device, memory_format)

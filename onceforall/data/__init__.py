@@ -18,7 +18,7 @@ from .fashion_mnist import FASHION_MNIST_CLASSES
 # isort: split
 from . import cifar  # noqa: F401  (registers cifar10 and cifar100)
 from .base import DataError, Dataset, FolderDataset, ImageDataset
-from .batches import Augment, EvalBatches, TrainBatches
+from .batches import Augment, EvalBatches, FixedCrops, TrainBatches
 from .imagefolder import IMAGE_EXTENSIONS, DataWarning, folder_stats, typical_size
 from .registry import (
     default_hflip,
@@ -39,6 +39,7 @@ __all__ = [
     "DataWarning",
     "Dataset",
     "EvalBatches",
+    "FixedCrops",
     "FolderDataset",
     "ImageDataset",
     "TrainBatches",

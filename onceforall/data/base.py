@@ -26,6 +26,7 @@ __all__ = [
     "FolderDataset",
     "ImageDataset",
     "data_error",
+    "eval_short_side",
     "resize_uint8",
     "seeded_generator",
 ]
@@ -61,6 +62,12 @@ def resize_uint8(x: torch.Tensor, size: int | tuple[int, int], chunk: int = 2048
                           antialias=True)
         out[s: s + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+def eval_short_side(resolution: int) -> int:
+    """The shorter side an image folder's image is resized to before the center crop at ``resolution``:
+    ceil(r / 0.875), as OFA's ImageNet evaluation (``build_valid_transform``) does (256 for 224, 183 for 160)."""
+    return math.ceil(resolution / 0.875)
 
 
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -143,15 +150,16 @@ class FolderDataset:
 
     def load_steps(self, image_size: int) -> list[dict]:
         """The recipe steps (:mod:`.recipe`) of :meth:`load` at evaluation: shorter side, then center crop."""
-        return [{"op": "resize_shorter", "size": round(image_size / 0.875)}, {"op": "center_crop", "size": image_size}]
+        return [{"op": "resize_shorter", "size": eval_short_side(image_size)},
+                {"op": "center_crop", "size": image_size}]
 
     def load(self, index: int, image_size: int, train: bool, generator: torch.Generator | None = None,
              hflip: bool = True) -> torch.Tensor:
         """Decode image ``index`` as a uint8 (3, image_size, image_size) tensor.
 
         train: RandomResizedCrop (scale 0.08..1, ratio 3/4..4/3) and, with ``hflip``, a random horizontal flip,
-        all randomness drawn from ``generator``. Eval: resize the shorter side to round(image_size / 0.875), then
-        center-crop image_size.
+        all randomness drawn from ``generator``. Eval: resize the shorter side to ceil(image_size / 0.875), then
+        center-crop image_size (OFA's ImageNet protocol, torchvision's Resize + CenterCrop).
         """
         from PIL import Image
 
@@ -172,7 +180,7 @@ class FolderDataset:
             if bool(torch.rand((), generator=generator) < 0.5) and hflip:
                 im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         else:
-            short = round(image_size / 0.875)
+            short = eval_short_side(image_size)
             if width <= height:
                 new_w, new_h = short, int(short * height / width)
             else:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .base import Dataset, FolderDataset, ImageDataset, data_error, resize_uint8, seeded_generator
 
-__all__ = ["Augment", "EvalBatches", "TrainBatches"]
+__all__ = ["Augment", "EvalBatches", "FixedCrops", "TrainBatches"]
 
 
 @dataclass(frozen=True)
@@ -93,13 +93,13 @@ class TrainBatches:
     run sees exactly the same batches, and every rank can take its own rows of the same global batch."""
 
     def __init__(self, ds: Dataset, batch_size: int, seed: int, augment: Augment, image_size: int,
-                 drop_last: bool = True, workers: int = 0):
+                 drop_last: bool = True, workers: int = 0, check_size: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size: {batch_size} is not valid; must be >= 1")
         n = len(ds)
         if n == 0:
             raise data_error(f"{ds.name}: the training set is empty")
-        if drop_last and n < batch_size:
+        if drop_last and n < batch_size and check_size:  # off where nothing trains (eval of an imported run)
             raise data_error(f"batch_size: {batch_size} is larger than the {n} training images of {ds.name}; lower "
                              "batch_size (or use more training images)")
         if augment.crop_padding < 0:
@@ -200,15 +200,28 @@ class TrainBatches:
 
 
 class EvalBatches:
-    """Fixed-order, un-augmented batches (validation/test, and the BN-recalibration subset)."""
+    """Fixed-order, un-augmented batches (validation/test, and the BN-recalibration subset).
 
-    def __init__(self, ds: Dataset, batch_size: int, image_size: int, workers: int = 0):
+    ``per_resolution``: an image folder is decoded again at each arch's resolution r (:meth:`at`: shorter side
+    ceil(r / 0.875), center crop r, OFA's ImageNet protocol) instead of being cropped once at ``image_size`` and
+    resized by the network. In-memory datasets are stored at one size and always resized by the network.
+    """
+
+    def __init__(self, ds: Dataset, batch_size: int, image_size: int, workers: int = 0,
+                 per_resolution: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size: {batch_size} is not valid; must be >= 1")
         self.ds = ds
         self.batch_size = batch_size
         self.image_size = image_size
         self.workers = workers
+        self.per_resolution = per_resolution and isinstance(ds, FolderDataset)
+
+    def at(self, resolution: int) -> EvalBatches:
+        """These batches as a subnet at ``resolution`` is evaluated on (self unless :attr:`per_resolution`)."""
+        if not self.per_resolution or resolution == self.image_size:
+            return self
+        return EvalBatches(self.ds, self.batch_size, resolution, self.workers, per_resolution=True)
 
     def __len__(self) -> int:
         return -(-len(self.ds) // self.batch_size)
@@ -230,3 +243,32 @@ class EvalBatches:
         for s in range(0, len(ds), self.batch_size):
             x, y = _collate([items[i] for i in range(s, min(s + self.batch_size, len(ds)))])
             yield _normalize(x, ds.mean, ds.std), y
+
+
+class FixedCrops:
+    """Training crops of a fixed set of images, drawn once from ``seed`` and the same at every pass: BN
+    recalibration on augmented images, as OFA's ``build_sub_train_loader`` does (RandomResizedCrop and flips for
+    image folders, padded random crops and flips for in-memory datasets; :class:`Augment`).
+
+    With ``per_resolution``, :meth:`at` crops an image folder at the arch's resolution directly (OFA's
+    RandomResizedCrop at the active size); otherwise at ``image_size``, resized by the network.
+    """
+
+    def __init__(self, ds: Dataset, batch_size: int, augment: Augment, image_size: int, workers: int = 0,
+                 seed: int = 0, per_resolution: bool = False):
+        self._batches = TrainBatches(ds, batch_size, seed, augment, image_size, drop_last=False, workers=workers)
+        self.ds, self.batch_size, self.image_size, self.augment = ds, batch_size, image_size, augment
+        self.workers, self.seed = workers, seed
+        self.per_resolution = per_resolution and isinstance(ds, FolderDataset)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        yield from self._batches.epoch_batches(0)
+
+    def at(self, resolution: int) -> FixedCrops:
+        """These crops as a subnet at ``resolution`` is recalibrated on (self unless :attr:`per_resolution`)."""
+        if not self.per_resolution or resolution == self.image_size:
+            return self
+        return FixedCrops(self.ds, self.batch_size, self.augment, resolution, self.workers, self.seed, True)

@@ -78,6 +78,13 @@ class DataConfig:
     """Per-channel normalization standard deviation; None: the dataset's own (as data.mean)."""
     bn_images: int = 2000
     """Training images used to recalibrate BN statistics before evaluating a subnet."""
+    bn_augment: bool = False
+    """Recalibrate BN on training crops of those images (the training augmentation, drawn once from a fixed seed)
+    as OFA does; False: on their evaluation crops."""
+    per_resolution: bool = True
+    """Image folders: decode every evaluated image at the subnet's resolution r (shorter side ceil(r / 0.875),
+    center crop r: OFA's ImageNet protocol); False: crop once at data.image_size and let the network resize, as
+    for in-memory datasets (always)."""
     eval_batch_size: int = 500
     """Batch size for validation and BN recalibration."""
     workers: int = 0

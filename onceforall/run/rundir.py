@@ -239,7 +239,7 @@ class LoadedRun:
     @cached_property
     def data(self) -> TrainData:
         """TrainData of the run (BN-recalibration subset, validation set)."""
-        return build_data(self.cfg, self.image_size)
+        return build_data(self.cfg, self.image_size, training=False)
 
     @property
     def selection_split(self) -> str:

@@ -18,7 +18,9 @@ from ..core.strategies import Schedule, Strategy, get_strategy
 from ..core.supernet import Supernet, build_supernet
 from ..data import (
     Augment,
+    Dataset,
     EvalBatches,
+    FixedCrops,
     FolderDataset,
     TrainBatches,
     bn_subset,
@@ -53,8 +55,9 @@ DATA_SEED = 0  # splits and evaluation subsets are the same for every training s
 @dataclass
 class TrainData:
     train: TrainBatches
-    bn: EvalBatches
-    """A fixed random subset of training images, un-augmented, for BN recalibration."""
+    bn: EvalBatches | FixedCrops
+    """A fixed random subset of training images for BN recalibration (their training crops drawn once with
+    data.bn_augment, else their evaluation crops)."""
     val: EvalBatches
     """Per-epoch validation set (held-out training images, or the test split; data.eval_subset of it)."""
     val_full: EvalBatches
@@ -82,7 +85,9 @@ def memory_format(cfg: Config) -> torch.memory_format:
     return torch.channels_last if cfg.train.channels_last else torch.contiguous_format
 
 
-def build_data(cfg: Config, image_size: int) -> TrainData:
+def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData:
+    """The run's batches; ``training=False`` (evaluating a finished or imported run) accepts a training set
+    smaller than one batch."""
     d = cfg.data
     train = load_dataset(d.dataset, d.root, "train", image_size)
     test = load_dataset(d.dataset, d.root, "test", image_size)
@@ -102,13 +107,21 @@ def build_data(cfg: Config, image_size: int) -> TrainData:
     if d.eval_subset is not None and d.eval_subset < len(val):
         val = bn_subset(val, d.eval_subset, seed=derive_seed(DATA_SEED, "eval_subset"))
     augment = Augment(crop_padding=d.crop_padding, hflip=default_hflip(d.dataset) if d.hflip is None else d.hflip)
-    val_batches = EvalBatches(val_full, d.eval_batch_size, image_size, d.workers)
+
+    def batches(ds: Dataset) -> EvalBatches:
+        return EvalBatches(ds, d.eval_batch_size, image_size, d.workers, per_resolution=d.per_resolution)
+
+    bn_set = bn_subset(train, d.bn_images, seed=DATA_SEED)
+    bn = (FixedCrops(bn_set, d.eval_batch_size, augment, image_size, d.workers, seed=derive_seed(DATA_SEED, "bn"),
+                     per_resolution=d.per_resolution) if d.bn_augment else batches(bn_set))
+    val_batches = batches(val_full)
     return TrainData(
-        train=TrainBatches(train, cfg.train.batch_size, cfg.train.seed, augment, image_size, workers=d.workers),
-        bn=EvalBatches(bn_subset(train, d.bn_images, seed=DATA_SEED), d.eval_batch_size, image_size, d.workers),
-        val=EvalBatches(val, d.eval_batch_size, image_size, d.workers),
+        train=TrainBatches(train, cfg.train.batch_size, cfg.train.seed, augment, image_size, workers=d.workers,
+                           check_size=training),
+        bn=bn,
+        val=batches(val),
         val_full=val_batches,
-        test=val_batches if test is val_full else EvalBatches(test, d.eval_batch_size, image_size, d.workers),
+        test=val_batches if test is val_full else batches(test),
         num_classes=train.num_classes,
         in_channels=train.in_channels,
         image_size=image_size,

@@ -68,8 +68,10 @@ class Evaluator:
         if split not in SPLITS:
             raise ValueError(f"split: '{split}' is not valid; valid: {', '.join(SPLITS)}")
         if split == "selection" and self.run.held_out:
-            return self.run.data.val_full, f"val{self.run.cfg.data.val_split}"
-        return self.run.data.test, "test"
+            batches, name = self.run.data.val_full, f"val{self.run.cfg.data.val_split}"
+        else:
+            batches, name = self.run.data.test, "test"
+        return batches, name + ("@r" if batches.per_resolution else "")  # decoded per resolution: other numbers
 
     def batches(self, split: str, images: int | None = None) -> tuple[EvalBatches, str]:
         """The batches of ``split`` (a fixed subset of ``images`` of them) and their cache name."""
@@ -78,11 +80,13 @@ class Evaluator:
             return full, f"{name}|{len(full.ds)}"
         if (name, images) not in self._subsets:
             ds = bn_subset(full.ds, images, seed=derive_seed(0, "selection", images))
-            self._subsets[name, images] = EvalBatches(ds, full.batch_size, full.image_size, full.workers)
+            self._subsets[name, images] = EvalBatches(ds, full.batch_size, full.image_size, full.workers,
+                                                      full.per_resolution)
         return self._subsets[name, images], f"{name}|{images}"
 
     def key(self, arch: Arch, split: str, images: int | None = None) -> str:
-        return f"step{self.run.step}|{self.batches(split, images)[1]}|bn{self.bn_images}|{arch}"
+        bn = f"bn{self.bn_images}" + ("aug" if self.run.cfg.data.bn_augment else "")
+        return f"step{self.run.step}|{self.batches(split, images)[1]}|{bn}|{arch}"
 
     def accuracy(self, archs: list[Arch], split: str = "test", images: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> list[float]:
@@ -242,6 +246,7 @@ def evaluate_run(run: LoadedRun, *, per_bucket: int = 10, uniform: bool = True, 
         "space": space.identity(),
         "eval_set": {"split": run.report_split, "selection_split": run.selection_split, "held_out": run.held_out,
                      "images": len(run.data.test.ds), "selection_images": n_sel, "bn_images": ev.bn_images,
+                     "bn_augment": run.cfg.data.bn_augment, "per_resolution": run.data.test.per_resolution,
                      "fingerprint": fingerprint(run.data.test)},
         **summary,
         "mean_pareto_ci": [round(ci[0], 4), round(ci[1], 4)],

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..core.arch import Arch
 from ..core.bn import recalibrate_bn
 from ..core.devices import device_name
+from ..core.evaluation import at_resolution
 from ..data.recipe import eval_recipe
 from ..run.rundir import LoadedRun
 from ..specialize.export import export_subnet
@@ -71,10 +72,11 @@ def export_run(run: LoadedRun, arch: Arch, *, out_dir: str | Path | None = None,
     export it into ``out_dir`` (default ``RUN/exports``) with its accuracy (the cached evaluation) and source."""
     acc = Evaluator(run).accuracy([arch], "test")[0]  # cached; the same recalibration as below
     sub = run.net.extract(arch)
-    recalibrate_bn(sub, run.data.bn, num_images=run.cfg.data.bn_images)
+    recalibrate_bn(sub, at_resolution(run.data.bn, arch.resolution), num_images=run.cfg.data.bn_images)
     shape = (1, run.space.in_channels, arch.resolution, arch.resolution)
     ms = measure_latency_ms(sub, shape, threads=threads)
     ds = run.data.test.ds
+    stored = run.data.test.at(arch.resolution).image_size  # the arch's own under OFA's protocol (image folders)
     path = export_subnet(
         sub, Path(out_dir) if out_dir else run.dir.exports_dir,
         accuracy={"top1": acc, "split": run.report_split, "images": len(ds), "dataset": run.cfg.data.dataset},
@@ -83,8 +85,8 @@ def export_run(run: LoadedRun, arch: Arch, *, out_dir: str | Path | None = None,
         source={"run": str(run.run_dir), "step": run.step, "checkpoint": str(run.checkpoint),
                 "strategy": run.cfg.strategy.name},
         normalization={"mean": list(ds.mean), "std": list(ds.std)},
-        preprocessing=eval_recipe(ds.load_steps(run.image_size), arch.resolution, run.image_size,
-                                  run.space.in_channels, ds.mean, ds.std),
+        preprocessing=eval_recipe(ds.load_steps(stored), arch.resolution, stored, run.space.in_channels,
+                                  ds.mean, ds.std),
         onnx=onnx, torchscript=torchscript,
     )
     return ExportResult(arch, path, run.space.macs(arch), run.space.params(arch), acc, run.report_split, ms, threads)

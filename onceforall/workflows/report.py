@@ -31,6 +31,10 @@ def _m(macs: float) -> str:
     return f"{macs / 1e6:.2f}M"
 
 
+_PER_RESOLUTION = (" Images are decoded at each subnet's resolution r (shorter side ceil(r / 0.875), center crop r: "
+                   "OFA's ImageNet protocol).")
+
+
 def write_run_report(run: LoadedRun, result: dict) -> None:
     """eval/pareto.json, eval/pareto.csv (every evaluated subnet), eval/report.md, eval/pareto.png."""
     out = run.dir.eval_dir
@@ -66,7 +70,9 @@ def _run_markdown(run: LoadedRun, r: dict) -> str:
         "",
         f"Strategy `{r['strategy']}`, space `{r['space']['name']}` width {r['space']['width_mult']:g}"
         f"{' (restricted: ' + _choices(r['space']) + ')' if 'choices' in r['space'] else ''}, "
-        f"checkpoint step {r['step']}. {splits} BN recalibrated on {es['bn_images']} training images per subnet.",
+        f"checkpoint step {r['step']}. {splits} BN recalibrated on {es['bn_images']} training images per subnet"
+        f"{' (training crops, drawn once)' if es.get('bn_augment') else ''}."
+        f"{_PER_RESOLUTION if es.get('per_resolution') else ''}",
         "",
         f"**Mean Pareto accuracy: {r['mean_pareto_acc']:.2f}%** (95 % bootstrap interval over test images "
         f"{ci[0]:.2f}–{ci[1]:.2f}; area under accuracy vs normalized MACs, 6 buckets over "

@@ -22,8 +22,11 @@ from .core.version import __version__
 from .run.ofa_import import load_ofa_supernet
 from .run.rundir import load_run
 from .specialize.export import export_subnet, load_preprocess, load_subnet, verify_export
+from .specialize.memory import peak_memory
+from .specialize.search import AccuracyPredictor, evolutionary_search, nsga2_search
 
 __all__ = [
+    "AccuracyPredictor",
     "Arch",
     "Space",
     "Stage",
@@ -32,6 +35,7 @@ __all__ = [
     "__version__",
     "build_subnet",
     "build_supernet",
+    "evolutionary_search",
     "export_subnet",
     "get_space",
     "list_spaces",
@@ -40,6 +44,8 @@ __all__ = [
     "load_preprocess",
     "load_subnet",
     "make_divisible",
+    "nsga2_search",
+    "peak_memory",
     "recalibrate_bn",
     "register_space",
     "verify_export",

@@ -4,6 +4,7 @@ import json
 import random
 import re
 import statistics
+import zlib
 
 import numpy as np
 import pytest
@@ -15,10 +16,12 @@ from onceforall.core.arch import Arch
 from onceforall.core.space import iter_archs
 from onceforall.specialize.search import (
     AccuracyPredictor,
+    dominates,
     encode,
     evolutionary_search,
     feature_dim,
     format_cost,
+    nsga2_search,
     parse_budget,
     random_search,
 )
@@ -234,7 +237,7 @@ def test_predictor_state_dict_round_trip_through_safetensors_and_json(predictor_
     state = p.state_dict()
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     plain = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
-    assert tensors and set(plain) == {"base_acc", "hidden", "layers", "feature_dim", "encoding"}
+    assert tensors and set(plain) == {"base_acc", "scale", "hidden", "layers", "feature_dim", "encoding"}
     save_file(tensors, tmp_path / "predictor.safetensors")
     (tmp_path / "predictor.json").write_text(json.dumps(plain))
     loaded = AccuracyPredictor(space, hidden=8, layers=1)  # rebuilt to the saved shape
@@ -456,3 +459,91 @@ def test_evolution_inside_a_macs_bucket_finds_its_optimum(small):
     assert results[0][0] == best
     with pytest.raises(ValueError, match="no arch with cost between"):
         evolutionary_search(space, batched(score), space.macs, hi, min_cost=hi + 1, max_tries=5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ranking-aware predictor and multi-objective search (NSGA-II)
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_pairwise_ranking_loss_is_ranknet():
+    from onceforall.specialize.search import _pairwise_logistic
+
+    pred = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    target = torch.tensor([1.0, 0.0, 1.0])  # ordered pairs: (0, 1) and (2, 1); 0 and 2 are tied
+    loss = _pairwise_logistic(pred, target)
+    expected = (torch.nn.functional.softplus(torch.tensor(-1.5)) + torch.nn.functional.softplus(torch.tensor(-3.0))) / 2
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert pred.grad[0] < 0 and pred.grad[2] < 0 and pred.grad[1] > 0  # pushes the better ones up
+    assert float(_pairwise_logistic(pred.detach(), torch.ones(3))) == 0.0  # no order, no loss
+
+
+def test_top_k_hit_rate():
+    from onceforall.specialize.search import top_k_hit_rate
+
+    assert top_k_hit_rate([1, 2, 3, 4], [10, 20, 30, 40], 2) == 1.0
+    assert top_k_hit_rate([4, 3, 2, 1], [10, 20, 30, 40], 2) == 0.0
+    assert top_k_hit_rate([1, 4, 3, 2], [10, 20, 30, 40], 2) == 0.5
+
+
+def test_predictor_with_macs_feature_and_old_states(predictor_data):
+    space, archs, accs, test = predictor_data
+    p = AccuracyPredictor(space, hidden=16, layers=1, cost_feature=False)
+    p.fit(archs[:40], accs[:40], epochs=3, rank_weight=0.0)
+    p.scale = 1.0  # states written before standardized targets and the MACs feature: one-hot alone, no scale
+    old = p.state_dict()
+    old.pop("scale")
+    q = AccuracyPredictor(space, hidden=16, layers=1)  # built with the MACs feature; the state decides
+    q.load_state_dict(old)
+    assert not q.cost_feature and q.predict(test[:5]) == p.predict(test[:5])
+    r = AccuracyPredictor(space, hidden=16, layers=1)
+    r.fit(archs[:40], accs[:40], epochs=3)
+    assert r.state_dict()["encoding"].endswith("|macs") and r.state_dict()["feature_dim"] == feature_dim(space) + 1
+    with pytest.raises(ValueError, match="rank_weight: -1 is not valid"):
+        r.fit(archs[:40], accs[:40], rank_weight=-1)
+
+
+def test_non_dominated_sort_and_crowding():
+    from onceforall.specialize.search import crowding_distance, dominates, non_dominated_sort
+
+    pts = [(1, 5), (2, 2), (5, 1), (3, 3), (4, 4), (2, 2)]
+    assert dominates((1, 1), (1, 2)) and not dominates((1, 2), (1, 2)) and not dominates((0, 3), (1, 2))
+    assert non_dominated_sort(pts) == [[0, 1, 2, 5], [3], [4]]
+    d = crowding_distance([(1, 5), (2, 2), (5, 1)])
+    assert d[0] == d[2] == float("inf") and d[1] == pytest.approx((5 - 1) / 4 + (5 - 1) / 4)
+
+
+def _hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by 2-d points (both minimized) up to ``ref``."""
+    area, best_y = 0.0, ref[1]
+    for x, y in sorted(points):
+        if y < best_y:
+            area += (ref[0] - x) * (best_y - y)
+            best_y = y
+    return area
+
+
+def test_nsga2_recovers_the_exact_front_of_an_enumerable_space():
+    space = base_space().restrict(depths=[2], kernels=[7], expands=[3, 6])  # 2^10 archs x 2 resolutions
+    archs = list(iter_archs(space))
+    assert len(archs) == 2048
+    lo, hi = space.macs_range()
+
+    def score(batch):  # saturating in MACs, with an arch-specific wiggle so that the front is not trivial
+        return [10 * (1 - np.exp(-3 * (space.macs(a) - lo) / (hi - lo))) + (zlib.crc32(str(a).encode()) % 97) / 97
+                for a in batch]
+
+    every = [(-s, float(space.macs(a))) for a, s in zip(archs, score(archs))]
+    ref = (0.0, float(hi) * 1.01)
+    true_hv = _hypervolume(every, ref)
+    found = nsga2_search(space, score, [space.macs], population=40, generations=25, seed=0)
+    found_pts = [(-s, c[0]) for _, s, c in found]
+    assert _hypervolume(found_pts, ref) >= 0.99 * true_hv
+    for i, p in enumerate(found_pts):  # the returned set is non-dominated
+        assert not any(dominates(q, p) for j, q in enumerate(found_pts) if j != i)
+    assert found == nsga2_search(space, score, [space.macs], population=40, generations=25, seed=0)
+    two = nsga2_search(space, score, [space.macs, space.params], population=40, generations=5, seed=1)
+    assert all(len(c) == 2 and c == (space.macs(a), space.params(a)) for a, _, c in two)
+    with pytest.raises(ValueError, match="cost_fns: give at least one cost"):
+        nsga2_search(space, score, [])

@@ -9,6 +9,7 @@ against the search's; eval's bucket winner should not be beaten by what the sear
     python benchmarks/search_vs_random.py runs/fashion-mnist-quick-...          # budgets at 1/3, 1/2, 2/3
     python benchmarks/search_vs_random.py RUN --budgets buckets                 # the upper edge of each bucket
     python benchmarks/search_vs_random.py RUN --budgets 4M,8M --top 5 --random-seeds 5
+    python benchmarks/search_vs_random.py RUN --budgets buckets --front    # the front, read at every bucket edge
 
 The predictor learns from the subnets `onceforall eval` measured (more are measured if there are fewer than
 --samples). Random baselines are drawn with several seeds; the table shows their mean and their best.
@@ -25,6 +26,7 @@ import torch
 from onceforall.run.rundir import load_run
 from onceforall.specialize.search import parse_budget, random_search
 from onceforall.workflows.evaluate import Evaluator
+from onceforall.workflows.front import build_front, read_budgets
 from onceforall.workflows.search import run_search
 
 
@@ -39,6 +41,9 @@ def main() -> None:
     p.add_argument("--selection-images", type=int, default=2000)
     p.add_argument("--band", type=float, default=0.8, help="budget-matched random archs cost >= band x budget")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--front", action="store_true",
+                   help="the front (`search --front`: NSGA-II once, budgets read off it) instead of one search per "
+                        "budget")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     run = load_run(args.run)
@@ -63,9 +68,15 @@ def main() -> None:
           f" {'matched best':>12s} {'search >= random':>16s} {'eval front':>10s} {'eval - search':>13s}"
           f" {'pred. RMSE':>10s} {'tau':>5s}")
     wins = held = 0
-    for budget in budgets:
-        found = run_search(run, macs=budget, top=args.top, samples=args.samples,
-                           selection_images=args.selection_images)
+    if args.front:  # one front for every budget
+        fr = build_front(run, ["macs"], samples=args.samples, selection_images=args.selection_images,
+                         measure=4 * args.top)
+        answers = read_budgets(run, fr, [{"macs": b} for b in budgets], top=args.top)
+        print(f"# front: {len(fr['members'])} archs, {sum(m['measured_acc'] is not None for m in fr['members'])} "
+              f"measured; predictor held-out top-10% hit rate {fr['predictor']['heldout_top10']}")
+    for i, budget in enumerate(budgets):
+        found = answers[i] if args.front else run_search(run, macs=budget, top=args.top, samples=args.samples,
+                                                         selection_images=args.selection_images)
         best_search = next(c["measured_acc"] for c in found["candidates"] if c["arch"] == found["best"])
         anywhere, matched = [], []
         for seed in range(args.random_seeds):

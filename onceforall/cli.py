@@ -12,6 +12,7 @@ import random
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .core.registry import get_space, list_spaces
 from .core.util import ensure_writable, first_line, os_error_text
@@ -105,7 +106,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare runs: compare.md / compare.csv / fronts.png / training.png."""
-    from pathlib import Path
 
     from .workflows.report import compare_runs
 
@@ -117,20 +117,43 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """Best archs of a run under a MACs or latency budget: predictor + evolution, then measured."""
-    if (args.macs is None) == (args.latency_ms is None):
-        raise CLIError("search: give exactly one budget, --macs (e.g. 20M) or --latency-ms (e.g. 1.5)")
+    """Best archs of a run under budgets: one predictor + evolution per budget, or read off the run's front."""
     from .run.rundir import load_run
+    from .workflows.front import build_front, front_table, load_front, parse_budgets, read_budgets
     from .workflows.search import run_search, search_table
 
+    budgets = parse_budgets(args.macs, args.latency_ms, args.memory, args.params)
+    if not args.front and not budgets:
+        raise CLIError("search: give a budget (--macs 20M, --latency-ms 1.5, several: 5M,10M) or --front")
+    if not args.front and any(len(b) > 1 or {"memory", "params"} & b.keys() for b in budgets):
+        raise CLIError("search: --memory, --params and joint budgets of several kinds are read off a front; "
+                       "add --front")
     run = load_run(args.run)
     ensure_writable(run.dir.search_dir)
-    result = run_search(run, macs=args.macs, latency_ms=args.latency_ms,
-                        latency_table=args.latency_table, top=args.top, samples=args.samples,
-                        selection_images=args.selection_images or None, seed=args.seed,
-                        progress=None if args.quiet else _say)
-    print(search_table(result))
-    print(f"wrote {result['path']}")
+    say = None if args.quiet else _say
+    if not args.front:
+        for b in budgets:
+            result = run_search(run, macs=b.get("macs"), latency_ms=b.get("latency"),
+                                latency_table=args.latency_table, top=args.top, samples=args.samples or 60,
+                                selection_images=args.selection_images or None, seed=args.seed, progress=say)
+            print(search_table(result))
+            print(f"wrote {result['path']}")
+        return 0
+    costs = [c.strip() for c in args.costs.split(",")] if args.costs else ["macs"]
+    costs += [k for b in budgets for k in b if k not in costs]
+    path = run.dir.search_dir / "front.json"
+    front = load_front(path) if path.exists() and not args.rebuild else None
+    if front is None or front["step"] != run.step or not set(costs) <= set(front["costs"]) or \
+            (args.costs and costs != front["costs"]):
+        front = build_front(run, costs, latency_table=args.latency_table, memory_dtype=args.memory_dtype,
+                            samples=args.samples or 120,
+                            selection_images=args.selection_images or None, measure=args.measure, seed=args.seed,
+                            progress=say)
+    elif say:
+        say(f"reading budgets off {path} (step {front['step']}; --rebuild searches it again)")
+    answers = read_budgets(run, front, budgets, top=args.top, progress=say)
+    print(front_table(front, answers))
+    print(f"front: {front['path']} (+ front.csv, front.png)")
     return 0
 
 
@@ -141,12 +164,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     ensure_writable(args.out or run.dir.exports_dir)
+    if args.from_front:
+        from .workflows.export import archs_from_front
+        from .workflows.front import budget_label, parse_budgets
+
+        budgets = parse_budgets(args.macs or args.budgets, args.latency_ms, args.memory, args.params)
+        for budget, arch in archs_from_front(run, args.from_front, budgets, progress=None if args.quiet else _say):
+            out = Path(args.out or run.dir.exports_dir) / budget_label(budget)
+            result = export_run(run, arch, out_dir=out, onnx=args.onnx, torchscript=args.torchscript,
+                                threads=args.threads)
+            print(result.describe())
+        return 0
     if args.from_search:
         arch = arch_from_search(run, args.from_search)
     elif args.arch:
         arch = resolve_arch(run, args.arch)
     else:
-        raise CLIError("export: give --arch STR (or min / max) or --from-search FILE")
+        raise CLIError("export: give --arch STR (or min / max), --from-search FILE or --from-front FRONT with budgets")
     result = export_run(run, arch, out_dir=args.out, onnx=args.onnx, torchscript=args.torchscript,
                         threads=args.threads)
     print(result.describe())
@@ -318,15 +352,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, help="run whose cost is 1.0x (default: the first deps run)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("search", help="best archs under a MACs or latency budget (predictor + evolution)")
+    p = sub.add_parser("search", help="best archs under budgets (predictor + evolution), or the accuracy/cost "
+                                      "front of a run (--front: NSGA-II) with budgets read off it")
     p.add_argument("run", help="run directory (its `onceforall eval` measurements train the predictor)")
-    p.add_argument("--macs", help="MACs budget, e.g. 20M")
-    p.add_argument("--latency-ms", type=float, help="latency budget in ms (per image, batch 1)")
+    p.add_argument("--macs", help="MACs budget(s), e.g. 20M or 5M,10M,20M")
+    p.add_argument("--latency-ms", help="latency budget(s) in ms per image at batch 1, e.g. 1.5 or 2,4,8")
+    p.add_argument("--memory", help="peak activation memory budget(s) in bytes at batch 1, e.g. 300k (= 300,000) "
+                                    "or 256k,512k (needs --front)")
+    p.add_argument("--params", help="parameter budget(s), e.g. 2M (needs --front)")
+    p.add_argument("--front", action="store_true",
+                   help="search the accuracy/cost front once (NSGA-II, RUN/search/front.json, .csv, .png) and read "
+                        "every budget off it; budgets of several kinds are joint constraints")
+    p.add_argument("--costs", help="costs the front minimizes, comma-separated: macs, latency, memory, params "
+                                   "(default macs, plus the kinds of the budgets given)")
+    p.add_argument("--memory-dtype", default="float32",
+                   help="element type of the peak-memory cost: float32, float16, bfloat16, int8 (default float32)")
+    p.add_argument("--measure", type=int, default=12,
+                   help="front members measured on the whole selection and test splits (default 12)")
+    p.add_argument("--rebuild", action="store_true", help="search the front again even if RUN/search/front.json fits")
     p.add_argument("--latency-table", help="latency table JSON (default: build one for this device into RUN)")
     p.add_argument("--top", type=int, default=3,
                    help="candidates to measure on the whole validation and test splits (default 3)")
-    p.add_argument("--samples", type=int, default=60,
-                   help="measured subnets the predictor needs; more are measured when eval left fewer (default 60)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="measured subnets the predictor needs; more are measured when eval left fewer (default 60; "
+                        "120 with --front)")
     p.add_argument("--selection-images", type=int, default=2000, help="images per predictor measurement (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
@@ -336,6 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--arch", help="arch string, or min / max")
     p.add_argument("--from-search", help="a search result JSON: export its best measured arch")
+    p.add_argument("--from-front", metavar="FRONT",
+                   help="a front (RUN/search/front.json from `search --front`): export one subnet per budget, each "
+                        "into OUT/<budget>/")
+    p.add_argument("--budgets", help="with --from-front: MACs budgets, e.g. 5M,10M (same as --macs)")
+    p.add_argument("--macs", help="with --from-front: MACs budget(s)")
+    p.add_argument("--latency-ms", help="with --from-front: latency budget(s) in ms, e.g. 2,4,8")
+    p.add_argument("--memory", help="with --from-front: peak activation memory budget(s) in bytes, e.g. 300k")
+    p.add_argument("--params", help="with --from-front: parameter budget(s), e.g. 2M")
+    p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", help="output folder (default RUN/exports)")
     p.add_argument("--onnx", action="store_true", help="also write <arch>.onnx (checked with onnxruntime)")
     p.add_argument("--torchscript", action="store_true", help="also write <arch>.pt (TorchScript)")

@@ -151,9 +151,73 @@ def test_search_cli_respects_the_budget_and_measures(runs, capsys):
     err = capsys.readouterr().err
     assert "is below the smallest subnet (" in err and err.count("\n") == 1
     assert main(["search", str(runs / "deps"), "--macs", "lots"]) == 2
-    assert "budget 'lots' is not valid" in capsys.readouterr().err
+    assert "--macs: 'lots' is not valid; expected positive numbers separated by commas" in capsys.readouterr().err
     assert main(["search", str(runs / "deps")]) == 2
-    assert "give exactly one budget" in capsys.readouterr().err
+    assert "give a budget (--macs 20M, --latency-ms 1.5, several: 5M,10M) or --front" in capsys.readouterr().err
+    assert main(["search", str(runs / "deps"), "--memory", "300k"]) == 2
+    assert "are read off a front; add --front" in capsys.readouterr().err
+
+
+def test_search_front_reads_budgets_and_exports_a_family(runs, tmp_path, capsys):
+    from onceforall.specialize.export import load_subnet, read_sidecar
+    from onceforall.specialize.memory import peak_memory
+    from onceforall.specialize.search import dominates
+    from onceforall.workflows.front import load_front, parse_budgets, read_budgets
+
+    run = load_run(runs / "deps")
+    space = run.space
+    lo, hi = space.macs_range()
+    b1, b2 = int(lo + 0.3 * (hi - lo)), int(lo + 0.7 * (hi - lo))
+    assert main(["search", str(runs / "deps"), "--front", "--costs", "macs,memory", "--macs", f"{b1},{b2}",
+                 "--samples", "12", "--selection-images", "100", "--measure", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    front = load_front(runs / "deps" / "search" / "front.json")
+    members = front["members"]
+    assert front["costs"] == ["macs", "memory"] and front["memory_dtype"] == "float32" and len(members) >= 4
+    for m in members:  # costs are recomputed, and no member dominates another on (predicted accuracy, costs)
+        arch = space.parse(m["arch"])
+        assert m["costs"] == {"macs": space.macs(arch), "memory": peak_memory(space, arch)}
+    pts = [(-m["predicted_acc"], m["costs"]["macs"], m["costs"]["memory"]) for m in members]
+    assert not any(dominates(p, q) for p in pts for q in pts)
+    measured = [m for m in members if m["measured_acc"] is not None]
+    assert len(measured) == 4 and members[0] in measured and members[-1] in measured  # both ends
+    assert all(0 <= m["selection_acc"] <= 100 for m in measured)
+    rows = (runs / "deps" / "search" / "front.csv").read_text().splitlines()
+    assert len(rows) == len(members) + 1 and (runs / "deps" / "search" / "front.png").stat().st_size > 1000
+    answers = {}
+    for b in (b1, b2):
+        found = json.loads(next((runs / "deps" / "search").glob(f"macs-{b / 1e6:.2f}M.json")).read_text())
+        assert all(c["macs"] <= b for c in found["candidates"])
+        assert found["best"] == max(found["candidates"], key=lambda c: (c["selection_acc"], -c["macs"]))["arch"]
+        answers[b] = found["best"]
+        assert found["best"] in out
+    # a memory budget is read off the same front: no new search
+    stamp = (runs / "deps" / "search" / "front.json").stat().st_mtime_ns
+    memory_budget = sorted(m["costs"]["memory"] for m in members)[len(members) // 2]
+    assert main(["search", str(runs / "deps"), "--front", "--memory", str(memory_budget), "--quiet"]) == 0
+    assert (runs / "deps" / "search" / "front.json").stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    with pytest.raises(ValueError, match="has no latency cost .* rebuild it with --front --costs macs,memory,latency"):
+        read_budgets(run, front, parse_budgets(latency_ms="3"))
+    with pytest.raises(ValueError, match="no subnet of the front fits"):
+        read_budgets(run, front, parse_budgets(macs="1k"))
+    with pytest.raises(ValueError, match="lists of 2, 3 values do not pair up"):
+        parse_budgets(macs="5M,6M", memory="1k,2k,3k")
+    # export a family: one subnet per budget, each with MACs, params and peak memory in its sidecar
+    assert main(["export", str(runs / "deps"), "--from-front", str(runs / "deps" / "search" / "front.json"),
+                 "--budgets", f"{b1},{b2}", "--out", str(tmp_path / "family"), "--quiet"]) == 0
+    for b in (b1, b2):
+        sidecars = list((tmp_path / "family" / f"macs-{b / 1e6:.2f}M").glob("*.json"))
+        assert len(sidecars) == 1
+        meta = read_sidecar(sidecars[0])
+        arch = space.parse(meta["arch"])
+        assert str(arch) == answers[b] and meta["macs"] <= b
+        assert meta["peak_memory"]["bytes"] == peak_memory(space, arch) and meta["peak_memory"]["batch"] == 1
+        load_subnet(sidecars[0])  # verifies MACs, params and peak memory against the arch
+        meta["peak_memory"]["bytes"] += 1
+        sidecars[0].write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match="field 'peak_memory' is"):
+            load_subnet(sidecars[0], verify=True)
 
 
 def test_export_cli_round_trip(runs, tmp_path, capsys):

@@ -68,6 +68,7 @@ from ..core.subnet import Subnet, build_subnet
 from ..core.util import atomic_write, first_line, is_int, is_number, nonfinite_keys
 from ..core.version import __version__
 from ..data.recipe import apply_recipe
+from .memory import peak_memory
 from .onnx_export import ort_session, quiet_export, to_onnx
 
 __all__ = ["FORMAT", "export_subnet", "load_preprocess", "load_subnet", "read_sidecar", "verify_export"]
@@ -245,6 +246,9 @@ def export_subnet(
         "preprocessing": preprocessing,
         "macs": space.macs(arch),
         "params": params,
+        "peak_memory": {"bytes": peak_memory(space, arch, "float32"), "dtype": "float32", "batch": 1,
+                        "counts": "activations alive at once in the inference forward (BN folded, in-place "
+                                  "activations; onceforall.specialize.memory)"},
         "accuracy": accuracy,
         "latency": latency,
         "source": source,
@@ -467,4 +471,8 @@ def load_subnet(path: str | Path, *, verify: bool = True) -> Subnet:
         if params != data["params"] or params != space.params(arch):
             raise ValueError(f"{where}: field 'params' is {data['params']} but the rebuilt module has {params} "
                              f"(space.params: {space.params(arch)})")
+        memory = data.get("peak_memory")  # sidecars written before it existed have none
+        if memory is not None and memory.get("bytes") != peak_memory(space, arch, memory.get("dtype", "float32")):
+            raise ValueError(f"{where}: field 'peak_memory' is {memory.get('bytes')} bytes but the arch needs "
+                             f"{peak_memory(space, arch, memory.get('dtype', 'float32'))} (specialize.memory)")
     return model.eval()

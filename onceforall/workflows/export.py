@@ -17,7 +17,7 @@ from ..specialize.export import export_subnet
 from ..specialize.timing import measure_latency_ms
 from .evaluate import Evaluator
 
-__all__ = ["ExportResult", "arch_from_search", "export_run", "resolve_arch"]
+__all__ = ["ExportResult", "arch_from_search", "archs_from_front", "export_run", "resolve_arch"]
 
 
 @dataclass
@@ -52,6 +52,17 @@ def resolve_arch(run: LoadedRun, text: str) -> Arch:
     if text in ("max", "full"):
         return run.space.max()
     return run.space.parse(text)
+
+
+def archs_from_front(run: LoadedRun, path: str | Path, budgets: list[dict[str, float]],
+                     progress=None) -> list[tuple[dict[str, float], Arch]]:
+    """The subnet the front ``path`` (``search --front``) gives each budget (:func:`~.front.read_budgets`)."""
+    from .front import load_front, read_budgets
+
+    if not budgets:
+        raise ValueError("--from-front: give the budgets to export, e.g. --macs 5M,10M or --latency-ms 2,4,8")
+    answers = read_budgets(run, load_front(path), budgets, progress=progress)
+    return [(b, run.space.parse(a["best"])) for b, a in zip(budgets, answers)]
 
 
 def arch_from_search(run: LoadedRun, path: str | Path) -> Arch:

@@ -11,6 +11,9 @@
 Every training is a separate `onceforall train` process writing to <out>/runs/<name>; a killed benchmark
 continues where it stopped when run again (finished runs are skipped, unfinished ones resumed from their
 last checkpoint, saved every epoch and every 100 steps; how long each part took goes to <out>/durations.csv).
+A suite may span sessions on machines that do not keep <out>/runs: every trained and evaluated run leaves a
+record, <out>/records/<name>/ (its config, metrics, cost and eval results, no checkpoints: small enough to
+commit), and a run with a record is neither trained nor evaluated again; compare reads the records.
 Then every run is evaluated (`onceforall eval`,
 cached) and compared (`onceforall compare`); with several seeds a table of mean ± standard deviation per
 method is written too. Results go to <out>/ (default benchmarks/results/<full|quick>[-ablations]).
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,6 +72,9 @@ QUICK = {"epochs": 4, "train_subset": 10000}
 # signal: the full model trained alone minus the smallest subnet trained alone, in points).
 SETTINGS = {
     "fmnist20": [],  # the fashion-mnist presets as they are: 20 px, width 0.25
+    # the same with elastic resolution {10, 15, 20} (images stored at 20 px, resized by the network): the
+    # setting with a capacity signal (benchmarks/capacity.py: fmnist20-r10*)
+    "fmnist20-r10": ["data.image_size=20", "model.resolutions=[10,15,20]"],
     "pairs28": ["data.dataset=fashion-mnist-pairs", "data.image_size=28", "model.resolutions=[28]"],
 }
 
@@ -84,6 +91,27 @@ def sh(cmd: list[str], log: Path) -> None:
 
 def finished(run: Path) -> bool:
     return any(r["event"] == "end" for r in read_metrics(run)) and (run / "cost.json").exists()
+
+
+# What a record keeps of a run directory: everything `onceforall compare` reads, and the eval report.
+RECORD_FILES = ("config.yaml", "metrics.jsonl", "cost.json", "eval/pareto.json", "eval/correct.json",
+                "eval/pareto.csv", "eval/report.md")
+
+
+def record(out: Path, name: str) -> Path:
+    return out / "records" / name
+
+
+def keep_record(run: Path, rec: Path) -> None:
+    """Copy what compare needs of a trained and evaluated run into its record (written whole, then renamed)."""
+    tmp = rec.with_name(rec.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for f in RECORD_FILES:
+        if (run / f).is_file():
+            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run / f, tmp / f)
+    shutil.rmtree(rec, ignore_errors=True)
+    tmp.rename(rec)
 
 
 def timed(out: Path, name: str, part: str, seconds: float) -> None:
@@ -156,8 +184,8 @@ def shrink_start_drop(out: Path, seed: int) -> None:
 
     from onceforall.run.config import load_config
 
-    start = load_config(str(out / "runs" / f"deps-s{seed}" / "config.yaml")).strategy.shrink_start
-    epochs = max(r["epoch"] for r in _evals(out / "runs" / f"deps-s{seed}"))
+    start = load_config(str(record(out, f"deps-s{seed}") / "config.yaml")).strategy.shrink_start
+    epochs = max(r["epoch"] for r in _evals(record(out, f"deps-s{seed}")))
     at = start * round(epochs)
     lines = [f"Full model's validation accuracy around the shrink start (epoch {at:g}), seed {seed}:", "",
              "| run | acc. before | lowest in the epoch after | drop (points) | mean in the epoch after "
@@ -165,7 +193,7 @@ def shrink_start_drop(out: Path, seed: int) -> None:
     shown: list[float] = []
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in ("deps", "deps-no-eps"):
-        ev = _evals(out / "runs" / f"{name}-s{seed}")
+        ev = _evals(record(out, f"{name}-s{seed}"))
         xs, ys = [r["epoch"] for r in ev], [r["acc_full"] for r in ev]
         ax.plot(xs, ys, marker=".", label="ε-Shrinking (deps)" if name == "deps" else "no ε (deps-no-eps)")
         before = [y for x, y in zip(xs, ys) if x <= at + 1e-9][-1]
@@ -227,18 +255,25 @@ def main() -> None:
     for seed in seeds:
         print(f"seed {seed}:", flush=True)
         names = []
+        seed_jobs = dict(jobs)
         fig2 = [n for n in chosen if n in FIG2] if args.ablations else []
-        if fig2:  # the full model trained alone, whose mid-run and final checkpoints start the Fig. 2 runs
+        untrained = [n for n in fig2 if not (record(out, f"{n}-s{seed}") / "eval" / "pareto.json").is_file()]
+        seed_jobs.update({n: ("fashion-mnist", []) for n in fig2})  # recorded ones are neither trained nor evaluated
+        if untrained:  # the full model trained alone, whose mid-run and final checkpoints start the Fig. 2 runs
             source = train_run(f"full-only-s{seed}", "fashion-mnist-full-only",
                                [*setting, f"train.epochs={size['epochs']}", f"data.train_subset={size['train_subset']}",
                                 f"train.seed={seed}"], out, log, args.threads)
             half = source / "checkpoints" / f"epoch-{size['epochs'] // 2:03d}.pt"
-            for n in fig2:
+            for n in untrained:
                 init = half if FIG2[n] == "half" else source / "checkpoints" / "last.pt"
-                jobs[n] = ("fashion-mnist", [f"train.init_from={init}", "strategy.shrink_start=0",
-                                             f"train.epochs={size['epochs'] // 2}"])
-        for name, (preset, overrides) in jobs.items():
+                seed_jobs[n] = ("fashion-mnist", [f"train.init_from={init}", "strategy.shrink_start=0",
+                                                  f"train.epochs={size['epochs'] // 2}"])
+        for name, (preset, overrides) in seed_jobs.items():
             run_name = f"{name}-s{seed}"
+            names.append(run_name)
+            if (record(out, run_name) / "eval" / "pareto.json").is_file():
+                print(f"  {run_name}: recorded", flush=True)
+                continue
             run = train_run(run_name, preset, [*setting, *overrides, f"data.train_subset={size['train_subset']}",
                                                f"train.seed={seed}"], out, log, args.threads)
             if not (run / "eval" / "pareto.json").exists():
@@ -246,8 +281,8 @@ def main() -> None:
                 tic = time.time()
                 sh([*ofa, "eval", str(run), "--quiet", "--threads", str(args.threads)], log)
                 timed(out, run_name, "eval", time.time() - tic)
-            names.append(run_name)
-        sh([*ofa, "compare", *[str(out / "runs" / n) for n in names], "--out", str(out / f"compare-s{seed}")], log)
+            keep_record(run, record(out, run_name))
+        sh([*ofa, "compare", *[str(record(out, n)) for n in names], "--out", str(out / f"compare-s{seed}")], log)
         names_by_seed[seed] = names
         print((out / f"compare-s{seed}" / "compare.md").read_text().split("\n\n![")[0], flush=True)
         if args.ablations and {"deps", "deps-no-eps"} <= set(jobs):

@@ -26,10 +26,10 @@ from typing import Any
 
 from ..core.arch import Arch
 from ..run.rundir import LoadedRun
-from ..specialize.latency import LatencyTable, build_latency_table
 from ..specialize.memory import DTYPE_BYTES, peak_memory
-from ..specialize.search import AccuracyPredictor, format_cost, non_dominated_sort, nsga2_search, parse_budget
-from .evaluate import Evaluator, candidate_archs
+from ..specialize.search import format_cost, non_dominated_sort, nsga2_search, parse_budget
+from .evaluate import Evaluator
+from .search import fit_predictor, latency_table_of
 
 __all__ = ["COSTS", "build_front", "cost_functions", "front_table", "load_front", "parse_budgets", "read_budgets"]
 
@@ -42,17 +42,6 @@ def _check_costs(costs: list[str]) -> list[str]:
     if bad or not costs:
         raise ValueError(f"costs: {','.join(bad) or '(none)'} is not valid; valid: {', '.join(COSTS)}")
     return list(dict.fromkeys(costs))
-
-
-def _latency_table(run: LoadedRun, path: str | None, say: Callable[[str], None]) -> tuple[LatencyTable, str]:
-    if path is not None:
-        return LatencyTable.load(path), str(path)
-    default = run.dir.latency_table("torch", 1, 1)
-    if not default.exists():
-        say("building a latency table for this device (torch, 1 thread, batch 1)")
-        table = build_latency_table(run.space, backend="torch", threads=1, batch=1)
-        table.save(default)
-    return LatencyTable.load(default), str(default)
 
 
 def cost_functions(run: LoadedRun, costs: list[str], *, latency_table: str | None = None,
@@ -73,27 +62,10 @@ def cost_functions(run: LoadedRun, costs: list[str], *, latency_table: str | Non
             fns[c] = lambda a: peak_memory(space, a, memory_dtype)
             info["memory_dtype"] = memory_dtype
         else:
-            table, where = _latency_table(run, latency_table, say)
+            table, where = latency_table_of(run, latency_table, say)
             fns[c] = lambda a, table=table: table.predict(space, a)
             info["latency_table"] = where
     return fns, info
-
-
-def _fit_predictor(run: LoadedRun, ev: Evaluator, samples: int, images: int | None, seed: int,
-                   say: Callable[[str], None]) -> tuple[AccuracyPredictor, dict]:
-    pairs = ev.measured("selection", images)
-    if len(pairs) < samples:
-        extra = [a for a in candidate_archs(run.space, per_bucket=max(2, samples // 6 + 1), uniform=False,
-                                            seed=seed + 1) if a not in pairs][: samples - len(pairs)]
-        say(f"measuring {len(extra)} more subnets for the accuracy predictor "
-            f"({images or 'all'} {run.selection_split} images each)")
-        ev.accuracy(extra, "selection", images)
-        pairs = ev.measured("selection", images)
-    predictor = AccuracyPredictor(run.space, seed=seed)
-    report = predictor.fit(list(pairs), list(pairs.values()), seed=seed)
-    say(f"predictor: {report['pairs']} subnets, held-out Kendall tau {report['heldout_kendall_tau']}, "
-        f"top-10% hit rate {report['heldout_top10']}")
-    return predictor, report
 
 
 def _spread(n_front: int, k: int) -> list[int]:
@@ -113,7 +85,7 @@ def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), 
     costs = _check_costs(list(costs))
     fns, info = cost_functions(run, costs, latency_table=latency_table, memory_dtype=memory_dtype, say=say)
     ev = Evaluator(run)
-    predictor, report = _fit_predictor(run, ev, samples, selection_images, seed, say)
+    predictor, report = fit_predictor(run, ev, samples, selection_images, seed, say)
     found = nsga2_search(run.space, predictor.predict, [fns[c] for c in costs], seed=seed, population=population,
                          generations=generations)
     say(f"NSGA-II: {len(found)} archs on the predicted front ({' / '.join(['accuracy', *costs])})")

@@ -10,7 +10,39 @@ from ..specialize.latency import LatencyTable, build_latency_table
 from ..specialize.search import AccuracyPredictor, CostFn, check_budget, evolutionary_search, format_cost, parse_budget
 from .evaluate import Evaluator, candidate_archs
 
-__all__ = ["run_search", "search_table"]
+__all__ = ["fit_predictor", "latency_table_of", "run_search", "search_table"]
+
+
+def latency_table_of(run: LoadedRun, path: str | None, say: Callable[[str], None]) -> tuple[LatencyTable, str]:
+    """The latency table at ``path``, else the run's default one (torch, 1 thread, batch 1), built and saved
+    into the run directory when it is missing; with where it came from."""
+    if path is not None:
+        return LatencyTable.load(path), str(path)
+    default = run.dir.latency_table("torch", 1, 1)
+    if not default.exists():
+        say("building a latency table for this device (torch, 1 thread, batch 1)")
+        build_latency_table(run.space, backend="torch", threads=1, batch=1).save(default)
+    return LatencyTable.load(default), str(default)
+
+
+def fit_predictor(run: LoadedRun, ev: Evaluator, samples: int, images: int | None, seed: int,
+                  say: Callable[[str], None]) -> tuple[AccuracyPredictor, dict]:
+    """The accuracy predictor fitted on the subnets measured on ``images`` selection images (cached; random
+    subnets across the MACs buckets are measured first when there are fewer than ``samples``), and its
+    held-out report."""
+    pairs = ev.measured("selection", images)
+    if len(pairs) < samples:
+        extra = [a for a in candidate_archs(run.space, per_bucket=max(2, samples // 6 + 1), uniform=False,
+                                            seed=seed + 1) if a not in pairs][: samples - len(pairs)]
+        say(f"measuring {len(extra)} more subnets for the accuracy predictor "
+            f"({images or 'all'} {run.selection_split} images each)")
+        ev.accuracy(extra, "selection", images)
+        pairs = ev.measured("selection", images)
+    predictor = AccuracyPredictor(run.space, seed=seed)
+    report = predictor.fit(list(pairs), list(pairs.values()), seed=seed)
+    say(f"predictor: {report['pairs']} measured subnets, held-out RMSE {report['heldout_rmse']}, Kendall tau "
+        f"{report['heldout_kendall_tau']}, top-10% hit rate {report['heldout_top10']}")
+    return predictor, report
 
 
 def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: float | None = None,
@@ -32,32 +64,15 @@ def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: f
         budget, unit = float(latency_ms), "ms"
         if budget <= 0:
             raise ValueError(f"latency budget: {latency_ms} ms is not valid; must be > 0")
-        if latency_table is not None:
-            table = LatencyTable.load(latency_table)
-        else:
-            path = run.dir.latency_table("torch", 1, 1)
-            if path.exists():
-                table = LatencyTable.load(path)
-            else:
-                say("building a latency table for this device (torch, 1 thread, batch 1)")
-                table = build_latency_table(space, backend="torch", threads=1, batch=1)
-                table.save(path)
+        table, _ = latency_table_of(run, latency_table, say)
         cost_fn = lambda a: table.predict(space, a)  # noqa: E731
         label = f"latency-{budget:g}ms"
     else:
         raise ValueError("search: give a budget: macs or latency_ms")
     budget = check_budget(space, cost_fn, budget, unit)  # fail fast, before measuring anything
     evaluator = Evaluator(run)
+    predictor, report = fit_predictor(run, evaluator, samples, selection_images, seed, say)
     pairs = evaluator.measured("selection", selection_images)
-    if len(pairs) < samples:
-        extra = [a for a in candidate_archs(space, per_bucket=max(2, samples // 6 + 1), uniform=False, seed=seed + 1)
-                 if a not in pairs][: samples - len(pairs)]
-        say(f"measuring {len(extra)} more subnets for the accuracy predictor")
-        evaluator.accuracy(extra, "selection", selection_images)
-        pairs = evaluator.measured("selection", selection_images)
-    predictor = AccuracyPredictor(space, seed=seed)
-    report = predictor.fit(list(pairs), list(pairs.values()), seed=seed)
-    say(f"predictor: {report['pairs']} pairs, held-out RMSE {report['heldout_rmse']}")
     found = evolutionary_search(space, predictor.predict, cost_fn, budget, seed=seed, unit=unit)
     best = [(a, score, c, "search") for a, score, c in found[: max(1, top)]]
     # the best subnet already measured under the budget competes too (the predictor may rank it lower)

@@ -207,6 +207,8 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
         from .run.rundir import load_run
 
         space = load_run(args.run).space
+        if args.resolutions is not None:  # time only the resolutions a deployment uses
+            space = space.restrict(resolutions=args.resolutions)
     else:
         space = get_space(args.space, args.width_mult, args.resolutions, num_classes=args.num_classes,
                           in_channels=args.in_channels)
@@ -409,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import_ofa)
 
     p = sub.add_parser("latency-table", help="measure a per-layer latency lookup table on this device")
-    p.add_argument("--run", help="take the space from a run directory")
+    p.add_argument("--run", help="take the space from a run directory (with --resolutions: time only those of its "
+                                 "resolutions; search then covers only them)")
     _add_space_args(p)
     p.add_argument("--in-channels", type=int, default=3)
     p.add_argument("--backend", default="torch", help="torch, onnxruntime or cuda (default torch)")

@@ -437,3 +437,35 @@ def test_fine_tune_an_imported_supernet_on_your_own_folder(tmp_path):
     to_fresh = sum(float((ours[k] - fresh[k]).norm() ** 2) for k in names) ** 0.5
     assert to_ofa < 0.2 * to_fresh, (to_ofa, to_fresh)
     assert run.net.state_dict()["head.classifier.weight"].shape[0] == 4
+
+
+def test_imported_run_gets_a_latency_table_for_its_deployment_resolutions_and_searches_them(tmp_path, capsys):
+    """README "Specialize OFA's published supernets": import -> latency-table of the run at the resolutions a
+    device uses (--resolutions) -> search under a latency budget covers those resolutions only -> export."""
+    from onceforall.cli import main
+    from onceforall.specialize.latency import LatencyTable
+
+    root = _image_folder(tmp_path / "data", classes=3, train_per=3, val_per=2, seed=3)
+    _, path = _ofa_file(tmp_path, num_classes=3)
+    out = tmp_path / "run"
+    assert main(["import-ofa", str(path), "--out", str(out), f"data.root={root}", "data.workers=0",
+                 "data.val_split=3", "data.bn_images=6", "data.eval_batch_size=6"]) == 0
+    assert main(["latency-table", "--run", str(out), "--resolutions", "128,160", "--check", "0", "--quiet"]) == 0
+    table = LatencyTable.load(out / "latency-torch-t1-b1.json")
+    assert table.space["resolutions"] == [128, 160] and table.space["name"] == "mbv3"
+    assert {k.split(":")[0] for k in table.entries} == {"r128", "r160"}
+    # a resolution the run does not have is refused in one line
+    assert main(["latency-table", "--run", str(out), "--resolutions", "130", "--check", "0", "--quiet"]) == 2
+    assert "resolutions 130 not in the space" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["search", str(out), "--latency-ms", "1000", "--samples", "4", "--top", "1",
+                 "--selection-images", "0"]) == 0
+    said = capsys.readouterr()
+    assert "covers resolutions 128, 160: searching those only" in said.out + said.err
+    result = json.loads((out / "search" / "latency-1000ms.json").read_text())
+    assert result["candidates"] and all(c["arch"].startswith(("r128_", "r160_")) for c in result["candidates"])
+    assert main(["export", str(out), "--from-search", str(out / "search" / "latency-1000ms.json"),
+                 "--out", str(tmp_path / "exp")]) == 0
+    sidecar = next((tmp_path / "exp").glob("*.json"))
+    assert json.loads(sidecar.read_text())["arch"] == result["best"]
+    ofa.load_subnet(sidecar)  # verifies the weights' hash and recomputes MACs and parameters

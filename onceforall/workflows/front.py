@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from ..core.arch import Arch
+from ..core.space import Space
 from ..run.rundir import LoadedRun
 from ..specialize.memory import DTYPE_BYTES, peak_memory
 from ..specialize.search import format_cost, non_dominated_sort, nsga2_search, parse_budget
 from .evaluate import Evaluator
-from .search import fit_predictor, latency_table_of
+from .search import fit_predictor, latency_space, latency_table_of
 
 __all__ = ["COSTS", "build_front", "cost_functions", "front_table", "load_front", "parse_budgets", "read_budgets"]
 
@@ -46,9 +47,14 @@ def _check_costs(costs: list[str]) -> list[str]:
 
 def cost_functions(run: LoadedRun, costs: list[str], *, latency_table: str | None = None,
                    memory_dtype: str = "float32",
-                   say: Callable[[str], None] = lambda s: None) -> tuple[dict[str, Callable[[Arch], float]], dict]:
-    """The cost functions of ``costs`` for the run's space, and what they were computed with."""
+                   say: Callable[[str], None] = lambda s: None
+                   ) -> tuple[dict[str, Callable[[Arch], float]], dict, Space]:
+    """The cost functions of ``costs`` for the run's space, what they were computed with, and the space to
+    search (the run's, restricted to the latency table's resolutions when it covers only some)."""
     space = run.space
+    if "latency" in costs:
+        table, where = latency_table_of(run, latency_table, say)
+        space = latency_space(space, table, say)
     fns: dict[str, Callable[[Arch], float]] = {}
     info: dict[str, Any] = {}
     for c in _check_costs(costs):
@@ -62,10 +68,9 @@ def cost_functions(run: LoadedRun, costs: list[str], *, latency_table: str | Non
             fns[c] = lambda a: peak_memory(space, a, memory_dtype)
             info["memory_dtype"] = memory_dtype
         else:
-            table, where = latency_table_of(run, latency_table, say)
             fns[c] = lambda a, table=table: table.predict(space, a)
             info["latency_table"] = where
-    return fns, info
+    return fns, info, space
 
 
 def _spread(n_front: int, k: int) -> list[int]:
@@ -83,10 +88,10 @@ def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), 
     ``search/front.json``, ``front.csv`` and ``front.png`` and returns the front."""
     say = progress or (lambda text: None)
     costs = _check_costs(list(costs))
-    fns, info = cost_functions(run, costs, latency_table=latency_table, memory_dtype=memory_dtype, say=say)
+    fns, info, space = cost_functions(run, costs, latency_table=latency_table, memory_dtype=memory_dtype, say=say)
     ev = Evaluator(run)
     predictor, report = fit_predictor(run, ev, samples, selection_images, seed, say)
-    found = nsga2_search(run.space, predictor.predict, [fns[c] for c in costs], seed=seed, population=population,
+    found = nsga2_search(space, predictor.predict, [fns[c] for c in costs], seed=seed, population=population,
                          generations=generations)
     say(f"NSGA-II: {len(found)} archs on the predicted front ({' / '.join(['accuracy', *costs])})")
     chosen = [found[i][0] for i in _spread(len(found), measure)]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from ..core.space import Space
 from ..run.rundir import LoadedRun
 from ..specialize.latency import LatencyTable, build_latency_table
 from ..specialize.search import AccuracyPredictor, CostFn, check_budget, evolutionary_search, format_cost, parse_budget
 from .evaluate import Evaluator, candidate_archs
 
-__all__ = ["fit_predictor", "latency_table_of", "run_search", "search_table"]
+__all__ = ["fit_predictor", "latency_space", "latency_table_of", "run_search", "search_table"]
 
 
 def latency_table_of(run: LoadedRun, path: str | None, say: Callable[[str], None]) -> tuple[LatencyTable, str]:
@@ -23,6 +24,20 @@ def latency_table_of(run: LoadedRun, path: str | None, say: Callable[[str], None
         say("building a latency table for this device (torch, 1 thread, batch 1)")
         build_latency_table(run.space, backend="torch", threads=1, batch=1).save(default)
     return LatencyTable.load(default), str(default)
+
+
+def latency_space(space: Space, table: LatencyTable, say: Callable[[str], None]) -> Space:
+    """``space`` restricted to the resolutions ``table`` was built for (a table for a few deployment resolutions,
+    ``latency-table --run RUN --resolutions 160,224``, searches those only); one-line error when it has none."""
+    have = [r for r in space.resolutions if r in table.space.get("resolutions", ())]
+    if not have:
+        raise ValueError(f"latency table: built for resolutions {table.space.get('resolutions')}, none of the "
+                         f"space's ({', '.join(map(str, space.resolutions))}); build one with `onceforall "
+                         "latency-table --run RUN [--resolutions R,R]`")
+    if len(have) == len(space.resolutions):
+        return space
+    say(f"the latency table covers resolutions {', '.join(map(str, have))}: searching those only")
+    return space.restrict(resolutions=have)
 
 
 def fit_predictor(run: LoadedRun, ev: Evaluator, samples: int, images: int | None, seed: int,
@@ -65,6 +80,7 @@ def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: f
         if budget <= 0:
             raise ValueError(f"latency budget: {latency_ms} ms is not valid; must be > 0")
         table, _ = latency_table_of(run, latency_table, say)
+        space = latency_space(space, table, say)
         cost_fn = lambda a: table.predict(space, a)  # noqa: E731
         label = f"latency-{budget:g}ms"
     else:
@@ -76,7 +92,7 @@ def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: f
     found = evolutionary_search(space, predictor.predict, cost_fn, budget, seed=seed, unit=unit)
     best = [(a, score, c, "search") for a, score, c in found[: max(1, top)]]
     # the best subnet already measured under the budget competes too (the predictor may rank it lower)
-    fitting = [a for a in pairs if cost_fn(a) <= budget]
+    fitting = [a for a in pairs if space.contains(a) and cost_fn(a) <= budget]
     if fitting:
         known = max(fitting, key=lambda a: (pairs[a], -cost_fn(a)))
         if all(known != a for a, *_ in best):

@@ -10,10 +10,11 @@ trained on the same cheap measurements of a trained run, within a measurement bu
 2. A seeded ``--heldout`` share of them is held out; on the rest three predictors are fitted:
    ``ofa`` (OFA's MLP on the one-hot encoding, MSE), ``ofa+macs`` (the MACs as one more input, MSE) and
    ``rank`` (MACs input, MSE + pairwise ranking loss: `onceforall search`'s predictor).
-3. On the held-out subnets: Kendall tau against the cheap measurement and the share of the 10 % best that the
-   predictor puts in its 10 % best. ``--reference N`` also measures N held-out subnets on the whole selection
-   split: tau of each predictor against that accurate accuracy, next to the tau of the cheap measurement itself
-   (the instrument's own ceiling).
+3. On the held-out subnets: Kendall tau against the cheap measurement, the share of the 10 % best that the
+   predictor puts in its 10 % best, and tau inside each resolution (weighted mean: where a space is elastic in
+   resolution, ranking across resolutions is the easy part). ``--reference N`` also measures N held-out
+   subnets on the whole selection split: tau of each predictor against that accurate accuracy, next to the
+   tau of the cheap measurement itself (the instrument's own ceiling).
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ def draw(space, n: int, seed: int) -> list:
             seen.add(a)
             out.append(a)
     return out
+
+
+def within_resolution_tau(archs: list, pred, measured: list[float]) -> float:
+    """Kendall tau inside each resolution, averaged with weights by group size: how well the predictor ranks
+    subnets that the resolution alone does not tell apart (1 resolution: the plain tau)."""
+    groups: dict[int, list[int]] = {}
+    for i, a in enumerate(archs):
+        groups.setdefault(a.resolution, []).append(i)
+    kept = [g for g in groups.values() if len(g) > 2]
+    return sum(len(g) * kendall_tau([float(pred[i]) for i in g], [measured[i] for i in g]) for g in kept) / \
+        sum(len(g) for g in kept)
 
 
 def main() -> None:
@@ -98,24 +110,25 @@ def main() -> None:
             pred_model.fit(train, [pairs[a] for a in train], seed=seed, heldout=0, rank_weight=kw["rank_weight"])
             pred = pred_model.predict(held)
             row = {"seed": seed, "variant": name, "train": len(train), "heldout": len(held),
-                   "tau": kendall_tau(pred, cheap), "top10": top_k_hit_rate(pred, cheap, max(1, len(held) // 10))}
+                   "tau": kendall_tau(pred, cheap), "top10": top_k_hit_rate(pred, cheap, max(1, len(held) // 10)),
+                   "tau_within_resolution": within_resolution_tau(held, pred, cheap)}
             if ref:
                 ra = list(ref)
                 row["tau_reference"] = kendall_tau(pred_model.predict(ra), [ref[a] for a in ra])
                 row["tau_cheap_vs_reference"] = kendall_tau([pairs[a] for a in ra], [ref[a] for a in ra])
             rows.append(row)
-    print(f"\n{'predictor':>10s} {'tau (held-out, cheap)':>22s} {'top-10% hit':>12s} {'tau vs whole split':>19s}"
-          f" {'cheap vs whole':>15s}")
+    print(f"\n{'predictor':>10s} {'tau (held-out, cheap)':>22s} {'top-10% hit':>12s} {'within res.':>11s}"
+          f" {'tau vs whole split':>19s} {'cheap vs whole':>15s}")
     for name in VARIANTS:
         rs = [r for r in rows if r["variant"] == name]
-        mean = {k: sum(r[k] for r in rs) / len(rs) for k in ("tau", "top10", "tau_reference",
+        mean = {k: sum(r[k] for r in rs) / len(rs) for k in ("tau", "top10", "tau_within_resolution", "tau_reference",
                                                            "tau_cheap_vs_reference") if k in rs[0]}
         spread = {k: (min(r[k] for r in rs), max(r[k] for r in rs)) for k in mean}
         results["variants"][name] = {"mean": mean, "range": spread, "per_seed": rs}
         ref_txt = (f"{mean['tau_reference']:10.3f} [{spread['tau_reference'][0]:.2f}, {spread['tau_reference'][1]:.2f}]"
                    f" {mean['tau_cheap_vs_reference']:7.3f}") if "tau_reference" in mean else ""
         print(f"{name:>10s} {mean['tau']:12.3f} [{spread['tau'][0]:.2f}, {spread['tau'][1]:.2f}] "
-              f"{mean['top10']:12.2f} {ref_txt}")
+              f"{mean['top10']:12.2f} {mean['tau_within_resolution']:11.3f} {ref_txt}")
     print(f"\n# mean [min, max] over seeds {args.seeds}; {rows[0]['train']} training and {rows[0]['heldout']} held-out "
           f"subnets per seed")
     if args.out:

@@ -7,6 +7,7 @@
     python benchmarks/reproduce.py --only deps,bignas   # a subset of the methods
     python benchmarks/reproduce.py --ablations --only deps,deps-no-eps   # a subset of the ablation runs
     python benchmarks/reproduce.py --setting pairs28 --seeds 0,1,2        # on fashion-mnist-pairs at 28 px
+    python benchmarks/reproduce.py --setting fmnist20 --quick            # the presets at 20 px only (no capacity)
 
 Every training is a separate `onceforall train` process writing to <out>/runs/<name>; a killed benchmark
 continues where it stopped when run again (finished runs are skipped, unfinished ones resumed from their
@@ -94,7 +95,7 @@ def finished(run: Path) -> bool:
 
 
 # What a record keeps of a run directory: everything `onceforall compare` reads, and the eval report.
-RECORD_FILES = ("config.yaml", "metrics.jsonl", "cost.json", "eval/pareto.json", "eval/correct.json",
+RECORD_FILES = ("config.yaml", "metrics.jsonl", "cost.json", "eval/pareto.json", "eval/curve_correct.json",
                 "eval/pareto.csv", "eval/report.md")
 
 
@@ -225,8 +226,10 @@ def main() -> None:
     p.add_argument("--ablations", action="store_true", help="run the DεpS ablations instead of the five methods")
     p.add_argument("--out", help="output folder (default benchmarks/results/<full|quick>)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--setting", default="fmnist20", choices=list(SETTINGS),
-                   help="benchmark setting (benchmarks/capacity.py): fmnist20 (the presets) or pairs28 "
+    p.add_argument("--setting", default="fmnist20-r10", choices=list(SETTINGS),
+                   help="benchmark setting (benchmarks/capacity.py): fmnist20-r10 (the presets with elastic "
+                        "resolution 10/15/20: the one with a capacity signal; results in <quick|full>-fmnist20-r10), "
+                        "fmnist20 (the presets as they are; results in quick/ and full/) or pairs28 "
                         "(fashion-mnist-pairs at 28 px)")
     args = p.parse_args()
     size = QUICK if args.quick else FULL

@@ -514,6 +514,23 @@ def test_non_dominated_sort_and_crowding():
     assert d[0] == d[2] == float("inf") and d[1] == pytest.approx((5 - 1) / 4 + (5 - 1) / 4)
 
 
+def test_non_dominated_sort_matches_the_definition_on_ties_and_three_objectives():
+    """Every point's front is one more than the deepest front among the points that dominate it (front 0: no
+    dominator), checked pairwise with `dominates` on integer points full of ties."""
+    from onceforall.specialize.search import dominates, non_dominated_sort
+
+    rng = random.Random(5)
+    for n, k in ((1, 2), (40, 2), (120, 3)):
+        pts = [tuple(rng.randint(0, 6) for _ in range(k)) for _ in range(n)]
+        fronts = non_dominated_sort(pts)
+        assert sorted(i for f in fronts for i in f) == list(range(n)) and all(f == sorted(f) for f in fronts)
+        rank = {i: r for r, f in enumerate(fronts) for i in f}
+        for j in range(n):
+            above = [rank[i] for i in range(n) if dominates(pts[i], pts[j])]
+            assert rank[j] == (max(above) + 1 if above else 0)
+    assert non_dominated_sort([]) == []
+
+
 def _hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
     """Area dominated by 2-d points (both minimized) up to ``ref``."""
     area, best_y = 0.0, ref[1]

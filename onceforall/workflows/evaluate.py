@@ -6,9 +6,10 @@ The protocol (DESIGN.md "Evaluation"):
 1. **Candidates in every bucket.** The smallest subnet, the full model, the uniform archs, and random archs
    drawn with skewed samplers (:meth:`Space.sample` with ``skew`` from -1 to 1) until each of the 6 MACs
    buckets holds ``per_bucket`` candidates: OFA's uniform sampler alone almost never reaches the top buckets.
-   Then, per bucket, the accuracy predictor and the evolutionary search of ``onceforall search`` look for
-   better archs inside the bucket (``search_per_bucket`` of them are measured), so a bucket winner is as good
-   as what a search under the same budget finds.
+   Then the accuracy predictor and NSGA-II of ``onceforall search --front`` look for better archs along the
+   whole range, and per bucket the ``search_per_bucket`` best predicted members of that front inside the
+   bucket are measured (an evolution inside the bucket tops up a bucket the front barely touches), so a bucket
+   winner is as good as what a search under the same budget finds (``benchmarks/search_vs_random.py`` checks).
 2. **Select on one split, report on another.** Candidates are ranked on the validation split (held-out
    training images, ``data.val_split``); the smallest subnet, the bucket winners and the full model are then
    measured on the whole test split, and those numbers are reported. A run without a held-out split ranks on
@@ -35,7 +36,7 @@ from ..core.space import Space
 from ..core.util import atomic_write
 from ..data import EvalBatches, bn_subset
 from ..run.rundir import LoadedRun
-from ..specialize.search import AccuracyPredictor, evolutionary_search
+from ..specialize.search import AccuracyPredictor, evolutionary_search, nsga2_search
 from .report import write_run_report
 from .scores import curve_scores, fingerprint, pack_mask, unpack_mask, write_curve_correct
 
@@ -169,11 +170,20 @@ def candidate_archs(space: Space, *, per_bucket: int = 10, uniform: bool = True,
     return archs
 
 
+def _new_in_bucket(space: Space, results: list, b: int, buckets: int, known: set[Arch], n: int) -> list[Arch]:
+    """The first ``n`` archs of ``results`` ((arch, score, cost) rows) in MACs bucket ``b`` that are not ``known``."""
+    lo, hi = space.macs_range()
+    return [a for a, *_ in results if a not in known and bucket_index(space.macs(a), lo, hi, buckets) == b][:n]
+
+
 def _search_buckets(space: Space, ev: Evaluator, archs: list[Arch], *, per_bucket: int, selection_images: int | None,
                     buckets: int, seed: int, say: Callable[[str], None]) -> list[Arch]:
-    """Per bucket, the best archs that the accuracy predictor and evolution find inside it, other than the
-    sampled candidates. The predictor learns from the sampled candidates only, so the result is a function of
-    the run and the seed (a second eval finds the same archs, already measured)."""
+    """Per bucket, the best archs that the accuracy predictor finds inside it, other than the sampled
+    candidates: the members of the predicted accuracy/MACs front (NSGA-II over the whole range, started from
+    the candidates, as ``search --front``) that fall in the bucket, best predicted first, topped up by an
+    evolution inside the bucket where the front has fewer. The predictor learns from the sampled candidates
+    only, so the result is a function of the run and the seed (a second eval finds the same archs, already
+    measured)."""
     pairs = dict(zip(archs, ev.accuracy(archs, "selection", selection_images)))
     if len(pairs) < 8:
         return []
@@ -181,20 +191,23 @@ def _search_buckets(space: Space, ev: Evaluator, archs: list[Arch], *, per_bucke
     fit = predictor.fit(list(pairs), list(pairs.values()), seed=seed)
     tau = fit.get("heldout_kendall_tau")
     say(f"predictor on {fit['pairs']} measured subnets (held-out Kendall tau "
-        f"{'n/a' if tau is None else f'{tau:.2f}'}); searching each bucket")
+        f"{'n/a' if tau is None else f'{tau:.2f}'}); searching the front and each bucket")
     lo, hi = space.macs_range()
     edges = [lo + (hi - lo) * i / buckets for i in range(buckets + 1)]
+    # one front for the whole range: a good structure found at one cost carries over to the others
+    front = nsga2_search(space, predictor.predict, [space.macs], seed=seed, initial=list(pairs))
     found: list[Arch] = []
     for b in range(buckets):
         top = edges[b + 1] if b == buckets - 1 else edges[b + 1] - 1e-6  # MACs are integers; edges belong above
         inside = [a for a in archs if bucket_index(space.macs(a), lo, hi, buckets) == b]
         if not inside or top < lo:
             continue
-        results = evolutionary_search(space, predictor.predict, space.macs, top, seed=seed + b, population=50,
-                                      generations=15, min_cost=edges[b], initial=inside)
-        new = [a for a, _, _ in results if a not in pairs and a not in found
-               and bucket_index(space.macs(a), lo, hi, buckets) == b]
-        found += new[:per_bucket]
+        picked = _new_in_bucket(space, sorted(front, key=lambda r: -r[1]), b, buckets, {*pairs, *found}, per_bucket)
+        found += picked
+        if len(picked) < per_bucket:
+            results = evolutionary_search(space, predictor.predict, space.macs, top, seed=seed + b, population=50,
+                                          generations=15, min_cost=edges[b], initial=inside)
+            found += _new_in_bucket(space, results, b, buckets, {*pairs, *found}, per_bucket - len(picked))
     return found
 
 

@@ -81,11 +81,14 @@ def main() -> None:
         anywhere, matched = [], []
         for seed in range(args.random_seeds):
             for bests, floor in ((anywhere, 0.0), (matched, args.band * budget)):
-                drawn = random_search(space, select, space.macs, budget, n=args.top, seed=1000 + seed,
-                                      min_cost=floor)
+                try:
+                    drawn = random_search(space, select, space.macs, budget, n=args.top, seed=1000 + seed,
+                                          min_cost=floor)
+                except ValueError:  # uniform draws almost never reach the top of the range: no matched baseline
+                    continue
                 chosen = max(drawn, key=lambda r: r[1])[0]  # best on the selection split
                 bests.append(ev.accuracy([chosen], "test")[0])
-        ok = best_search >= max(statistics.mean(anywhere), statistics.mean(matched))
+        ok = best_search >= max(statistics.mean(x) for x in (anywhere, matched) if x)
         wins += ok
         fitting = [a for a in front if space.macs(a) <= budget]
         if fitting:
@@ -97,12 +100,15 @@ def main() -> None:
         else:
             eval_txt, diff_txt = f"{'-':>10s}", f"{'-':>13s}"
         pr = found["predictor"]
+        matched_txt = (f"{statistics.mean(matched):11.2f}% {max(matched):11.2f}%" if matched
+                       else f"{'-':>12s} {'-':>12s}")
         print(f"{budget / 1e6:7.2f}M {best_search:10.2f}% {statistics.mean(anywhere):10.2f}% {max(anywhere):10.2f}% "
-              f"{statistics.mean(matched):11.2f}% {max(matched):11.2f}% {'yes' if ok else 'no':>16s} "
+              f"{matched_txt} {'yes' if ok else 'no':>16s} "
               f"{eval_txt} {diff_txt} {pr['heldout_rmse']:10.2f} {pr['heldout_kendall_tau']:5.2f}")
-    print(f"search >= the mean of both random baselines in {wins}/{len(budgets)} budgets; eval's front >= the "
-          f"search in {held}/{len(budgets)} (test split; differences below ~0.5 points are within the noise of one "
-          "subnet on 10,000 images)")
+    print(f"search >= the mean of both random baselines (or of the one drawn: '-' = no budget-matched arch in 500 "
+          f"uniform draws) in {wins}/{len(budgets)} budgets; eval's front >= the search in {held}/{len(budgets)} "
+          "(test split; two subnets' accuracies on 10,000 images at ~80 % differ by up to about 1.1 points (95 %) "
+          "by image sampling alone, less when their errors are correlated)")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import FMNIST20_R10, QUICK_OVERRIDES
+
 from onceforall.run.rundir import read_metrics
 
 # name -> overrides of the fashion-mnist-full-only preset (kernel 7 everywhere: the official DεpS space)
@@ -27,12 +29,10 @@ SETTINGS = {
     # the benchmark presets with elastic resolution {12, 16, 20} (OFA's spaces are elastic in resolution too):
     # every arch sees the 20-px images the supernet sees, resized by the network to its own resolution
     "fmnist20-r12": ["data.image_size=20", "model.resolutions=[12,16,20]"],
-    "fmnist20-r10": ["data.image_size=20", "model.resolutions=[10,15,20]"],
+    "fmnist20-r10": FMNIST20_R10,
     # the same at reproduce.py's --quick size (10k training images, 4 epochs)
-    "fmnist20-r12-quick": ["data.image_size=20", "model.resolutions=[12,16,20]", "data.train_subset=10000",
-                           "train.epochs=4"],
-    "fmnist20-r10-quick": ["data.image_size=20", "model.resolutions=[10,15,20]", "data.train_subset=10000",
-                           "train.epochs=4"],
+    "fmnist20-r12-quick": ["data.image_size=20", "model.resolutions=[12,16,20]", *QUICK_OVERRIDES],
+    "fmnist20-r10-quick": [*FMNIST20_R10, *QUICK_OVERRIDES],
     # two items side by side, 100 classes (accuracy ~ the product of two item accuracies): 28 px, width 0.25
     "pairs28-w025": ["data.dataset=fashion-mnist-pairs", "data.image_size=28", "model.resolutions=[28]"],
     "fmnist20-w025": [],  # the benchmark preset: 24k images, 20 px, width 0.25, 10 epochs

@@ -7,6 +7,13 @@ import resource
 import subprocess
 import sys
 
+# The benchmark setting with a capacity signal (capacity.py, reproduce.py's default): the fashion-mnist presets
+# with elastic resolution {10, 15, 20}, images stored at 20 px and resized by the network.
+FMNIST20_R10 = ["data.image_size=20", "model.resolutions=[10,15,20]"]
+# reproduce.py's --quick size
+QUICK = {"epochs": 4, "train_subset": 10000}
+QUICK_OVERRIDES = [f"data.train_subset={QUICK['train_subset']}", f"train.epochs={QUICK['epochs']}"]
+
 
 def peak_rss_mib() -> float:
     """Peak resident memory of this process image (VmHWM; unlike ru_maxrss it is not inherited across exec)."""

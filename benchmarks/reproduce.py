@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import FMNIST20_R10, QUICK
+
 from onceforall.run.rundir import read_metrics
 
 METHODS = {  # name -> (preset, epochs relative to DεpS)
@@ -67,7 +69,6 @@ ABLATIONS = {
 FIG2 = {"fig2-from-half": "half", "fig2-from-full": "full"}
 
 FULL = {"epochs": 10, "train_subset": 24000}
-QUICK = {"epochs": 4, "train_subset": 10000}
 
 # The benchmark setting: overrides applied to every run (benchmarks/capacity.py measures each one's capacity
 # signal: the full model trained alone minus the smallest subnet trained alone, in points).
@@ -75,7 +76,7 @@ SETTINGS = {
     "fmnist20": [],  # the fashion-mnist presets as they are: 20 px, width 0.25
     # the same with elastic resolution {10, 15, 20} (images stored at 20 px, resized by the network): the
     # setting with a capacity signal (benchmarks/capacity.py: fmnist20-r10*)
-    "fmnist20-r10": ["data.image_size=20", "model.resolutions=[10,15,20]"],
+    "fmnist20-r10": FMNIST20_R10,
     "pairs28": ["data.dataset=fashion-mnist-pairs", "data.image_size=28", "model.resolutions=[28]"],
 }
 

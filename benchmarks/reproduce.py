@@ -227,6 +227,9 @@ def main() -> None:
     p.add_argument("--ablations", action="store_true", help="run the DεpS ablations instead of the five methods")
     p.add_argument("--out", help="output folder (default benchmarks/results/<full|quick>)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--train-only", action="store_true",
+                   help="train (or resume) every run, evaluate none: run again without it to evaluate, record "
+                        "and compare (lets a suite's trainings go ahead while the instrument is being settled)")
     p.add_argument("--setting", default="fmnist20-r10", choices=list(SETTINGS),
                    help="benchmark setting (benchmarks/capacity.py): fmnist20-r10 (the presets with elastic "
                         "resolution 10/15/20: the one with a capacity signal; results in <quick|full>-fmnist20-r10), "
@@ -280,18 +283,22 @@ def main() -> None:
                 continue
             run = train_run(run_name, preset, [*setting, *overrides, f"data.train_subset={size['train_subset']}",
                                                f"train.seed={seed}"], out, log, args.threads)
+            if args.train_only:
+                continue
             if not (run / "eval" / "pareto.json").exists():
                 print(f"  {run_name}: evaluating", flush=True)
                 tic = time.time()
                 sh([*ofa, "eval", str(run), "--quiet", "--threads", str(args.threads)], log)
                 timed(out, run_name, "eval", time.time() - tic)
             keep_record(run, record(out, run_name))
+        if args.train_only:
+            continue
         sh([*ofa, "compare", *[str(record(out, n)) for n in names], "--out", str(out / f"compare-s{seed}")], log)
         names_by_seed[seed] = names
         print((out / f"compare-s{seed}" / "compare.md").read_text().split("\n\n![")[0], flush=True)
         if args.ablations and {"deps", "deps-no-eps"} <= set(jobs):
             shrink_start_drop(out, seed)
-    if len(seeds) > 1:
+    if len(seeds) > 1 and not args.train_only:
         summarize(out, names_by_seed)
     print(f"done in {(time.time() - started) / 60:.1f} min; results in {out}", flush=True)
 

@@ -98,7 +98,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     r = evaluate_run(run, per_bucket=args.per_bucket, uniform=not args.no_uniform,
                      selection_images=None if args.selection_images == 0 else args.selection_images,
-                     search_per_bucket=args.search_per_bucket, seed=args.seed, progress=None if args.quiet else _say)
+                     search_per_bucket=args.search_per_bucket, search_rounds=args.search_rounds,
+                     finalists=args.finalists, seed=args.seed,
+                     progress=None if args.quiet else _say)
     print(pareto_table(r))
     print(f"wrote {run.dir.eval_dir}/pareto.json, pareto.csv, report.md, pareto.png")
     return 0
@@ -338,10 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measured candidates per MACs bucket, drawn to reach every bucket (default 10)")
     p.add_argument("--search-per-bucket", type=int, default=3,
                    help="more candidates per bucket from the predictor and evolution (default 3; 0: off)")
+    p.add_argument("--search-rounds", type=int, default=2,
+                   help="rounds of that search, each refitting the predictor on everything measured so far "
+                        "(default 2)")
     p.add_argument("--no-uniform", action="store_true", help="skip the uniform archs (every kernel x expand x depth)")
     p.add_argument("--selection-images", type=int, default=2000,
                    help="rank candidates on this many validation-split images (0: all); winners are then "
                         "measured on the whole test split")
+    p.add_argument("--finalists", type=int, default=3,
+                   help="the best N of each bucket on those images are measured again on the whole validation "
+                        "split, and the winner is chosen on that (default 3; 0: choose on the subset)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)

@@ -76,6 +76,22 @@ def test_eval_writes_a_consistent_front_and_caches(runs, monkeypatch, capsys):
     assert {p["arch"] for p in r["curve"]} <= {row["arch"] for row in rows if row["bucket_winner"] == "True"} | {
         r["smallest"]["arch"], r["largest"]["arch"]}
     assert "Mean Pareto accuracy" in (out / "report.md").read_text()
+    # winners: the best of each bucket's 3 finalists (its best on the 100-image subset) on all 300 images
+    assert r["eval_set"]["finalists_per_bucket"] == 3 and r["eval_set"]["finalist_images"] == 300
+    ends = {r["smallest"]["arch"], r["largest"]["arch"]}
+    for b in r["buckets"]:
+        inside = [e for e in r["evaluated"] if e["bucket"] == b["bucket"]]
+        final = [e for e in inside if e["acc_selection_whole"] is not None]
+        rest = [e for e in inside if e["acc_selection_whole"] is None]
+        assert len([e for e in final if e["arch"] not in ends]) <= 3 and len(final) >= min(3, len(inside))
+        assert all(e["acc_selection"] <= min(f["acc_selection"] for f in final if f["arch"] not in ends)
+                   for e in rest if final)
+        assert b["arch"] == max(final, key=lambda e: (e["acc_selection_whole"], -e["macs"]))["arch"]
+    whole = Evaluator(load_run(runs / "deps")).accuracy([load_run(runs / "deps").space.parse(b["arch"])
+                                                         for b in r["buckets"]], "selection")
+    assert whole == [next(e["acc_selection_whole"] for e in r["evaluated"] if e["arch"] == b["arch"])
+                     for b in r["buckets"]]
+    assert "measured again on all 300" in (out / "report.md").read_text()
     assert (out / "pareto.png").stat().st_size > 1000
     assert "mean Pareto accuracy" in capsys.readouterr().out
     # second run: everything comes from eval/cache.json
@@ -84,6 +100,18 @@ def test_eval_writes_a_consistent_front_and_caches(runs, monkeypatch, capsys):
     monkeypatch.setattr(evaluate_mod, "evaluate_arch", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = evaluate_mod.evaluate_run(load_run(runs / "deps"), per_bucket=2, uniform=False, selection_images=100)
     assert calls == [] and again["mean_pareto_acc"] == r["mean_pareto_acc"]
+
+
+def test_two_evaluators_of_a_run_keep_each_others_measurements(runs):
+    run = load_run(runs / "deps")
+    first, second = Evaluator(run), Evaluator(run)  # both read the cache before either measured
+    small, full = run.space.min(), run.space.max()
+    first.accuracy([small], "selection", 50)
+    second.accuracy([full], "selection", 50)  # its save must not drop what the first one wrote
+    fresh = Evaluator(run)
+    assert {fresh.key(small, "selection", 50), fresh.key(full, "selection", 50)} <= set(fresh.cache)
+    assert fresh.measured("selection", 50) == {small: first.cache[first.key(small, "selection", 50)],
+                                               full: second.cache[second.key(full, "selection", 50)]}
 
 
 def test_compare_table_and_plots(runs, tmp_path):

@@ -57,14 +57,16 @@ def _run_markdown(run: LoadedRun, r: dict) -> str:
     ci = r["mean_pareto_ci"]
     counts = ", ".join(map(str, r["bucket_candidates"]))
     searched = sum(e.get("source") == "search" for e in r["evaluated"])
+    final = (f" the best {es['finalists_per_bucket']} of each bucket and the ends were measured again on all "
+             f"{es['finalist_images']} and the winners chosen on that;" if es.get("finalists_per_bucket") else "")
     if es["held_out"]:
-        splits = (f"Candidates were ranked on {es['selection_images']} images of the {es['selection_split']} split; "
-                  f"the numbers below are top-1 on all {es['images']} images of the {es['split']} split, which "
+        splits = (f"Candidates were ranked on {es['selection_images']} images of the {es['selection_split']} split;"
+                  f"{final} the numbers below are top-1 on all {es['images']} images of the {es['split']} split, which "
                   "played no part in choosing them.")
     else:
         splits = (f"**No held-out split** (data.val_split = 0): candidates were ranked on {es['selection_images']} "
-                  f"of the same {es['images']} {es['split']} images that are reported, so the bucket winners are "
-                  "optimistically biased.")
+                  f"{' (finalists on all)' if final else ''} of the same {es['images']} {es['split']} images that "
+                  "are reported, so the bucket winners are optimistically biased.")
     lines = [
         f"# {run.name}: Pareto front",
         "",

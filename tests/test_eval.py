@@ -2,13 +2,14 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
 
 import onceforall.workflows.evaluate as evaluate_mod
 from onceforall.cli import main
-from onceforall.core.pareto import Point, mean_pareto_accuracy
+from onceforall.core.pareto import Point, mean_pareto_accuracy, window_weights
 from onceforall.run.checkpoint import load_checkpoint
 from onceforall.run.config import load_config
 from onceforall.run.rundir import RunError, load_run
@@ -136,6 +137,21 @@ def test_compare_table_and_plots(runs, tmp_path):
     assert [t["method"] for t in table] == ["bignas", "deps"]
     assert (tmp_path / "cmp" / "fronts.png").stat().st_size > 1000
     assert (tmp_path / "cmp" / "training.png").stat().st_size > 1000
+    # a run whose space spans a narrower MACs range (as CompOFA's) is compared over the range both share
+    narrow = tmp_path / "narrow"
+    shutil.copytree(runs / "deps", narrow, ignore=shutil.ignore_patterns("checkpoints"))
+    r = json.loads((narrow / "eval" / "pareto.json").read_text())
+    r["curve"] = [p for i, p in enumerate(r["curve"][1:-1]) if i != 1]  # another curve inside the window too
+    r["macs_range"] = [r["curve"][0]["macs"], r["curve"][-1]["macs"]]
+    (narrow / "eval" / "pareto.json").write_text(json.dumps(r))
+    rows = compare_runs([runs / "deps", narrow], tmp_path / "cmp2")
+    n = rows[1]
+    assert [n["diff_macs_lo"], n["diff_macs_hi"]] == r["macs_range"] and rows[0]["diff_macs_lo"] is None
+    full = json.loads((runs / "deps" / "eval" / "pareto.json").read_text())["curve"]
+    mean = lambda c: sum(w * p["acc"] for w, p in zip(window_weights([p["macs"] for p in c], *r["macs_range"]), c))  # noqa: E731
+    assert n["diff_vs_ref"] == pytest.approx(mean(r["curve"]) - mean(full), abs=1e-3)
+    assert n["diff_ci_lo"] <= n["diff_vs_ref"] <= n["diff_ci_hi"]
+    assert "(over " in (tmp_path / "cmp2" / "compare.md").read_text()
 
 
 def test_missing_runs_and_evals_are_one_line_errors(tmp_path, capsys):

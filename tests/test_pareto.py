@@ -12,6 +12,7 @@ from onceforall.core.pareto import (
     mean_pareto_accuracy,
     non_dominated,
     pareto_summary,
+    window_weights,
 )
 
 
@@ -73,6 +74,27 @@ def test_curve_weights_make_mean_pareto_accuracy_a_weighted_sum():
         w = curve_weights([p.macs for p in pts], lo, hi)
         assert sum(wi * p.acc for wi, p in zip(w, pts)) == pytest.approx(mean_pareto_accuracy(pts, lo, hi))
         assert sum(w) == pytest.approx(1.0) and min(w) >= 0
+
+
+def test_window_weights_average_the_piecewise_linear_curve_over_a_macs_window():
+    rng = random.Random(1)
+    for _ in range(20):
+        n = rng.randint(2, 8)
+        pts = [Point(str(i), m, rng.uniform(50, 90)) for i, m in enumerate(rng.sample(range(100, 1000), n))]
+        lo, hi = min(p.macs for p in pts), max(p.macs for p in pts)
+        macs = [p.macs for p in pts]
+        # over the whole span: mean Pareto accuracy
+        assert window_weights(macs, lo, hi) == pytest.approx(curve_weights(macs, lo, hi))
+        # inside: the mean of the interpolated curve, by dense numerical integration
+        a, b = sorted(rng.uniform(lo, hi) for _ in range(2))
+        w = window_weights(macs, a, b)
+        order = sorted(pts, key=lambda p: p.macs)
+        grid = np.linspace(a, b, 200001)
+        dense = np.interp(grid, [p.macs for p in order], [p.acc for p in order]).mean()
+        assert sum(wi * p.acc for wi, p in zip(w, pts)) == pytest.approx(dense, abs=1e-3)
+        assert sum(w) == pytest.approx(1.0) and min(w) >= 0
+    with pytest.raises(ValueError, match=r"window \[50, 300\] is not inside the curve's MACs span \[100, 400\]"):
+        window_weights([100, 400], 50, 300)
 
 
 def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_images():

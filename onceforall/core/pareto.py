@@ -22,6 +22,7 @@ __all__ = [
     "bucket_index",
     "bucket_winners",
     "curve_weights",
+    "window_weights",
     "mean_pareto_accuracy",
     "non_dominated",
     "pareto_summary",
@@ -83,6 +84,26 @@ def mean_pareto_accuracy(curve: Sequence[Point], lo: float, hi: float) -> float:
     area = sum((xs[i + 1] - xs[i]) * (pts[i].acc + pts[i + 1].acc) / 2 for i in range(len(pts) - 1))
     span = xs[-1] - xs[0]
     return area / span if span > 0 else sum(p.acc for p in pts) / len(pts)
+
+
+def window_weights(macs: Sequence[float], a: float, b: float) -> list[float]:
+    """Weights ``w`` with ``sum(w_i * acc_i)`` the mean, over MACs in ``[a, b]``, of the piecewise-linear curve
+    through the points at ``macs`` (``[a, b]`` inside their span). Over the curve's whole span this is mean Pareto
+    accuracy; over the MACs range two runs share, it compares runs whose spaces span different ranges (CompOFA's
+    coupled space against DεpS's). Linear in the accuracies, so per-image scores and paired bootstraps apply."""
+    order = sorted(range(len(macs)), key=lambda i: macs[i])
+    xs = [float(macs[i]) for i in order]
+    if not xs[0] <= a < b <= xs[-1]:
+        raise ValueError(f"window [{a:g}, {b:g}] is not inside the curve's MACs span [{xs[0]:g}, {xs[-1]:g}]")
+    w = [0.0] * len(macs)
+    for k in range(len(xs) - 1):
+        lo, hi = max(a, xs[k]), min(b, xs[k + 1])
+        if hi <= lo:
+            continue
+        t = ((lo + hi) / 2 - xs[k]) / (xs[k + 1] - xs[k])  # the segment's mean is its value at the middle
+        w[order[k]] += (hi - lo) * (1 - t) / (b - a)
+        w[order[k + 1]] += (hi - lo) * t / (b - a)
+    return w
 
 
 def curve_weights(macs: Sequence[float], lo: float, hi: float) -> list[float]:

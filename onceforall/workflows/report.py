@@ -155,7 +155,7 @@ def pareto_table(r: dict) -> str:
 
 COLUMNS = ["method", "strategy", "epochs", "wall_min", "s_per_epoch", "device_hours", "dollars", "cost_ratio",
            "smallest_acc", "smallest_macs", "largest_acc", "largest_macs", "mean_pareto_acc", "mean_pareto_ci_lo",
-           "mean_pareto_ci_hi", "diff_vs_ref", "diff_ci_lo", "diff_ci_hi"]
+           "mean_pareto_ci_hi", "diff_vs_ref", "diff_ci_lo", "diff_ci_hi", "diff_macs_lo", "diff_macs_hi"]
 
 
 def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str | None = None) -> list[dict]:
@@ -213,16 +213,24 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
 
 def _paired_differences(rows: list[dict], results: list[dict], run_dirs: list[Path], ref: int) -> None:
     """Mean Pareto accuracy minus the reference run's, with a paired bootstrap interval over the test images,
-    for runs evaluated on the same images (same fingerprint); None elsewhere."""
+    for runs evaluated on the same images (same fingerprint); None elsewhere. A run whose space spans another
+    MACs range (CompOFA's) is compared over the range both share: each curve's mean accuracy over those MACs
+    (``diff_macs_lo``/``diff_macs_hi`` name it; None when both span the same range)."""
     ref_data = read_curve_correct(run_dirs[ref])
+    r_ref = results[ref]
     for row, r, d in zip(rows, results, run_dirs):
-        row["diff_vs_ref"] = row["diff_ci_lo"] = row["diff_ci_hi"] = None
+        row["diff_vs_ref"] = row["diff_ci_lo"] = row["diff_ci_hi"] = row["diff_macs_lo"] = row["diff_macs_hi"] = None
         data = read_curve_correct(d)
         if ref_data is None or data is None or data["fingerprint"] != ref_data["fingerprint"]:
             continue
-        r_ref = results[ref]
-        diff = (curve_scores(r["curve"], data["correct"], *r["macs_range"])
-                - curve_scores(r_ref["curve"], ref_data["correct"], *r_ref["macs_range"]))
+        window = None
+        if r["macs_range"] != r_ref["macs_range"]:
+            window = (max(r["macs_range"][0], r_ref["macs_range"][0]), min(r["macs_range"][1], r_ref["macs_range"][1]))
+            if window[0] >= window[1]:
+                continue  # no MACs in common
+            row["diff_macs_lo"], row["diff_macs_hi"] = window
+        diff = (curve_scores(r["curve"], data["correct"], *r["macs_range"], window=window)
+                - curve_scores(r_ref["curve"], ref_data["correct"], *r_ref["macs_range"], window=window))
         lo, hi = bootstrap_ci(diff)
         row["diff_vs_ref"], row["diff_ci_lo"], row["diff_ci_hi"] = float(diff.mean()), lo, hi
 
@@ -241,7 +249,8 @@ def _compare_markdown(rows: list[dict], ref: dict, r0: dict) -> str:
         f"split); cost ratio = device-hours / those of `{ref['method']}`. Intervals: 95 % bootstrap over test "
         f"images; Δ = mean Pareto accuracy minus `{ref['method']}`'s with a paired interval (same test images). "
         "A Δ whose interval contains 0 is a tie. Each run's mean Pareto accuracy is over the MACs range of the "
-        "space it trained.",
+        "space it trained; a run whose range differs from the reference's is compared over the MACs both span "
+        "(each curve's mean accuracy there; the range is shown with its Δ).",
         "",
         "| method | strategy | epochs | wall (min) | s/epoch | device-hours | $ | cost ratio | smallest acc | "
         "smallest MACs | largest acc | largest MACs | mean Pareto acc | 95 % CI | Δ vs ref | Δ 95 % CI |",
@@ -250,6 +259,8 @@ def _compare_markdown(rows: list[dict], ref: dict, r0: dict) -> str:
     for r in rows:
         ratio = f"{r['cost_ratio']:.2f}x" if r["cost_ratio"] is not None else "–"
         delta = "–" if r["diff_vs_ref"] is None else f"{r['diff_vs_ref']:+.2f}"
+        if r["diff_macs_lo"] is not None:
+            delta += f" (over {_m(r['diff_macs_lo'])}–{_m(r['diff_macs_hi'])})"
         lines.append(
             f"| {r['method']} | {r['strategy']} | {r['epochs']:g} | {r['wall_min']:.1f} | {r['s_per_epoch']:.1f} | "
             f"{r['device_hours']:.4f} | {r['dollars']:.4f} | {ratio} | {r['smallest_acc']:.2f}% | "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.pareto import curve_weights
+from ..core.pareto import curve_weights, window_weights
 from ..core.util import atomic_write
 from ..data import EvalBatches
 
@@ -37,9 +37,12 @@ def fingerprint(batches: EvalBatches) -> str:
     return h.hexdigest()[:16]
 
 
-def curve_scores(curve: list[dict], correct: dict[str, np.ndarray], lo: float, hi: float) -> np.ndarray:
-    """Per test image, the weighted sum (%) of the curve points' correctness whose mean is mean Pareto accuracy."""
-    weights = curve_weights([p["macs"] for p in curve], lo, hi)
+def curve_scores(curve: list[dict], correct: dict[str, np.ndarray], lo: float, hi: float,
+                 window: tuple[float, float] | None = None) -> np.ndarray:
+    """Per test image, the weighted sum (%) of the curve points' correctness whose mean is mean Pareto accuracy
+    (with ``window``: the curve's mean over those MACs, :func:`window_weights`)."""
+    macs = [p["macs"] for p in curve]
+    weights = curve_weights(macs, lo, hi) if window is None else window_weights(macs, *window)
     return 100.0 * sum(w * correct[p["arch"]].astype(np.float64) for w, p in zip(weights, curve))
 
 

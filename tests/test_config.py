@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import yaml
 
@@ -95,7 +97,9 @@ def test_defaults_match_the_paper():
 def test_presets_inherit_with_a_deep_merge(tmp_path):
     quick, bench = load_config("fashion-mnist-quick"), load_config("fashion-mnist")
     assert quick.train.epochs == 3 and bench.train.epochs == 10 and quick.strategy.eps_ramp_epochs is None
-    assert quick.model == bench.model and quick.data == bench.data  # every data field inherited
+    assert quick.data.train_subset == 12000 and bench.data.train_subset == 24000
+    # every other data field inherited
+    assert quick.model == bench.model and dataclasses.replace(quick.data, train_subset=24000) == bench.data
     ofa_ps = load_config("fashion-mnist-ofa-ps")
     assert ofa_ps.strategy.name == "ofa-ps" and ofa_ps.train.epochs == 22 and ofa_ps.optim.lr == bench.optim.lr
     (tmp_path / "a.yaml").write_text(f"inherit: {tmp_path / 'b.yaml'}\ntrain:\n  epochs: 2\n")

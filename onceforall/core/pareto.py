@@ -115,15 +115,10 @@ def curve_weights(macs: Sequence[float], lo: float, hi: float) -> list[float]:
     if len(macs) == 1 or hi <= lo:  # as mean_pareto_accuracy: the accuracy of the cheapest point
         w[order[0]] = 1.0
         return w
-    xs = [(macs[i] - lo) / (hi - lo) for i in order]
-    span = xs[-1] - xs[0]
-    if span <= 0:
+    first, last = macs[order[0]], macs[order[-1]]
+    if last <= first:
         return [1.0 / len(macs)] * len(macs)
-    for k in range(len(order) - 1):
-        half = (xs[k + 1] - xs[k]) / 2 / span
-        w[order[k]] += half
-        w[order[k + 1]] += half
-    return w
+    return window_weights(macs, first, last)  # the trapezoid over the span the curve covers
 
 
 def bootstrap_ci(scores: np.ndarray, *, resamples: int = 2000, level: float = 0.95, seed: int = 0,

@@ -241,8 +241,8 @@ def evaluate_run(run: LoadedRun, *, per_bucket: int = 10, uniform: bool = True, 
     ev = Evaluator(run)
     say = progress or (lambda s: None)
     archs = candidate_archs(space, per_bucket=per_bucket, uniform=uniform, buckets=buckets, seed=seed)
-    sel_set = ev.batches("selection", selection_images)[0]
-    say(f"evaluating {len(archs)} subnets on {len(sel_set.ds)} images of the {run.selection_split} split")
+    n_sel, n_whole = (len(ev.batches("selection", n)[0].ds) for n in (selection_images, None))
+    say(f"evaluating {len(archs)} subnets on {n_sel} images of the {run.selection_split} split")
     tick = lambda i, n: say(f"  {i}/{n}") if i % 10 == 0 else None  # noqa: E731
     ev.accuracy(archs, "selection", selection_images, progress=tick)
     sources = dict.fromkeys(archs, "sampled")
@@ -257,7 +257,7 @@ def evaluate_run(run: LoadedRun, *, per_bucket: int = 10, uniform: bool = True, 
     pts = [Point(str(a), space.macs(a), acc) for a, acc in zip(cands, sel)]
     smallest, largest = str(space.min()), str(space.max())
     whole: dict[str, float] = {}
-    if finalists and len(sel_set.ds) < len(ev.batches("selection")[0].ds):
+    if finalists and n_sel < n_whole:
         picked = _finalists(pts, finalists, *space.macs_range(), buckets, {smallest, largest})
         say(f"measuring {len(picked)} finalists (the best {finalists} of each bucket and the ends) on the whole "
             f"{run.selection_split} split")
@@ -280,7 +280,6 @@ def evaluate_run(run: LoadedRun, *, per_bucket: int = 10, uniform: bool = True, 
     counts = [0] * buckets
     for p in pts:
         counts[bucket_index(p.macs, lo_b, hi_b, buckets)] += 1
-    n_sel = len(sel_set.ds)
     result = {
         "run": str(run.run_dir),
         "step": run.step,
@@ -290,7 +289,7 @@ def evaluate_run(run: LoadedRun, *, per_bucket: int = 10, uniform: bool = True, 
                      "images": len(run.data.test.ds), "selection_images": n_sel,
                      "search_per_bucket": search_per_bucket, "search_rounds": search_rounds if search_per_bucket else 0,
                      "finalists_per_bucket": finalists if whole else 0,
-                     "finalist_images": len(ev.batches("selection")[0].ds) if whole else n_sel,
+                     "finalist_images": n_whole if whole else n_sel,
                      "bn_images": ev.bn_images,
                      "bn_augment": run.cfg.data.bn_augment, "per_resolution": run.data.test.per_resolution,
                      "fingerprint": fingerprint(run.data.test)},

@@ -107,14 +107,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Compare runs: compare.md / compare.csv / fronts.png / training.png."""
+    """Compare runs: compare.md / compare.csv / compare_points.csv / fronts.png / training.png."""
 
     from .workflows.report import compare_runs
 
     out = ensure_writable(Path(args.out))
     rows = compare_runs(args.runs, out, reference=args.reference)
     print((out / "compare.md").read_text().split("\n\n![")[0])
-    print(f"\nwrote {out}/compare.md, compare.csv, fronts.png, training.png ({len(rows)} runs)")
+    print(f"\nwrote {out}/compare.md, compare.csv, compare_points.csv, fronts.png, training.png ({len(rows)} runs)")
     return 0
 
 

@@ -137,6 +137,23 @@ def test_compare_table_and_plots(runs, tmp_path):
     assert [t["method"] for t in table] == ["bignas", "deps"]
     assert (tmp_path / "cmp" / "fronts.png").stat().st_size > 1000
     assert (tmp_path / "cmp" / "training.png").stat().st_size > 1000
+    # per point (smallest, bucket winners, largest): the paired difference is the two reported accuracies' one
+    points = list(csv.DictReader((tmp_path / "cmp" / "compare_points.csv").open()))
+    results = {n: json.loads((runs / n / "eval" / "pareto.json").read_text()) for n in ("deps", "bignas")}
+    assert [p["point"] for p in points if p["method"] == "bignas"] == ["smallest", *[f"bucket {i}" for i in
+                                                                                     range(1, 7)], "largest"]
+    for p in points:
+        if p["point"] == "smallest":
+            assert float(p["acc"]) == results[p["method"]]["smallest"]["acc"]
+            assert float(p["ref_acc"]) == results["deps"]["smallest"]["acc"]
+        if p["diff"] == "":
+            assert "" in (p["arch"], p["ref_arch"])  # an empty bucket has no difference
+            continue
+        assert float(p["diff"]) == pytest.approx(float(p["acc"]) - float(p["ref_acc"]), abs=2e-3)
+        assert float(p["diff_ci_lo"]) <= float(p["diff"]) <= float(p["diff_ci_hi"])
+        if p["method"] == "deps":
+            assert float(p["diff"]) == float(p["diff_ci_lo"]) == float(p["diff_ci_hi"]) == 0
+    assert "## Per point of the curve" in (tmp_path / "cmp" / "compare.md").read_text()
     # a run whose space spans a narrower MACs range (as CompOFA's) is compared over the range both share
     narrow = tmp_path / "narrow"
     shutil.copytree(runs / "deps", narrow, ignore=shutil.ignore_patterns("checkpoints"))
@@ -152,6 +169,8 @@ def test_compare_table_and_plots(runs, tmp_path):
     assert n["diff_vs_ref"] == pytest.approx(mean(r["curve"]) - mean(full), abs=1e-3)
     assert n["diff_ci_lo"] <= n["diff_vs_ref"] <= n["diff_ci_hi"]
     assert "(over " in (tmp_path / "cmp2" / "compare.md").read_text()
+    # its buckets are other MACs intervals: no per-point differences for it
+    assert {p["method"] for p in csv.DictReader((tmp_path / "cmp2" / "compare_points.csv").open())} == {"deps"}
 
 
 def test_missing_runs_and_evals_are_one_line_errors(tmp_path, capsys):

@@ -10,11 +10,13 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from ..core.pareto import bootstrap_ci
 from ..run.rundir import LoadedRun, RunDir
 from .scores import curve_scores, read_curve_correct
 
-__all__ = ["compare_runs", "pareto_table", "pyplot", "write_run_report"]
+__all__ = ["compare_runs", "pareto_table", "point_differences", "pyplot", "write_run_report"]
 
 
 def pyplot():
@@ -198,6 +200,7 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
     for row in rows:
         row["cost_ratio"] = row["device_hours"] / ref["device_hours"] if ref["device_hours"] else None
     _paired_differences(rows, results, [Path(d) for d in run_dirs], rows.index(ref))
+    per_point = point_differences(rows, results, [Path(d) for d in run_dirs], rows.index(ref))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "compare.csv").open("w", newline="") as f:
@@ -205,7 +208,11 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
         w.writeheader()
         for row in rows:
             w.writerow({k: row[k] for k in COLUMNS})
-    (out / "compare.md").write_text(_compare_markdown(rows, ref, results[0]))
+    with (out / "compare_points.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=POINT_COLUMNS)
+        w.writeheader()
+        w.writerows(per_point)
+    (out / "compare.md").write_text(_compare_markdown(rows, ref, results[0]) + _points_markdown(per_point, ref))
     _plot_fronts(rows, results, out / "fronts.png")
     _plot_training(rows, metrics, out / "training.png")
     return rows
@@ -233,6 +240,73 @@ def _paired_differences(rows: list[dict], results: list[dict], run_dirs: list[Pa
                 - curve_scores(r_ref["curve"], ref_data["correct"], *r_ref["macs_range"], window=window))
         lo, hi = bootstrap_ci(diff)
         row["diff_vs_ref"], row["diff_ci_lo"], row["diff_ci_hi"] = float(diff.mean()), lo, hi
+
+
+POINT_COLUMNS = ["method", "point", "lo", "hi", "arch", "macs", "acc", "ref_arch", "ref_macs", "ref_acc", "diff",
+                 "diff_ci_lo", "diff_ci_hi"]
+
+
+def _curve_points(r: dict) -> list[tuple[str, float, float, dict | None]]:
+    """A run's points by name: the smallest subnet, each bucket's winner (None where the bucket is empty),
+    the largest subnet; with the MACs interval each stands for."""
+    pts = [("smallest", r["smallest"]["macs"], r["smallest"]["macs"], r["smallest"])]
+    for b in r["buckets"]:
+        pts.append((f"bucket {b['bucket'] + 1}", b["lo"], b["hi"], b if b.get("arch") is not None else None))
+    pts.append(("largest", r["largest"]["macs"], r["largest"]["macs"], r["largest"]))
+    return pts
+
+
+def point_differences(rows: list[dict], results: list[dict], run_dirs: list[Path], ref: int) -> list[dict]:
+    """Per point of the curve (smallest, each bucket's winner, largest): its accuracy minus the reference run's
+    point of the same name, with a paired bootstrap interval over the test images (paper Fig. 7 compares
+    methods bucket by bucket). Only for runs evaluated on the reference's images with the same bucket edges
+    (a narrower space, CompOFA's, has other buckets); a bucket empty in either run has no difference."""
+    ref_data = read_curve_correct(run_dirs[ref])
+    r_ref = results[ref]
+    out: list[dict] = []
+    if ref_data is None:
+        return out
+    ref_points = _curve_points(r_ref)
+    for row, r, d in zip(rows, results, run_dirs):
+        data = read_curve_correct(d)
+        same_buckets = r["macs_range"] == r_ref["macs_range"] and r["bucket_edges"] == r_ref["bucket_edges"]
+        if data is None or data["fingerprint"] != ref_data["fingerprint"] or not same_buckets:
+            continue
+        for (name, lo, hi, p), (_, _, _, q) in zip(_curve_points(r), ref_points):
+            cell = {"method": row["method"], "point": name, "lo": lo, "hi": hi, "arch": None, "macs": None,
+                    "acc": None, "ref_arch": None, "ref_macs": None, "ref_acc": None, "diff": None,
+                    "diff_ci_lo": None, "diff_ci_hi": None}
+            if p is not None:
+                cell.update(arch=p["arch"], macs=p["macs"], acc=p["acc"])
+            if q is not None:
+                cell.update(ref_arch=q["arch"], ref_macs=q["macs"], ref_acc=q["acc"])
+            if p is not None and q is not None:
+                diff = 100.0 * (data["correct"][p["arch"]].astype(np.float64)
+                                - ref_data["correct"][q["arch"]].astype(np.float64))
+                lo_ci, hi_ci = bootstrap_ci(diff)
+                cell.update(diff=float(diff.mean()), diff_ci_lo=lo_ci, diff_ci_hi=hi_ci)
+            out.append(cell)
+    return out
+
+
+def _points_markdown(per_point: list[dict], ref: dict) -> str:
+    if not per_point:
+        return ""
+    names = list(dict.fromkeys(c["point"] for c in per_point))
+    first = [c for c in per_point if c["method"] == per_point[0]["method"]]
+    heads = [n if n in ("smallest", "largest") else f"{n} ({_m(c['lo'])}–{_m(c['hi'])})"
+             for n, c in zip(names, first)]
+    lines = ["## Per point of the curve", "",
+             f"Accuracy of each run's smallest subnet, bucket winner and largest subnet minus `{ref['method']}`'s "
+             "point of the same name (points), with a paired 95 % bootstrap interval over the test images; an "
+             "interval that contains 0 is a tie. Runs evaluated on other images or with other bucket edges are "
+             "left out.", "",
+             "| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(names)]
+    for method in dict.fromkeys(c["method"] for c in per_point):
+        cells = ["–" if c["diff"] is None else f"{c['diff']:+.2f} ({c['diff_ci_lo']:+.2f}, {c['diff_ci_hi']:+.2f})"
+                 for c in per_point if c["method"] == method]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _ci(lo: float | None, hi: float | None) -> str:

@@ -169,8 +169,51 @@ def summarize(out: Path, names_by_seed: dict[int, list[str]]) -> None:
             else:
                 cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}")
         lines.append(f"| {method} | {len(rows)} | " + " | ".join(cells) + " |")
+    lines += ["", *seed_differences(per_method)]
     (out / "seeds.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+# two-sided 95 % quantiles of Student's t by degrees of freedom (seeds - 1)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def _over_seeds(vals: list[float]) -> str:
+    """Mean and 95 % t-interval over seeds (seed-to-seed variation; each seed's own paired interval over test
+    images is in its compare-s<seed>/compare.md)."""
+    if len(vals) < 2:
+        return f"{vals[0]:+.2f}" if vals else "–"
+    m, half = statistics.mean(vals), T95.get(len(vals) - 1, 1.96) * statistics.stdev(vals) / len(vals) ** 0.5
+    return f"{m:+.2f} [{m - half:+.2f}, {m + half:+.2f}]"
+
+
+def seed_differences(per_method: dict[str, list[dict]]) -> list[str]:
+    """Each method minus the reference (the compare tables' Δ, paired per seed), over seeds: the per-seed values,
+    their mean with a 95 % t-interval, and how many seeds' paired intervals exclude 0 (above / below)."""
+    ref = per_method.get("deps")
+    if not ref:
+        return []
+    lines = ["Differences to deps (points), per seed and over seeds (mean [95 % t-interval over seeds]); "
+             "'above/below' counts the seeds whose paired interval over test images excludes 0:", "",
+             "| method | seeds | Δ mean Pareto per seed | Δ mean Pareto | above/below | Δ smallest | Δ largest |",
+             "|---|---|---|---|---|---|---|"]
+    by_seed = {r["method"].rsplit("-s", 1)[1]: r for r in ref}
+    for method, rows in per_method.items():
+        if method == "deps":
+            continue
+        pairs = [(r, by_seed[r["method"].rsplit("-s", 1)[1]]) for r in rows
+                 if r["method"].rsplit("-s", 1)[1] in by_seed and r["diff_vs_ref"] not in ("", "None")]
+        diffs = [float(r["diff_vs_ref"]) for r, _ in pairs]
+        above = sum(float(r["diff_ci_lo"]) > 0 for r, _ in pairs)
+        below = sum(float(r["diff_ci_hi"]) < 0 for r, _ in pairs)
+        small = [float(r["smallest_acc"]) - float(d["smallest_acc"]) for r, d in pairs
+                 if r["smallest_macs"] == d["smallest_macs"]]
+        large = [float(r["largest_acc"]) - float(d["largest_acc"]) for r, d in pairs
+                 if r["largest_macs"] == d["largest_macs"]]
+        shared = " (shared MACs range)" if any(r["diff_macs_lo"] not in ("", "None") for r, _ in pairs) else ""
+        lines.append(f"| {method} | {len(pairs)} | {', '.join(f'{d:+.2f}' for d in diffs)} | "
+                     f"{_over_seeds(diffs)}{shared} | {above}/{below} | {_over_seeds(small)} | {_over_seeds(large)} |")
+    return lines
 
 
 def _evals(run: Path) -> list[dict]:

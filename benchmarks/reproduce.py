@@ -183,7 +183,8 @@ def _over_seeds(vals: list[float]) -> str:
     images is in its compare-s<seed>/compare.md)."""
     if len(vals) < 2:
         return f"{vals[0]:+.2f}" if vals else "–"
-    m, half = statistics.mean(vals), T95.get(len(vals) - 1, 1.96) * statistics.stdev(vals) / len(vals) ** 0.5
+    t = T95.get(len(vals) - 1, T95[9])  # beyond the table: df=9's quantile, wider than the true one (conservative)
+    m, half = statistics.mean(vals), t * statistics.stdev(vals) / len(vals) ** 0.5
     return f"{m:+.2f} [{m - half:+.2f}, {m + half:+.2f}]"
 
 
@@ -197,12 +198,12 @@ def seed_differences(per_method: dict[str, list[dict]]) -> list[str]:
              "'above/below' counts the seeds whose paired interval over test images excludes 0:", "",
              "| method | seeds | Δ mean Pareto per seed | Δ mean Pareto | above/below | Δ smallest | Δ largest |",
              "|---|---|---|---|---|---|---|"]
-    by_seed = {r["method"].rsplit("-s", 1)[1]: r for r in ref}
+    seed = lambda r: r["method"].rsplit("-s", 1)[1]  # noqa: E731  "deps-s0" -> "0"
+    by_seed = {seed(r): r for r in ref}
     for method, rows in per_method.items():
         if method == "deps":
             continue
-        pairs = [(r, by_seed[r["method"].rsplit("-s", 1)[1]]) for r in rows
-                 if r["method"].rsplit("-s", 1)[1] in by_seed and r["diff_vs_ref"] not in ("", "None")]
+        pairs = [(r, by_seed[seed(r)]) for r in rows if seed(r) in by_seed and r["diff_vs_ref"] not in ("", "None")]
         diffs = [float(r["diff_vs_ref"]) for r, _ in pairs]
         above = sum(float(r["diff_ci_lo"]) > 0 for r, _ in pairs)
         below = sum(float(r["diff_ci_hi"]) < 0 for r, _ in pairs)

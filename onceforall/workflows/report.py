@@ -199,8 +199,9 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
         ref = matches[0]
     for row in rows:
         row["cost_ratio"] = row["device_hours"] / ref["device_hours"] if ref["device_hours"] else None
-    _paired_differences(rows, results, [Path(d) for d in run_dirs], rows.index(ref))
-    per_point = point_differences(rows, results, [Path(d) for d in run_dirs], rows.index(ref))
+    paired = _paired_correct([Path(d) for d in run_dirs], rows.index(ref))
+    _paired_differences(rows, results, paired, rows.index(ref))
+    per_point = point_differences(rows, results, paired, rows.index(ref))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "compare.csv").open("w", newline="") as f:
@@ -218,17 +219,24 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
     return rows
 
 
-def _paired_differences(rows: list[dict], results: list[dict], run_dirs: list[Path], ref: int) -> None:
+def _paired_correct(run_dirs: list[Path], ref: int) -> list[dict | None]:
+    """Each run's ``eval/curve_correct.json`` (read once) where it was evaluated on the reference run's test
+    images (same fingerprint), else None: the runs a paired difference can be computed for."""
+    data = [read_curve_correct(d) for d in run_dirs]
+    if data[ref] is None:
+        return [None] * len(data)
+    return [c if c is not None and c["fingerprint"] == data[ref]["fingerprint"] else None for c in data]
+
+
+def _paired_differences(rows: list[dict], results: list[dict], paired: list[dict | None], ref: int) -> None:
     """Mean Pareto accuracy minus the reference run's, with a paired bootstrap interval over the test images,
     for runs evaluated on the same images (same fingerprint); None elsewhere. A run whose space spans another
     MACs range (CompOFA's) is compared over the range both share: each curve's mean accuracy over those MACs
     (``diff_macs_lo``/``diff_macs_hi`` name it; None when both span the same range)."""
-    ref_data = read_curve_correct(run_dirs[ref])
-    r_ref = results[ref]
-    for row, r, d in zip(rows, results, run_dirs):
+    ref_data, r_ref = paired[ref], results[ref]
+    for row, r, data in zip(rows, results, paired):
         row["diff_vs_ref"] = row["diff_ci_lo"] = row["diff_ci_hi"] = row["diff_macs_lo"] = row["diff_macs_hi"] = None
-        data = read_curve_correct(d)
-        if ref_data is None or data is None or data["fingerprint"] != ref_data["fingerprint"]:
+        if data is None:
             continue
         window = None
         if r["macs_range"] != r_ref["macs_range"]:
@@ -256,26 +264,20 @@ def _curve_points(r: dict) -> list[tuple[str, float, float, dict | None]]:
     return pts
 
 
-def point_differences(rows: list[dict], results: list[dict], run_dirs: list[Path], ref: int) -> list[dict]:
+def point_differences(rows: list[dict], results: list[dict], paired: list[dict | None], ref: int) -> list[dict]:
     """Per point of the curve (smallest, each bucket's winner, largest): its accuracy minus the reference run's
     point of the same name, with a paired bootstrap interval over the test images (paper Fig. 7 compares
     methods bucket by bucket). Only for runs evaluated on the reference's images with the same bucket edges
     (a narrower space, CompOFA's, has other buckets); a bucket empty in either run has no difference."""
-    ref_data = read_curve_correct(run_dirs[ref])
-    r_ref = results[ref]
+    ref_data, r_ref = paired[ref], results[ref]
     out: list[dict] = []
-    if ref_data is None:
-        return out
     ref_points = _curve_points(r_ref)
-    for row, r, d in zip(rows, results, run_dirs):
-        data = read_curve_correct(d)
+    for row, r, data in zip(rows, results, paired):
         same_buckets = r["macs_range"] == r_ref["macs_range"] and r["bucket_edges"] == r_ref["bucket_edges"]
-        if data is None or data["fingerprint"] != ref_data["fingerprint"] or not same_buckets:
+        if data is None or not same_buckets:
             continue
         for (name, lo, hi, p), (_, _, _, q) in zip(_curve_points(r), ref_points):
-            cell = {"method": row["method"], "point": name, "lo": lo, "hi": hi, "arch": None, "macs": None,
-                    "acc": None, "ref_arch": None, "ref_macs": None, "ref_acc": None, "diff": None,
-                    "diff_ci_lo": None, "diff_ci_hi": None}
+            cell = {**dict.fromkeys(POINT_COLUMNS), "method": row["method"], "point": name, "lo": lo, "hi": hi}
             if p is not None:
                 cell.update(arch=p["arch"], macs=p["macs"], acc=p["acc"])
             if q is not None:

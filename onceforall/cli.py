@@ -98,6 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     r = evaluate_run(run, per_bucket=args.per_bucket, uniform=not args.no_uniform,
                      selection_images=None if args.selection_images == 0 else args.selection_images,
+                     ranking_bn_images=args.ranking_bn_images,
                      search_per_bucket=args.search_per_bucket, search_rounds=args.search_rounds,
                      finalists=args.finalists, seed=args.seed,
                      progress=None if args.quiet else _say)
@@ -347,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selection-images", type=int, default=2000,
                    help="rank candidates on this many validation-split images (0: all); winners are then "
                         "measured on the whole test split")
+    p.add_argument("--ranking-bn-images", type=int, default=None,
+                   help="BN-recalibration images of the ranking measurements (default: the run's data.bn_images; "
+                        "finalists and the test measurement always use data.bn_images)")
     p.add_argument("--finalists", type=int, default=3,
                    help="the best N of each bucket on those images are measured again on the whole validation "
                         "split, and the winner is chosen on that (default 3; 0: choose on the subset)")

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import random
 import shutil
 
 import pytest
@@ -28,7 +29,7 @@ pytestmark = needs_fashion
 TINY = [
     "data.train_subset=256", "data.eval_subset=64", "data.bn_images=64", "data.eval_batch_size=128",
     "data.image_size=16", "model.width_mult=0.25", "model.resolutions=[16]", "train.batch_size=32",
-    "train.epochs=2", "train.threads=1", "data.val_split=300", "train.keep_checkpoints=true",
+    "train.epochs=2", "train.threads=1", "data.val_split=300", "train.keep_checkpoints=true", "data.test_subset=2000",
 ]
 
 
@@ -46,7 +47,7 @@ def test_eval_writes_a_consistent_front_and_caches(runs, monkeypatch, capsys):
                  "--quiet"]) == 0
     out = runs / "deps" / "eval"
     r = json.loads((out / "pareto.json").read_text())
-    assert len(r["buckets"]) == 6 and r["eval_set"]["images"] == 10000 and r["eval_set"]["selection_images"] == 100
+    assert len(r["buckets"]) == 6 and r["eval_set"]["images"] == 2000 and r["eval_set"]["selection_images"] == 100
     assert r["eval_set"]["split"] == "test" and r["eval_set"]["held_out"]
     assert r["eval_set"]["selection_split"] == "validation (300 held-out training images)"
     # every bucket holds the candidates asked for, the top ones included (uniform sampling never reaches them)
@@ -61,7 +62,7 @@ def test_eval_writes_a_consistent_front_and_caches(runs, monkeypatch, capsys):
     assert r["mean_pareto_acc"] == pytest.approx(mean_pareto_accuracy(curve, lo, hi))
     # the bootstrap resamples per-image scores whose mean is exactly mean Pareto accuracy
     correct = read_curve_correct(runs / "deps")
-    assert correct["images"] == 10000 and set(correct["correct"]) == {p["arch"] for p in r["curve"]}
+    assert correct["images"] == 2000 and set(correct["correct"]) == {p["arch"] for p in r["curve"]}
     for p in r["curve"]:
         assert 100 * correct["correct"][p["arch"]].mean() == pytest.approx(p["acc"], abs=1e-3)
     scores = curve_scores(r["curve"], correct["correct"], lo, hi)
@@ -97,10 +98,75 @@ def test_eval_writes_a_consistent_front_and_caches(runs, monkeypatch, capsys):
     assert "mean Pareto accuracy" in capsys.readouterr().out
     # second run: everything comes from eval/cache.json
     calls = []
-    real = evaluate_mod.evaluate_arch
-    monkeypatch.setattr(evaluate_mod, "evaluate_arch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = Evaluator._forward
+    monkeypatch.setattr(Evaluator, "_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = evaluate_mod.evaluate_run(load_run(runs / "deps"), per_bucket=2, uniform=False, selection_images=100)
     assert calls == [] and again["mean_pareto_acc"] == r["mean_pareto_acc"]
+
+
+def _copy_run(src, dst):
+    """A run directory without its eval/ folder (config, metrics, cost, last checkpoint)."""
+    (dst / "checkpoints").mkdir(parents=True)
+    for f in ("config.yaml", "metrics.jsonl", "cost.json"):
+        shutil.copy2(src / f, dst / f)
+    shutil.copy2(src / "checkpoints" / "last.pt", dst / "checkpoints" / "last.pt")
+    return dst
+
+
+def test_reevaluation_is_byte_identical_whatever_the_cache_held(runs, tmp_path):
+    """The result is a function of the weights, the config and the arguments: a fresh cache, a cache full of other
+    measurements (other weights, an older protocol, archs this evaluation never measures) and no cache at all give
+    the same pareto.json byte for byte; a cached value is reused only where it is this evaluation's measurement."""
+    run_dir = _copy_run(runs / "deps", tmp_path / "deps")
+    kw = dict(per_bucket=2, uniform=False, selection_images=100, finalists=2)
+    first = evaluate_mod.evaluate_run(load_run(run_dir), **kw)
+    pareto = (run_dir / "eval" / "pareto.json").read_bytes()
+    run = load_run(run_dir)
+    ev = Evaluator(run)
+    mine = {e["arch"] for e in first["evaluated"]}
+    cache = json.loads((run_dir / "eval" / "cache.json").read_text())
+    junk = {}
+    for k, v in cache.items():  # the same archs, measured under other weights or an older protocol: other values
+        protocol, weights, rest = k.split("|", 2)
+        junk[f"{protocol}|wdeadbeefdeadbeef|{rest}"] = 100.0 - v
+        junk["step123|" + rest] = 0.0
+    rng = random.Random(0)
+    others = [a for a in (run.space.sample(rng) for _ in range(200)) if str(a) not in mine][:30]
+    for a in others:  # this run's weights and sets, archs the evaluation does not measure: the predictor ignores them
+        junk[ev.key(a, "selection", 100)] = 99.0 if run.space.macs(a) < sum(run.space.macs_range()) / 2 else 1.0
+    (run_dir / "eval" / "cache.json").write_text(json.dumps({**cache, **junk}))
+    (run_dir / "eval" / "pareto.json").unlink()
+    again = Evaluator(load_run(run_dir))
+    evaluate_mod.evaluate_run(again.run, evaluator=again, **kw)
+    assert (run_dir / "eval" / "pareto.json").read_bytes() == pareto
+    assert dict(again.images) == {}  # every measurement was this evaluation's own, found in the cache
+    shutil.rmtree(run_dir / "eval")  # no cache at all: measured again, the same bytes
+    evaluate_mod.evaluate_run(load_run(run_dir), **kw)
+    assert (run_dir / "eval" / "pareto.json").read_bytes() == pareto
+
+
+def test_whole_split_completed_from_a_subset_and_bn_statistics_reused(runs, tmp_path):
+    """Measuring the whole split after a subset of it measures only the other images, and gives the per-image
+    results of a direct measurement; each arch's BN statistics are recalibrated once per Evaluator."""
+    run_dir = _copy_run(runs / "deps", tmp_path / "deps")
+    run = load_run(run_dir)
+    archs = [run.space.min(), run.space.max(), run.space.sample(torch.Generator().manual_seed(3))]
+    ev = Evaluator(run)
+    ev.accuracy(archs, "selection", 100)
+    bn_images = ev.images["BN recalibration"]
+    assert bn_images == 3 * 64
+    completed = ev.accuracy(archs, "selection", complete=100)
+    name = ev.batches("selection")[1]
+    assert ev.images[f"forward {name} (rest)"] == 3 * 200 and ev.images.get(f"forward {name}", 0) == 0
+    assert ev.images["BN recalibration"] == bn_images  # kept from the subset's measurement
+    direct = Evaluator(load_run(_copy_run(runs / "deps", tmp_path / "direct")))
+    assert direct.accuracy(archs, "selection") == completed
+    for a in archs:
+        assert (direct.correct(a, "selection") == ev.correct(a, "selection")).all()
+    # the kept BN statistics are the recalibrated ones: the same logits as a fresh recalibration
+    x = next(iter(run.data.test))[0][:8]
+    with torch.no_grad():
+        assert torch.equal(ev.subnet(archs[2])(x), direct.subnet(archs[2])(x))
 
 
 def test_two_evaluators_of_a_run_keep_each_others_measurements(runs):

@@ -6,7 +6,7 @@
 * The built-in readers, registered on import: :mod:`.fashion_mnist` (``fashion-mnist``,
   ``fashion-mnist-pairs``), :mod:`.cifar`
   (``cifar10``, ``cifar100``), :mod:`.imagefolder` (``imagefolder``).
-* :mod:`.splits`: :func:`split_holdout`, :func:`bn_subset`.
+* :mod:`.splits`: :func:`split_holdout`, :func:`bn_subset`, :func:`subset_order`.
 * :mod:`.batches`: :class:`Augment`, :class:`TrainBatches`, :class:`EvalBatches` (everything random is a pure
   function of ``(seed, epoch, index)``).
 """
@@ -29,7 +29,7 @@ from .registry import (
     register_dataset,
     test_split_name,
 )
-from .splits import bn_subset, split_holdout
+from .splits import bn_subset, split_holdout, subset_order
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -52,6 +52,7 @@ __all__ = [
     "mirror_safe",
     "register_dataset",
     "split_holdout",
+    "subset_order",
     "test_split_name",
     "typical_size",
 ]

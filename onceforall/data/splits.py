@@ -7,7 +7,7 @@ import torch
 
 from .base import Dataset, data_error, seeded_generator
 
-__all__ = ["bn_subset", "split_holdout"]
+__all__ = ["bn_subset", "subset_order", "split_holdout"]
 
 
 def split_holdout(ds: Dataset, holdout: int, seed: int) -> tuple[Dataset, Dataset | None]:
@@ -33,6 +33,10 @@ def bn_subset(ds: Dataset, num_images: int, seed: int) -> Dataset:
     The images stay in random order, so consecutive batches are not grouped by class (image folders are)."""
     if num_images < 1:
         raise ValueError(f"num_images: {num_images} is not valid; must be >= 1")
-    n = len(ds)
-    perm = torch.randperm(n, generator=seeded_generator(seed, "bn", n))
-    return ds.subset(perm[: min(num_images, n)])
+    return ds.subset(subset_order(len(ds), seed)[: min(num_images, len(ds))])
+
+
+def subset_order(n: int, seed: int) -> torch.Tensor:
+    """The random order of a dataset's ``n`` images whose first k are :func:`bn_subset`'s k images (so the rest of
+    the dataset, beyond a subset, is known too: a measurement on a subset can be completed to the whole set)."""
+    return torch.randperm(n, generator=seeded_generator(seed, "bn", n))

@@ -66,6 +66,9 @@ class DataConfig:
     """Hold out this many training images for validation; 0: validate on the test split."""
     eval_subset: int | None = None
     """Per-epoch validation on a fixed subset of this many images; None: the whole validation set."""
+    test_subset: int | None = None
+    """Report on a fixed random subset of this many test images (quick looks, tests; reports say how many);
+    None: the whole test split, as the paper's protocol."""
     crop_padding: int = 4
     """Random-crop augmentation: zero padding in pixels (in-memory datasets); 0 disables cropping."""
     hflip: bool | None = None
@@ -207,6 +210,7 @@ _RANGES: dict[str, tuple[float | None, float | None, str]] = {
     "data.train_subset": (1, None, ">= 1"),
     "data.val_split": (0, None, ">= 0"),
     "data.eval_subset": (1, None, ">= 1"),
+    "data.test_subset": (1, None, ">= 1"),
     "data.crop_padding": (0, None, ">= 0"),
     "data.bn_images": (1, None, ">= 1"),
     "data.eval_batch_size": (1, None, ">= 1"),

@@ -26,7 +26,7 @@ from ..core.registry import space_from_identity
 from ..core.space import Space
 from ..core.supernet import Supernet, build_supernet
 from ..core.util import atomic_write, first_line
-from .checkpoint import load_checkpoint, load_model_state
+from .checkpoint import content_checksum, load_checkpoint, load_model_state
 from .config import Config, config_from_dict, load_config, to_yaml
 from .setup import TrainData, build_data, image_size, memory_format, report_split, selection_split
 
@@ -259,6 +259,12 @@ class LoadedRun:
     @cached_property
     def cost(self) -> dict | None:
         return self.dir.read_cost()
+
+    @cached_property
+    def weights_digest(self) -> str:
+        """16 hex digits of the SHA-256 of the supernet's weights and BN buffers: measurements cached under it are
+        measurements of exactly these weights (a retrained or resumed run gets new ones)."""
+        return content_checksum(self.net.state_dict())[:16]
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:

@@ -91,6 +91,8 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
     d = cfg.data
     train = load_dataset(d.dataset, d.root, "train", image_size)
     test = load_dataset(d.dataset, d.root, "test", image_size)
+    if d.test_subset is not None and d.test_subset < len(test):
+        test = bn_subset(test, d.test_subset, seed=derive_seed(DATA_SEED, "test_subset"))
     if d.mean is not None:  # the config's normalization (image folders: measured when the run started)
         for ds in (train, test):
             ds.mean, ds.std = tuple(d.mean), tuple(d.std)

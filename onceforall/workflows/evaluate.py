@@ -30,17 +30,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import time
+from collections import defaultdict
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from ..core.arch import Arch
-from ..core.evaluation import evaluate_arch, mask_accuracy
+from ..core.bn import recalibrate_bn
+from ..core.evaluation import at_resolution, correct_mask, mask_accuracy
 from ..core.pareto import Point, bootstrap_ci, bucket_index, pareto_summary
 from ..core.seeds import derive_seed
 from ..core.space import Space
 from ..core.util import atomic_write
-from ..data import EvalBatches, bn_subset
+from ..data import EvalBatches, subset_order
 from ..run.rundir import LoadedRun
 from ..specialize.search import AccuracyPredictor, evolutionary_search, nsga2_search
 from .report import write_run_report
@@ -52,14 +56,29 @@ SPLITS = ("selection", "test")
 SKEWS = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))
 
 
+# Part of every cache key: a measurement made under another definition (another protocol version, other weights,
+# images or BN subset) is never reused. e2: keys name the weights (LoadedRun.weights_digest) instead of the step.
+PROTOCOL = "e2"
+# In-memory evaluation sets are kept as ready input tensors up to this size (bytes), instead of being resized
+# and normalized again for every subnet.
+KEEP_INPUTS_BYTES = 512 * 2**20
+# One random order of a split's images for every subset size: a smaller subset lies inside a larger one, so a
+# measurement can be completed to a larger subset or the whole split by measuring only the images it lacks.
+SUBSET_SEED = derive_seed(0, "selection")
+
+
 class Evaluator:
-    """Accuracies of archs of a run, measured once and cached in ``<run>/eval/cache.json`` (and, for whole
-    test-split measurements, which images each arch got right, in ``eval/correct.json``).
+    """Accuracies of archs of a run, measured once and cached in ``<run>/eval/cache.json``, with which images each
+    measurement got right in ``eval/correct.json``.
 
     ``split`` is ``"selection"`` (the validation split: held-out training images, or the test split when the
     run has none) or ``"test"``; ``images=None`` measures the whole split, an integer a fixed random subset of
-    that many images (cheap ranking). Cache keys hold the checkpoint step, the set and the number of BN images,
-    so a resumed run or another set is measured again.
+    that many images (cheap ranking). A cache key names the protocol, the weights (a digest of the supernet's
+    state), the set and the BN images, so a cached value is exactly the measurement that would be made again.
+
+    Within one Evaluator, each arch's BN statistics are recalibrated once and kept (the finalists and the test
+    measurement reuse them), and measuring the whole split after a subset of it measures only the images beyond
+    the subset (``complete``). ``seconds`` and ``images`` say where the time went (``benchmarks/eval_speed.py``).
     """
 
     def __init__(self, run: LoadedRun, *, bn_images: int | None = None):
@@ -69,7 +88,12 @@ class Evaluator:
         self.correct_path = run.dir.eval_dir / "correct.json"
         self.cache: dict[str, float] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.hits: dict[str, str] = json.loads(self.correct_path.read_text()) if self.correct_path.exists() else {}
-        self._subsets: dict[tuple[str, int], EvalBatches] = {}
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.images: dict[str, int] = defaultdict(int)
+        self._subsets: dict[tuple[str, int], tuple[EvalBatches, EvalBatches]] = {}
+        self._bn_state: dict[Arch, dict[str, torch.Tensor]] = {}
+        self._inputs: dict[int, list] = {}
+        self._unsaved = 0
 
     def _set(self, split: str) -> tuple[EvalBatches, str]:
         if split not in SPLITS:
@@ -80,50 +104,107 @@ class Evaluator:
             batches, name = self.run.data.test, "test"
         return batches, name + ("@r" if batches.per_resolution else "")  # decoded per resolution: other numbers
 
+    def _subset(self, split: str, images: int) -> tuple[EvalBatches, EvalBatches]:
+        """(the fixed subset of ``images`` images of ``split``, the rest of the split) as batches."""
+        full, name = self._set(split)
+        if (name, images) not in self._subsets:
+            order = subset_order(len(full.ds), SUBSET_SEED)
+            self._subsets[name, images] = tuple(  # type: ignore[assignment]
+                EvalBatches(full.ds.subset(idx), full.batch_size, full.image_size, full.workers, full.per_resolution)
+                for idx in (order[:images], order[images:]))
+        return self._subsets[name, images]
+
     def batches(self, split: str, images: int | None = None) -> tuple[EvalBatches, str]:
         """The batches of ``split`` (a fixed subset of ``images`` of them) and their cache name."""
         full, name = self._set(split)
         if images is None or images >= len(full.ds):
             return full, f"{name}|{len(full.ds)}"
-        if (name, images) not in self._subsets:
-            ds = bn_subset(full.ds, images, seed=derive_seed(0, "selection", images))
-            self._subsets[name, images] = EvalBatches(ds, full.batch_size, full.image_size, full.workers,
-                                                      full.per_resolution)
-        return self._subsets[name, images], f"{name}|{images}"
+        return self._subset(split, images)[0], f"{name}|{images}"
 
     def key(self, arch: Arch, split: str, images: int | None = None) -> str:
         bn = f"bn{self.bn_images}" + ("aug" if self.run.cfg.data.bn_augment else "")
-        return f"step{self.run.step}|{self.batches(split, images)[1]}|{bn}|{arch}"
+        return f"{PROTOCOL}|w{self.run.weights_digest}|{self.batches(split, images)[1]}|{bn}|{arch}"
 
     def accuracy(self, archs: list[Arch], split: str = "test", images: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> list[float]:
-        """Top-1 (%) of each arch on ``split`` (measured once, then cached)."""
-        batches, _ = self.batches(split, images)
+                 progress: Callable[[int, int], None] | None = None, complete: int | None = None) -> list[float]:
+        """Top-1 (%) of each arch on ``split`` (measured once, then cached). With ``complete`` (a subset size) and
+        the whole split asked for, an arch already measured on that subset is measured on the other images only."""
         out = []
         for i, arch in enumerate(archs):
             k = self.key(arch, split, images)
             if k not in self.cache:
-                hits = evaluate_arch(self.run.net, arch, self.run.data.bn, batches, bn_images=self.bn_images,
-                                     device=self.run.device, memory_format=self.run.memory_format)
-                self.cache[k] = round(mask_accuracy(hits), 4)
-                if images is None:
-                    self.hits[k] = pack_mask(hits.numpy())
-                self.save()
+                mask = self._measure(arch, split, images, complete)
+                self.cache[k] = round(mask_accuracy(torch.from_numpy(mask)), 4)
+                self.hits[k] = pack_mask(mask)
+                self._unsaved += 1
+                if self._unsaved >= 10:
+                    self.save()
             out.append(self.cache[k])
             if progress is not None:
                 progress(i + 1, len(archs))
+        self.save()
         return out
+
+    def _measure(self, arch: Arch, split: str, images: int | None, complete: int | None) -> np.ndarray:
+        """Which images of the set the subnet of ``arch`` gets right (bool per image, in the set's order)."""
+        batches, _ = self.batches(split, images)
+        whole = images is None or images >= len(batches.ds)
+        part = self.key(arch, split, complete) if whole and complete else None
+        if part is None or part not in self.hits or complete >= len(batches.ds):
+            return self._forward(arch, batches, self.batches(split, images)[1])
+        first, rest = self._subset(split, complete)
+        order = subset_order(len(batches.ds), SUBSET_SEED)
+        mask = np.empty(len(batches.ds), dtype=bool)
+        mask[order[:complete].numpy()] = unpack_mask(self.hits[part], complete)
+        mask[order[complete:].numpy()] = self._forward(arch, rest, f"{self.batches(split)[1]} (rest)")
+        return mask
+
+    def _forward(self, arch: Arch, batches: EvalBatches, name: str) -> np.ndarray:
+        tic = time.perf_counter()
+        sub = self.subnet(arch)
+        mid = time.perf_counter()
+        run = self.run
+        hits = correct_mask(sub, self._ready(at_resolution(batches, arch.resolution)), run.device, run.memory_format)
+        self.seconds["subnets (extract + BN)"] += mid - tic
+        self.seconds[f"forward {name}"] += time.perf_counter() - mid
+        self.images[f"forward {name}"] += len(hits)
+        return hits.numpy()
+
+    def subnet(self, arch: Arch) -> torch.nn.Module:
+        """The subnet of ``arch`` with its BN statistics recalibrated (once per arch in this Evaluator)."""
+        run = self.run
+        sub = run.net.extract(arch).to(device=run.device, memory_format=run.memory_format)
+        if arch in self._bn_state:
+            sub.load_state_dict(self._bn_state[arch], strict=False)
+            return sub.eval()
+        recalibrate_bn(sub, self._ready(at_resolution(run.data.bn, arch.resolution)), num_images=self.bn_images,
+                       device=run.device, memory_format=run.memory_format)
+        self.images["BN recalibration"] += self.bn_images
+        self._bn_state[arch] = {k: v.clone() for k, v in sub.state_dict().items()
+                                if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+        return sub
+
+    def _ready(self, batches):
+        """In-memory batches as ready input tensors, kept for the next subnet (resizing and normalizing them again
+        for every subnet costs time); image folders are decoded as they come."""
+        ds = getattr(batches, "ds", None)
+        if not hasattr(ds, "images") or ds.images.numel() * 4 > KEEP_INPUTS_BYTES:
+            return batches
+        if id(batches) not in self._inputs:
+            self._inputs[id(batches)] = (batches, list(batches))  # the batches object kept alive: ids stay unique
+        return self._inputs[id(batches)][1]
 
     def correct(self, arch: Arch, split: str = "test") -> np.ndarray:
         """Which images of the whole ``split`` the subnet of ``arch`` classifies correctly (bool per image)."""
         k = self.key(arch, split)
         if k not in self.hits:
-            self.cache.pop(k, None)  # measured before per-image results were kept: measure again
+            self.cache.pop(k, None)
             self.accuracy([arch], split)
         return unpack_mask(self.hits[k], len(self.batches(split)[0].ds))
 
     def measured(self, split: str = "selection", images: int | None = None) -> dict[Arch, float]:
-        """Every cached (arch, accuracy) pair of this checkpoint and set (the predictor's training data)."""
+        """Every cached (arch, accuracy) pair of these weights and this set (``search``'s predictor data; an
+        evaluation uses only its own measurements)."""
         prefix = self.key(self.run.space.max(), split, images).rsplit("|", 1)[0] + "|"
         out = {}
         for k, v in self.cache.items():
@@ -137,6 +218,8 @@ class Evaluator:
     def save(self) -> None:
         """Write the cache, keeping what another Evaluator of the run wrote meanwhile (``search --front`` and
         a benchmark may hold two; the last writer used to drop the other's measurements)."""
+        if not self._unsaved:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for path, data in ((self.path, self.cache), (self.correct_path, self.hits)):
             if path.exists():
@@ -144,6 +227,7 @@ class Evaluator:
                     data.setdefault(k, v)
             text = json.dumps(data, indent=0, sort_keys=True)
             atomic_write(path, lambda p, text=text: p.write_text(text))
+        self._unsaved = 0
 
 
 def candidate_archs(space: Space, *, per_bucket: int = 10, uniform: bool = True, buckets: int = 6, seed: int = 0,
@@ -187,15 +271,15 @@ def _new_in_bucket(space: Space, results: list, b: int, buckets: int, known: set
     return [a for a, *_ in results if a not in known and bucket_index(space.macs(a), lo, hi, buckets) == b][:n]
 
 
-def _search_buckets(space: Space, ev: Evaluator, archs: list[Arch], *, per_bucket: int, selection_images: int | None,
-                    buckets: int, seed: int, say: Callable[[str], None]) -> list[Arch]:
-    """Per bucket, the best archs that the accuracy predictor finds inside it, other than the sampled
-    candidates: the members of the predicted accuracy/MACs front (NSGA-II over the whole range, started from
-    the candidates, as ``search --front``) that fall in the bucket, best predicted first, topped up by an
-    evolution inside the bucket where the front has fewer. The predictor learns from the sampled candidates
-    only, so the result is a function of the run and the seed (a second eval finds the same archs, already
-    measured)."""
-    pairs = dict(zip(archs, ev.accuracy(archs, "selection", selection_images)))
+def _search_buckets(space: Space, measured: list[tuple[Arch, float]], *, per_bucket: int, buckets: int, seed: int,
+                    say: Callable[[str], None]) -> list[Arch]:
+    """Per bucket, the best archs that the accuracy predictor finds inside it, other than those ``measured``: the
+    members of the predicted accuracy/MACs front (NSGA-II over the whole range, started from the measured archs,
+    as ``search --front``) that fall in the bucket, best predicted first, topped up by an evolution inside the
+    bucket where the front has fewer. The predictor learns from this evaluation's own measurements only, so the
+    result is a function of the weights and the seed, whatever the cache holds."""
+    pairs = dict(measured)
+    archs = list(pairs)
     if len(pairs) < 8:
         return []
     predictor = AccuracyPredictor(space, seed=seed)
@@ -231,37 +315,53 @@ def _finalists(points: list[Point], k: int, lo: int, hi: int, buckets: int, ends
     return list(dict.fromkeys([*best, *(p.arch for p in points if p.arch in ends)]))
 
 
+def _top(sel: dict[Arch, float], k: int, space: Space, buckets: int) -> list[Arch]:
+    """The ``k`` best archs of each MACs bucket by their ranking accuracy (what the finalists would be)."""
+    pts = [Point(str(a), space.macs(a), acc) for a, acc in sel.items()]
+    return _finalists(pts, k, *space.macs_range(), buckets, set())
+
+
 def evaluate_run(run: LoadedRun, *, per_bucket: int = 10, uniform: bool = True, selection_images: int | None = 2000,
-                 search_per_bucket: int = 3, search_rounds: int = 2, finalists: int = 3, seed: int = 0,
-                 buckets: int = 6,
-                 progress: Callable[[str], None] | None = None) -> dict:
+                 ranking_bn_images: int | None = None, search_per_bucket: int = 3, search_rounds: int = 2,
+                 finalists: int = 3, seed: int = 0, buckets: int = 6, progress: Callable[[str], None] | None = None,
+                 evaluator: Evaluator | None = None) -> dict:
     """Evaluate a run's supernet across the MACs range of the space it trained (see the module docstring);
-    write eval/pareto.{json,csv}, curve_correct.json, report.md, pareto.png."""
+    write eval/pareto.{json,csv}, curve_correct.json, report.md, pareto.png. The result depends on the weights,
+    the config and these arguments alone (not on what the cache held before); ``evaluator`` (default: a new
+    one) lets a caller read where the time went. ``ranking_bn_images``: BN images of the cheap ranking
+    measurements (default: the run's data.bn_images, as the finalists and the test measurement always use)."""
     space = run.space
-    ev = Evaluator(run)
+    ev = evaluator or Evaluator(run)
+    ranker = ev if ranking_bn_images in (None, ev.bn_images) else Evaluator(run, bn_images=ranking_bn_images)
     say = progress or (lambda s: None)
     archs = candidate_archs(space, per_bucket=per_bucket, uniform=uniform, buckets=buckets, seed=seed)
     n_sel, n_whole = (len(ev.batches("selection", n)[0].ds) for n in (selection_images, None))
     say(f"evaluating {len(archs)} subnets on {n_sel} images of the {run.selection_split} split")
     tick = lambda i, n: say(f"  {i}/{n}") if i % 10 == 0 else None  # noqa: E731
-    ev.accuracy(archs, "selection", selection_images, progress=tick)
+    sel = dict(zip(archs, ranker.accuracy(archs, "selection", selection_images, progress=tick)))
     sources = dict.fromkeys(archs, "sampled")
-    for round_ in range(search_rounds if search_per_bucket else 0):  # each round's predictor learns from the last's
-        searched = _search_buckets(space, ev, list(sources), per_bucket=search_per_bucket,
-                                   selection_images=selection_images, buckets=buckets, seed=seed + round_, say=say)
-        say(f"measuring {len(searched)} searched subnets (round {round_ + 1} of {search_rounds})")
-        ev.accuracy(searched, "selection", selection_images)
+    rounds = search_rounds if search_per_bucket else 0
+    rounds_run = 0
+    for round_ in range(rounds):  # each round's predictor learns from the subnets the rounds before it measured
+        searched = _search_buckets(space, list(sel.items()), per_bucket=search_per_bucket, buckets=buckets,
+                                   seed=seed + round_, say=say)
+        say(f"measuring {len(searched)} searched subnets (round {round_ + 1} of {rounds})")
+        before = set(_top(sel, finalists or 1, space, buckets))
+        sel.update(zip(searched, ranker.accuracy(searched, "selection", selection_images)))
         sources.update(dict.fromkeys(searched, "search"))
-    cands = list(sources)
-    sel = ev.accuracy(cands, "selection", selection_images)
-    pts = [Point(str(a), space.macs(a), acc) for a, acc in zip(cands, sel)]
+        rounds_run += 1
+        if round_ < rounds - 1 and set(_top(sel, finalists or 1, space, buckets)) == before:
+            say("no searched subnet reached a bucket's finalists: the front stopped moving, no further round")
+            break
+    pts = [Point(str(a), space.macs(a), sel[a]) for a in sources]
     smallest, largest = str(space.min()), str(space.max())
     whole: dict[str, float] = {}
     if finalists and n_sel < n_whole:
         picked = _finalists(pts, finalists, *space.macs_range(), buckets, {smallest, largest})
         say(f"measuring {len(picked)} finalists (the best {finalists} of each bucket and the ends) on the whole "
             f"{run.selection_split} split")
-        whole = dict(zip(picked, ev.accuracy([space.parse(a) for a in picked], "selection")))
+        whole = dict(zip(picked, ev.accuracy([space.parse(a) for a in picked], "selection",
+                                             complete=selection_images if ranker is ev else None)))
     ranked = [Point(p.arch, p.macs, whole[p.arch]) for p in pts if p.arch in whole] if whole else pts
     chosen = pareto_summary(ranked, next(p for p in ranked if p.arch == smallest),
                             next(p for p in ranked if p.arch == largest), buckets)
@@ -287,7 +387,8 @@ def evaluate_run(run: LoadedRun, *, per_bucket: int = 10, uniform: bool = True, 
         "space": space.identity(),
         "eval_set": {"split": run.report_split, "selection_split": run.selection_split, "held_out": run.held_out,
                      "images": len(run.data.test.ds), "selection_images": n_sel,
-                     "search_per_bucket": search_per_bucket, "search_rounds": search_rounds if search_per_bucket else 0,
+                     "search_per_bucket": search_per_bucket, "search_rounds": rounds, "search_rounds_run": rounds_run,
+                     "ranking_bn_images": ranker.bn_images,
                      "finalists_per_bucket": finalists if whole else 0,
                      "finalist_images": n_whole if whole else n_sel,
                      "bn_images": ev.bn_images,

@@ -141,7 +141,7 @@ def test_deps_schedule_is_the_official_one(reference: dict, deps_replay: dict) -
 
 def test_deps_matches_the_official_code_step_for_step(deps_replay: dict) -> None:
     errors = deps_replay["error"]
-    assert errors[0] == 0.0  # the same start
+    assert errors[0] < 1e-15  # the same start (up to the digest's own summation order under threads)
     bad = {t - 1: e for t, e in errors.items() if e > TOLERANCE}
     assert not bad, f"diverges from the official DεpS trajectory after step(s) {bad}"
 

@@ -52,15 +52,17 @@ class StrategyConfig:
     eps_shrinking: bool = True
     """deps ablation switch: False gives the subnets their full weight as soon as shrinking starts."""
     eps_start: float = 1.0e-4
-    """deps, eps_mode loss or lr: ε when shrinking starts (the official ramp, lr-ramp, starts at 1/ramp steps)."""
+    """deps, eps_mode loss or lr: ε when shrinking starts (lr-ramp does not read it: there ε_t·η_t starts at 1/R of
+    η at the ramp's end)."""
     eps_ramp_epochs: float | None = None
     """deps: epochs from the first shrinking step until ε reaches 1 (the official --smallnet_warmup, sw: ε = 1
     from epoch --teacher_warmup, shrinking from teacher_warmup - sw); None: 5 % of the run, at least 1 epoch."""
     eps_mode: str = "lr-ramp"
     """deps: how ε_t grows over the ramp of R steps from the shrink step s. lr-ramp (the official
     adjust_beta_value): ε_t = (t - s + 1) / R · η(s + R) / η_t, so the subnets' effective learning rate ε_t·η_t
-    rises linearly to η(s + R), reaching 1/R of it at the first shrinking step; loss: ε_t grows linearly from
-    eps_start to 1 with no learning-rate ratio (the paper's eq. 4 read literally); lr: ε_t of loss times
+    rises linearly to η(s + R), from 1/R of it at the first shrinking step; loss: ε_t grows linearly from
+    eps_start to 1 with no learning-rate ratio (the paper's eq. 4 read literally; the default before
+    2026-12-03); lr: ε_t of loss times
     η(s + R) / η_t (the ramp of lr-ramp one step late, from eps_start; this package's code-faithful reading
     before 2026-12-03). η always comes from the learning-rate schedule."""
     ikd: bool = True

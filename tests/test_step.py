@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import onceforall as ofa
-from onceforall.core.step import kd_loss, train_step
+from onceforall.core.optim import build_optimizer
+from onceforall.core.step import begin_step, kd_loss, train_step
 from onceforall.core.strategies import Schedule, get_strategy
 from onceforall.run.config import StrategyConfig
 
@@ -131,3 +132,28 @@ def test_ofa_ps_step_uses_the_frozen_teacher_and_normalised_ce_plus_kd():
     loss.backward()
     got, want = _grads(net), _grads(ref)
     assert all(_close(got[n], want[n]) for n in want)
+
+
+@pytest.mark.parametrize("permute", [False, True])
+def test_reorganization_leaves_momentum_in_place_unless_asked(permute):
+    """The official DεpS code re-organizes by replacing the parameters' data: momentum stays where it was
+    (strategy.reorganize_momentum false, the default); true permutes it with the channels (the old behaviour)."""
+    space, net, x, y, sched = _setup()
+    strategy = get_strategy(StrategyConfig(name="deps", reorganize_momentum=permute), space, sched, 0)
+    opt = build_optimizer(net, lr=0.1)
+    train_step(net, strategy.plan(0), x, y, opt)  # momentum buffers now hold the first gradient
+    plan = strategy.plan(strategy.shrink_step)
+    assert plan.reorganize and plan.reorganize_momentum is permute
+    w = net.stages[1][0].expand_conv.weight
+    w_before, buf_before = w.detach().clone(), opt.state[w]["momentum_buffer"].clone()
+    begin_step(plan, net, opt, None, lr=0.1, dropout_seed=0)
+    idx = next(i for i in range(w.shape[0]) if not torch.equal(w[i], w_before[i]))  # a moved channel
+    src = next(j for j in range(w.shape[0]) if torch.equal(w[idx], w_before[j]))
+    buf = opt.state[w]["momentum_buffer"]
+    assert torch.equal(buf[idx], buf_before[src] if permute else buf_before[idx])
+
+
+def test_losses_keep_float64():
+    s, t = torch.randn(4, 7, dtype=torch.float64), torch.randn(4, 7, dtype=torch.float64)
+    assert kd_loss(s, t).dtype == torch.float64  # the parity test with the official code runs in float64
+    assert kd_loss(s.half(), t.half()).dtype == torch.float32  # autocast logits: losses in float32

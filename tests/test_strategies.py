@@ -33,12 +33,31 @@ def test_deps_fm_warmup_then_shrinking_at_the_configured_epoch():
     assert [p.role for p in plan.passes] == ["full", "min", "random1", "random2"]
     assert plan.passes[0].arch == SPACE.max() and plan.passes[1].arch == SPACE.min()
     assert [p.loss.kind for p in plan.passes] == ["ce", "kd", "kd", "kd"] and plan.teacher == "inplace"
-    assert plan.passes[0].weight == 1.0 and all(p.weight == pytest.approx(1e-4) for p in plan.passes[1:])
+    assert plan.passes[0].weight == 1.0 and all(p.weight == plan.eps > 0 for p in plan.passes[1:])
 
 
-def test_eps_grows_linearly_per_step_to_one_over_the_ramp():
+def test_eps_default_is_the_official_adjust_beta_value():
+    """ε_t = T_cur / R · η(s + R) / η_t, T_cur = 1 at the shrink step s (official deps.py:39-102), then 1."""
+    sched = _schedule(epochs=40, spe=10, lr=0.4)
+    s = get_strategy(StrategyConfig(name="deps", shrink_start=0.5, eps_ramp_epochs=4), SPACE, sched, 0)
+    start, ramp, end = 200, 40, 240
+    assert s.cfg.eps_mode == "lr-ramp" and s.eps(start - 1) == 0.0 and s.plan(start - 1).eps == 0.0
+    for i in (0, 1, 17, 39):
+        expected = (i + 1) / ramp * sched.lr_at(end) / sched.lr_at(start + i)
+        assert s.eps(start + i) == pytest.approx(expected, rel=1e-12)
+        assert s.plan(start + i).eps == s.eps(start + i) == s.plan(start + i).passes[3].weight
+        # the subnets' effective learning rate rises linearly to η(s + R), 1/R of it at the first step
+        assert s.eps(start + i) * sched.lr_at(start + i) == pytest.approx((i + 1) / ramp * sched.lr_at(end))
+    assert s.eps(start) == pytest.approx(sched.lr_at(end) / sched.lr_at(start) / ramp) and s.eps(start) > 1e-3
+    assert s.eps(end) == 1.0 and s.eps(end + 100) == 1.0 and s.plan(end).passes[1].weight == 1.0
+    with pytest.raises(ValueError, match=r"strategy.eps_mode: 'official' is not valid; valid: lr-ramp, loss, lr"):
+        type(s).check_config(StrategyConfig(eps_mode="official"), SPACE)
+
+
+def test_eps_loss_variant_grows_linearly_per_step_to_one_over_the_ramp():
     sched = _schedule(epochs=40, spe=10)
-    s = get_strategy(StrategyConfig(name="deps", shrink_start=0.5, eps_ramp_epochs=3), SPACE, sched, 0)
+    s = get_strategy(StrategyConfig(name="deps", shrink_start=0.5, eps_ramp_epochs=3, eps_mode="loss"), SPACE,
+                     sched, 0)
     start, ramp = 200, 30
     assert s.eps(start - 1) == 0.0
     for i in (0, 1, 7, 15, 29):
@@ -73,6 +92,12 @@ def test_ablation_switches():
     assert plan.teacher is None and {p.loss.kind for p in plan.passes} == {"ce"}
     reorg = get_strategy(StrategyConfig(name="deps", reorganize=True), SPACE, sched, 0)
     assert [t for t in range(200) if reorg.plan(t).reorganize] == [100]
+    # the official sort keeps [0, mid(e4)) apart (expand_ratio_stage 1 of {3, 4, 6}); momentum stays in place
+    assert reorg.plan(100).reorganize_keep == (4,) and reorg.plan(100).reorganize_momentum is False
+    old = get_strategy(StrategyConfig(name="deps", reorganize_mode="global", reorganize_momentum=True), SPACE, sched, 0)
+    assert old.plan(100).reorganize_keep == () and old.plan(100).reorganize_momentum is True
+    with pytest.raises(ValueError, match=r"strategy.reorganize_mode: 'l1' is not valid; valid: ofa, global"):
+        type(old).check_config(StrategyConfig(reorganize_mode="l1"), SPACE)
 
 
 def test_bignas_and_full_only():
@@ -148,6 +173,8 @@ def test_ofa_ps_runs_its_phases_in_order_with_restricted_spaces():
     events = {name: [t for t, p in plans if getattr(p, name)] for name in
               ("snapshot_teacher", "reorganize", "reset_momentum")}
     assert events == {"snapshot_teacher": [180], "reorganize": [455, 480], "reset_momentum": [180, 305, 330, 455, 480]}
+    # OFA's train_elastic_expand: expand_ratio_stage = len(phase expands) - 2: {4, 6} one sort, {3, 4, 6} keeps e4
+    assert [dict(plans)[t].reorganize_keep for t in (455, 480)] == [(), (4,)]
 
 
 def test_ofa_ps_learning_rate_restarts_per_phase():

@@ -137,6 +137,27 @@ def test_reorganize_keeps_full_model_and_sorts_channels():
     assert {(id(block.se.reduce.weight), 1), (id(block.se.reduce.weight), 0), (id(block.se.expand.bias), 0)} <= se_moves
 
 
+def test_reorganize_with_kept_expand_sorts_each_segment_alone():
+    """OFA's re_organize_middle_weights(expand_ratio_stage=1) on {3, 4, 6}: the channels of [0, mid(e4)) stay there
+    (sorted among themselves), those of [mid(e4), mid(e6)) too; the global sort mixes them."""
+    space = tiny_space("mbv3-cifar")
+    net = ofa.build_supernet(space, num_classes=7, seed=5)
+    s, b = 1, 0
+    block = net.stages[s][b]
+    mid4, mid6 = net.mid_channels(s, b, 4), block.shape.mid
+    before = block.project_conv.weight.abs().sum(dim=(0, 2, 3)).clone()
+    moves = net.reorganize_channels((4,))
+    idx = next(i for t, d, i in moves if t is block.project_conv.weight)
+    assert sorted(idx[:mid4].tolist()) == list(range(mid4)) and sorted(idx[mid4:].tolist()) == list(range(mid4, mid6))
+    after = block.project_conv.weight.abs().sum(dim=(0, 2, 3))
+    assert torch.equal(after, before[idx])
+    for lo, hi in ((0, mid4), (mid4, mid6)):
+        assert torch.all(after[lo:hi - 1] >= after[lo + 1:hi])
+    net2 = ofa.build_supernet(space, num_classes=7, seed=5)
+    idx2 = next(i for t, d, i in net2.reorganize_channels() if t is net2.stages[s][b].project_conv.weight)
+    assert sorted(idx2[:mid4].tolist()) != list(range(mid4))  # the global sort does move channels across e4
+
+
 def test_invalid_arch_is_rejected_with_the_field(net):
     bad = parse_arch("r32" + "_k9e3-k9e3" * net.space.num_stages)
     with pytest.raises(ValueError, match="kernel 9 is not valid"):

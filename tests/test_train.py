@@ -15,7 +15,7 @@ from onceforall.core.registry import get_space
 from onceforall.core.supernet import build_supernet
 from onceforall.run.checkpoint import load_checkpoint
 from onceforall.run.config import load_config
-from onceforall.run.rundir import read_metrics
+from onceforall.run.rundir import RunDir, read_metrics
 from onceforall.workflows.train import train
 
 from .helpers import TINY, needs_fashion
@@ -57,10 +57,12 @@ def test_run_directory_metrics_eps_and_cost(tmp_path):
     assert all(r["phase"] == "fm-warmup" and r["eps"] == 0.0 and len(r["archs"]) == 1 for r in steps[:8])
     phases = _rows(run, "phase")
     assert [(r["phase"], r["step"]) for r in phases] == [("fm-warmup", 0), ("shrinking", 8)]
-    # ε of the step logged as row t (= step t-1): 1e-4 + (1 - 1e-4) * (t - 1 - 8) / 4, capped at 1 (ramp 0.5 epoch)
+    # ε of the step logged as row t (= step t-1), the official adjust_beta_value over a 4-step ramp (0.5 epoch):
+    # (i + 1) / 4 · η(step 12) / η(step t-1) with i = t - 1 - 8, then 1
+    lr = {r["step"] - 1: r["lr"] for r in steps}
     for r in steps[8:]:
         i = r["step"] - 1 - 8
-        assert r["eps"] == pytest.approx(min(1.0, 1e-4 + (1 - 1e-4) * i / 4))
+        assert r["eps"] == pytest.approx((i + 1) / 4 * lr[12] / lr[r["step"] - 1] if i < 4 else 1.0)
         assert len(r["archs"]) == 4 and {"loss_full", "loss_min", "loss_random1", "loss_random2"} <= set(r)
     evals = _rows(run, "eval")
     assert [e["epoch"] for e in evals] == [1.0, 2.0]
@@ -260,3 +262,19 @@ def test_init_from_copies_weights_and_reinitializes_a_new_classifier(tmp_path):
     assert _rows(tmp_path / "dst", "step")[0]["lr"] == pytest.approx(_rows(tmp_path / "src", "step")[0]["lr"])
     out = _run_cli(["train", "--resume", str(tmp_path / "dst"), "--init-from", str(tmp_path / "src")])
     assert out.returncode == 2 and "drop --init-from" in out.stderr
+
+
+def test_runs_written_before_the_official_defaults_resume_as_they_trained(tmp_path):
+    """A config.yaml without the 2026-12-03 fields (re-organization, momentum, BN momentum) reads with the values
+    the run trained with, not today's defaults; one that has them keeps them."""
+    run = RunDir(tmp_path / "old")
+    run.write_config(load_config("fashion-mnist-quick"))
+    text = run.config_file.read_text()
+    assert "reorganize_mode: ofa" in text and "bn_momentum: 0.99" in text
+    assert run.read_config().strategy.reorganize_mode == "ofa"  # written today: as written
+    old = "\n".join(line for line in text.splitlines()
+                    if not line.strip().startswith(("reorganize_mode:", "reorganize_momentum:", "bn_momentum:")))
+    run.config_file.write_text(old + "\n")
+    s = run.read_config().strategy
+    assert (s.reorganize_mode, s.reorganize_momentum, run.read_config().model.bn_momentum) == ("global", True, 0.1)
+    assert run.read_config(["train.epochs=1"]).model.bn_momentum == 0.1

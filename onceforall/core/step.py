@@ -27,16 +27,21 @@ from .strategies import Loss, Plan
 __all__ = ["begin_step", "frozen_copy", "kd_loss", "pass_loss", "train_step"]
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """Losses in at least float32 (autocast logits are half precision); float64 stays float64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Soft-target cross-entropy H(softmax(teacher/T), softmax(student/T)) · T² (Hinton et al.)."""
     t = temperature
-    target = F.softmax(teacher.float() / t, dim=1)
-    return -(target * F.log_softmax(student.float() / t, dim=1)).sum(dim=1).mean() * (t * t)
+    target = F.softmax(_wide(teacher) / t, dim=1)
+    return -(target * F.log_softmax(_wide(student) / t, dim=1)).sum(dim=1).mean() * (t * t)
 
 
 def pass_loss(loss: Loss, logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
     """Loss of one pass: ce, kd (+ label_weight·CE) or ce+kd ((CE + kd_ratio·KD)·2/(kd_ratio+1), OFA)."""
-    ce = lambda: F.cross_entropy(logits.float(), y, label_smoothing=loss.label_smoothing)  # noqa: E731
+    ce = lambda: F.cross_entropy(_wide(logits), y, label_smoothing=loss.label_smoothing)  # noqa: E731
     if loss.kind == "ce":
         return ce()
     if teacher is None:
@@ -58,14 +63,17 @@ def begin_step(plan: Plan, net: nn.Module, optimizer: torch.optim.Optimizer, tea
                lr: float, dropout_seed: int) -> nn.Module | None:
     """Prepare step t of ``plan``; returns the teacher the step uses (a new snapshot or ``teacher``).
 
-    In this order: re-organize channels (OFA's importance sort; momentum follows its parameters), snapshot
+    In this order: re-organize channels (OFA's importance sort within the plan's segments; the momentum follows
+    its parameters only if the plan says so: the official DεpS code leaves it in place), snapshot
     the frozen teacher (OFA-PS: the trained full model teaches every later phase), clear momentum (a new
     phase starts like a new job), set the learning rate, and seed dropout with ``dropout_seed``
     (:func:`onceforall.core.seeds.dropout_seed`: a function of (seed, step, rank), so resumed runs and
     replays draw the same masks).
     """
     if plan.reorganize:
-        permute_optimizer_state(optimizer, net.reorganize_channels())
+        moves = net.reorganize_channels(plan.reorganize_keep)
+        if plan.reorganize_momentum:
+            permute_optimizer_state(optimizer, moves)
     if plan.snapshot_teacher:
         teacher = frozen_copy(net)
     if plan.reset_momentum:
@@ -96,7 +104,7 @@ def train_step(
         teacher = None
         if plan.teacher == "frozen":
             with torch.no_grad(), autocast():
-                teacher = teacher_net(xm, plan.teacher_arch).float()
+                teacher = _wide(teacher_net(xm, plan.teacher_arch))
         for i, p in enumerate(plan.passes):
             with autocast():
                 logits = net(xm, p.arch, dropout=p.dropout)
@@ -105,7 +113,7 @@ def train_step(
             (loss * (p.weight / micro_batches)).backward()
             losses[p.role] += loss.item() / micro_batches
             if i == 0 and plan.teacher == "inplace":
-                teacher = logits.detach().float()  # IKD: the full model of this very step teaches
+                teacher = _wide(logits.detach())  # IKD: the full model of this very step teaches
     if sync_grads is not None:
         sync_grads()  # one all-reduce of all accumulated gradients (not one per subnet)
     if grad_clip is not None:

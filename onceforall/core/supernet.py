@@ -144,13 +144,15 @@ class ElasticBlock(nn.Module):
             dst.copy_(value)
 
     @torch.no_grad()
-    def reorganize(self) -> list[tuple[nn.Parameter | torch.Tensor, int, torch.Tensor]]:
-        """Sort middle channels by importance (L1 norm of the project weights over outputs, OFA) so
-        smaller expand ratios keep the most important ones; also sorts the SE hidden channels. The
-        block's function at full width is unchanged. Returns (tensor, dim, index) for every permuted
-        parameter so optimizer state can follow."""
+    def reorganize(self, bounds: tuple[int, ...] = ()) -> list[tuple[nn.Parameter | torch.Tensor, int, torch.Tensor]]:
+        """Sort middle channels by importance (L1 norm of the project weights over outputs, OFA) so smaller
+        expand ratios keep the most important ones; also sorts the SE hidden channels. ``bounds``: middle-channel
+        counts that split the channels into segments each sorted on its own (OFA's ``expand_ratio_stage``: the
+        channels a smaller expand ratio already trained stay first); (): one sort over all. The block's function
+        at full width is unchanged. Returns (tensor, dim, index) for every permuted tensor so optimizer state
+        can follow."""
         importance = self.project_conv.weight.abs().sum(dim=(0, 2, 3))
-        idx = torch.sort(importance, descending=True, stable=True).indices
+        idx = _segment_sort(importance, bounds)
         moves = [
             (self.expand_conv.weight, 0), (self.expand_bn.weight, 0), (self.expand_bn.bias, 0),
             (self.expand_bn.running_mean, 0), (self.expand_bn.running_var, 0),
@@ -160,12 +162,22 @@ class ElasticBlock(nn.Module):
         if self.se is not None:
             moves += [(self.se.reduce.weight, 1), (self.se.expand.weight, 0), (self.se.expand.bias, 0)]
         done = [_permute(t, dim, idx) for t, dim in moves]
-        if self.se is not None:
+        if self.se is not None:  # OFA: the hidden units by the L1 norm of the (re-organized) expand weights
             se_importance = self.se.expand.weight.abs().sum(dim=(0, 2, 3))
             se_idx = torch.sort(se_importance, descending=True, stable=True).indices
             se_moves = [(self.se.expand.weight, 1), (self.se.reduce.weight, 0), (self.se.reduce.bias, 0)]
             done += [_permute(t, dim, se_idx) for t, dim in se_moves]
         return done
+
+
+def _segment_sort(importance: torch.Tensor, bounds: tuple[int, ...]) -> torch.Tensor:
+    """Indices sorting ``importance`` descending within each segment [0, b1), [b1, b2), ..., [bk, n). OFA adds
+    offsets of -1e5 per segment and sorts once, which is the same order up to ties (in float32 the offsets round
+    the outer segments' importances to about 0.02, so OFA may order near-ties there differently)."""
+    n = importance.numel()
+    edges = [0, *sorted(b for b in set(bounds) if 0 < b < n), n]
+    return torch.cat([lo + torch.sort(importance[lo:hi], descending=True, stable=True).indices
+                      for lo, hi in zip(edges[:-1], edges[1:])])
 
 
 def _permute(t: torch.Tensor, dim: int, idx: torch.Tensor):
@@ -243,12 +255,14 @@ class Supernet(nn.Module):
         return sub.train(self.training)
 
     @torch.no_grad()
-    def reorganize_channels(self) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
-        """OFA's channel re-organization on every elastic block (see ElasticBlock.reorganize)."""
+    def reorganize_channels(self, keep: tuple[float, ...] = ()) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+        """OFA's channel re-organization on every elastic block (see ElasticBlock.reorganize). ``keep``: expand
+        ratios whose middle-channel widths bound the segments sorted separately (OFA's ``expand_ratio_stage``:
+        the official DεpS code keeps every expand choice but the largest and the smallest); (): one sort."""
         moves = []
-        for blocks in self.stages:
-            for block in blocks:
-                moves += block.reorganize()
+        for s, blocks in enumerate(self.stages):
+            for b, block in enumerate(blocks):
+                moves += block.reorganize(tuple(self.mid_channels(s, b, e) for e in keep))
         return moves
 
     def extra_repr(self) -> str:
@@ -281,16 +295,25 @@ def build_supernet(
     in_channels: int | None = None,
     dropout: float = 0.1,
     kernel_transform: bool = True,
+    bn_momentum: float | None = None,
     seed: int = 0,
 ) -> Supernet:
     """Build and initialise a supernet for ``space`` (deterministic in ``seed``; global RNG untouched).
 
-    ``num_classes`` / ``in_channels`` override the space's; ``net.space`` reflects them.
+    ``num_classes`` / ``in_channels`` override the space's; ``net.space`` reflects them. ``bn_momentum``: the
+    training BN momentum of every BN (PyTorch convention); None: the space's (``space.bn_momentum``, which
+    extracted subnets and exports keep, so it stays part of the space's identity unchanged).
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout: {dropout} is not valid; must be in [0, 1)")
+    if bn_momentum is not None and not 0.0 < bn_momentum <= 1.0:
+        raise ValueError(f"bn_momentum: {bn_momentum} is not valid; must be in (0, 1]")
     space = space.with_io(num_classes=num_classes, in_channels=in_channels)
     with torch.random.fork_rng(devices=[]):
         net = Supernet(space, dropout=dropout, kernel_transform=kernel_transform)
     init_weights(net, torch.Generator().manual_seed(seed))
+    if bn_momentum is not None:
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = bn_momentum
     return net

@@ -104,6 +104,11 @@ class ModelConfig:
     """Resolution choices; None: the space's defaults."""
     dropout: float = 0.1
     """Dropout before the classifier (on the full model's passes only unless strategy.subnet_dropout)."""
+    bn_momentum: float = 0.99
+    """BN momentum while training, in PyTorch's convention (running = (1 - m) · running + m · batch). 0.99: the
+    official DεpS code's default (train_options.py --bn_momentum, the README's commands; set_bn_param writes it
+    into every BN as is), so the running statistics follow almost only the last batch; 0.1: PyTorch's and OFA's
+    (this package's before 2026-12-03). Weights are unaffected; evaluation re-estimates BN statistics anyway."""
     kernel_transform: bool = True
     """OFA's learnable 7->5->3 kernel transformation matrices (False: plain center crop)."""
     kernels: list[int] | None = None
@@ -217,6 +222,7 @@ _RANGES: dict[str, tuple[float | None, float | None, str]] = {
     "data.workers": (0, None, ">= 0"),
     "model.width_mult": (1e-6, 4, "in (0, 4]"),
     "model.dropout": (0, 0.999, "in [0, 1)"),
+    "model.bn_momentum": (1e-9, 1, "in (0, 1]"),
     "optim.lr": (1e-12, None, "> 0"),
     "optim.momentum": (0, 0.999999, "in [0, 1)"),
     "optim.weight_decay": (0, None, ">= 0"),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from ..core.registry import space_from_identity
 from ..core.space import Space
@@ -109,7 +110,9 @@ class RunDir:
         return self.path / f"latency-{backend}-t{threads}-b{batch}.json"
 
     def read_config(self, overrides: list[str] | None = None) -> Config:
-        return load_config(str(self.config_file), overrides)
+        """The run's resolved config; a field it lacks because the run was written before the field existed
+        takes the value the run trained with (``LEGACY_SETTINGS``), so an old run resumes as it was trained."""
+        return load_config(str(self.config_file), legacy_overrides(self.config_file) + list(overrides or []))
 
     def write_config(self, cfg: Config) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -123,6 +126,26 @@ class RunDir:
 
     def write_cost(self, cost: dict) -> None:
         self.cost_file.write_text(json.dumps(cost, indent=2) + "\n")
+
+
+LEGACY_SETTINGS = {"strategy.reorganize_mode": "global", "strategy.reorganize_momentum": "true",
+                   "model.bn_momentum": "0.1"}
+"""Settings added on 2026-12-03 (the official DεpS defaults) -> the behaviour of runs written before them."""
+
+
+def legacy_overrides(config_file: Path) -> list[str]:
+    """Overrides ``LEGACY_SETTINGS`` for the fields a resolved config.yaml lacks (its section present, the field
+    not); [] for a file that does not read (load_config then says why)."""
+    try:
+        written = yaml.safe_load(Path(config_file).read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    out = []
+    for key, value in LEGACY_SETTINGS.items():
+        section, name = key.split(".")
+        if isinstance(written, dict) and isinstance(written.get(section), dict) and name not in written[section]:
+            out.append(f"{key}={value}")
+    return out
 
 
 class MetricsError(ValueError):

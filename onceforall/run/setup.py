@@ -171,9 +171,9 @@ def report_split(cfg: Config) -> str:
 
 
 def build_net(cfg: Config, space: Space, seed: int | None = None) -> Supernet:
-    """The supernet of ``space`` with the model settings of ``cfg`` (dropout, kernel transforms)."""
+    """The supernet of ``space`` with the model settings of ``cfg`` (dropout, kernel transforms, BN momentum)."""
     return build_supernet(space, dropout=cfg.model.dropout, kernel_transform=cfg.model.kernel_transform,
-                          seed=cfg.train.seed if seed is None else seed)
+                          bn_momentum=cfg.model.bn_momentum, seed=cfg.train.seed if seed is None else seed)
 
 
 def build_optimizer(net: nn.Module, cfg: Config) -> torch.optim.SGD:

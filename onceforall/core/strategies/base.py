@@ -52,12 +52,19 @@ class StrategyConfig:
     eps_shrinking: bool = True
     """deps ablation switch: False gives the subnets their full weight as soon as shrinking starts."""
     eps_start: float = 1.0e-4
-    """deps: ε when shrinking starts."""
+    """deps, eps_mode loss or lr: ε when shrinking starts (lr-ramp does not read it: there ε_t·η_t starts at 1/R of
+    η at the ramp's end)."""
     eps_ramp_epochs: float | None = None
-    """deps: epochs for ε to grow linearly to 1; None: 5 % of the run, at least 1 epoch."""
-    eps_mode: str = "loss"
-    """deps: loss: ε_t scales the subnets' loss (paper eq. 4); lr: code-faithful variant, the subnets' effective
-    learning rate ε_t·η_t rises linearly to η at the ramp's end."""
+    """deps: epochs from the first shrinking step until ε reaches 1 (the official --smallnet_warmup, sw: ε = 1
+    from epoch --teacher_warmup, shrinking from teacher_warmup - sw); None: 5 % of the run, at least 1 epoch."""
+    eps_mode: str = "lr-ramp"
+    """deps: how ε_t grows over the ramp of R steps from the shrink step s. lr-ramp (the official
+    adjust_beta_value): ε_t = (t - s + 1) / R · η(s + R) / η_t, so the subnets' effective learning rate ε_t·η_t
+    rises linearly to η(s + R), from 1/R of it at the first shrinking step; loss: ε_t grows linearly from
+    eps_start to 1 with no learning-rate ratio (the paper's eq. 4 read literally; the default before
+    2026-12-03); lr: ε_t of loss times
+    η(s + R) / η_t (the ramp of lr-ramp one step late, from eps_start; this package's code-faithful reading
+    before 2026-12-03). η always comes from the learning-rate schedule."""
     ikd: bool = True
     """deps, bignas: subnets learn from the full model's detached logits (in-place KD); False: from labels."""
     kd_temperature: float = 1.0
@@ -69,6 +76,17 @@ class StrategyConfig:
     reorganize: bool = True
     """deps: sort middle channels by importance when shrinking starts, as the official DεpS command does
     (--reorganize_weights); ofa-ps/compofa re-organize per phase (see phases)."""
+    reorganize_mode: str = "ofa"
+    """How channels are re-organized (deps, ofa-ps, compofa). ofa: OFA's re_organize_middle_weights as the official
+    DεpS code calls it (expand_ratio_stage = number of expand choices - 2): each block's middle channels are sorted
+    by importance (L1 norm of the project weights over outputs) within the segments bounded by the widths of the
+    expand choices other than the largest and the smallest — for {3, 4, 6}: [0, mid(4)) and [mid(4), mid(6))
+    separately; ofa-ps/compofa apply it to the phase's expand choices (OFA's own progressive shrinking does).
+    global: one sort over all middle channels (this package's behaviour before 2026-12-03)."""
+    reorganize_momentum: bool = False
+    """Permute the optimizer's momentum buffers along with the channels they belong to when channels are
+    re-organized; False: leave them where they are, as the official DεpS code does (it replaces the parameters'
+    data, the optimizer state is untouched). True: this package's behaviour before 2026-12-03."""
     subnet_dropout: bool = False
     """Classifier dropout on the subnets' passes too; False: only on the full model's passes, as the official
     DεpS, BigNAS and OFA code (True: this package's behaviour before 2026-11-25)."""
@@ -87,7 +105,7 @@ _RANGES: dict[str, tuple[float | None, float | None, str]] = {
     "kd_label_weight": (0, None, ">= 0"),
     "kd_ratio": (0, None, ">= 0"),
 }
-_CHOICES = {"eps_mode": ("loss", "lr")}
+_CHOICES = {"eps_mode": ("lr-ramp", "loss", "lr"), "reorganize_mode": ("ofa", "global")}
 
 
 @dataclass(frozen=True)
@@ -136,6 +154,11 @@ class Plan:
     phase: str = "main"
     reorganize: bool = False
     """Re-organize channels by importance before this step."""
+    reorganize_keep: tuple[float, ...] = ()
+    """Expand ratios whose middle-channel widths bound the segments the re-organization sorts within (OFA's
+    expand_ratio_stage); (): one sort over all middle channels."""
+    reorganize_momentum: bool = False
+    """Permute the optimizer's momentum with the re-organized channels (False: the official code's, untouched)."""
     snapshot_teacher: bool = False
     """Freeze a copy of the current supernet as the teacher before this step."""
     reset_momentum: bool = False
@@ -221,6 +244,15 @@ class Strategy:
             return self.ce()
         return Loss("kd", label_smoothing=self.label_smoothing, temperature=self.cfg.kd_temperature,
                     label_weight=self.cfg.kd_label_weight)
+
+    def reorganize_keep(self, space: Space) -> tuple[float, ...]:
+        """Plan.reorganize_keep for a re-organization before training ``space``: with reorganize_mode ofa, its
+        expand choices but the largest and the smallest (OFA's expand_ratio_stage = len(expands) - 2, as the
+        official DεpS code and OFA's progressive shrinking call re_organize_middle_weights); global: none."""
+        if self.cfg.reorganize_mode == "global":
+            return ()
+        expands = sorted({e for st in space.stages for e in st.expands})
+        return tuple(expands[1:-1])
 
     def trained_space(self) -> Space:
         """The archs this strategy trains (what its run is evaluated, searched and exported on): the whole

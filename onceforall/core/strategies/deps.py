@@ -12,8 +12,9 @@ class DEpS(Strategy):
 
     Before ``shrink_step`` only the full model trains (FM-Warmup, §4.1). From then on every step runs
     the sandwich — full model with CE on labels, k-1 subnets with KD from the full model's detached
-    logits (IKD-Warmup, §4.3) — and scales the subnets' losses by ε_t (eq. 4), which grows linearly per
-    step from ``eps_start`` to 1 over the ramp (§4.2), so their effective learning rate warms up.
+    logits (IKD-Warmup, §4.3) — and scales the subnets' losses by ε_t (eq. 4), which grows over the ramp
+    (§4.2) so that their effective learning rate warms up: by default as the official code's
+    ``adjust_beta_value`` (eps_mode lr-ramp), ε_t·η_t rising linearly to η at the ramp's end.
     """
 
     name = "deps"
@@ -32,19 +33,26 @@ class DEpS(Strategy):
         return max(1, self.schedule.step_of(epochs))
 
     def eps(self, step: int) -> float:
-        """ε_t of the paper: eps_start at the shrink step, +constant per step, 1 from the ramp's end."""
+        """ε_t, the multiplier of the subnets' losses that is logged: 0 before the shrink step, 1 from the ramp's
+        end; in between, eps_mode lr-ramp: the official adjust_beta_value (deps.py:51-102),
+        ε_t = (t - s + 1) / R · η(s + R) / η_t; loss and lr: eps_start + (1 - eps_start) · (t - s) / R (lr
+        scales the subnets' losses by η(s + R) / η_t on top: :meth:`subnet_weight`)."""
         if step < self.shrink_step:
             return 0.0
         if not self.cfg.eps_shrinking:
             return 1.0
-        progress = min(1.0, (step - self.shrink_step) / self.ramp_steps)
-        return self.cfg.eps_start + (1.0 - self.cfg.eps_start) * progress
+        done = step - self.shrink_step
+        if done >= self.ramp_steps:
+            return 1.0
+        if self.cfg.eps_mode == "lr-ramp":
+            return (done + 1) / self.ramp_steps * self.lr_at(self.shrink_step + self.ramp_steps) / self.lr_at(step)
+        return self.cfg.eps_start + (1.0 - self.cfg.eps_start) * done / self.ramp_steps
 
     def subnet_weight(self, step: int) -> float:
-        """Multiplier on the subnets' losses: ε_t (eps_mode=loss), or the code-faithful variant
-        (eps_mode=lr) in which ε_t·η_t rises linearly to η(ramp end), with η from the LR schedule."""
+        """Multiplier on the subnets' losses: ε_t (eps_mode lr-ramp and loss), or, for eps_mode lr, ε_t scaled by
+        η(ramp end) / η_t so that ε_t·η_t rises linearly to η(ramp end), with η from the LR schedule."""
         eps = self.eps(step)
-        if self.cfg.eps_mode == "loss" or eps in (0.0, 1.0):
+        if self.cfg.eps_mode != "lr" or eps in (0.0, 1.0):
             return eps
         end = self.shrink_step + self.ramp_steps
         return eps * self.lr_at(end) / self.lr_at(step)
@@ -64,4 +72,6 @@ class DEpS(Strategy):
             eps=self.eps(step),
             phase="shrinking",
             reorganize=self.cfg.reorganize and step == self.shrink_step and step > 0,
+            reorganize_keep=self.reorganize_keep(self.space),
+            reorganize_momentum=self.cfg.reorganize_momentum,
         )

@@ -174,19 +174,19 @@ class ProgressiveShrinking(Strategy):
     def plan(self, step: int) -> Plan:
         i = self.phase_at(step)
         p, first = self.phases[i], step == self.bounds[i]
-        full = self.space.max()
+        full, space = self.space.max(), self.spaces[i]
+        reorganize = dict(reorganize=first and p.reorganize, reorganize_keep=self.reorganize_keep(space),
+                          reorganize_momentum=self.cfg.reorganize_momentum)
         if p.num_subnets == 0:
-            return Plan((Pass(full, "full", self.ce(), 1.0),), phase=p.name, reorganize=first and p.reorganize,
-                        reset_momentum=first and i > 0)
-        space = self.spaces[i]
+            return Plan((Pass(full, "full", self.ce(), 1.0),), phase=p.name, reset_momentum=first and i > 0,
+                        **reorganize)
         passes = tuple(
             Pass(space.sample(random.Random(f"arch:{self.seed}:{step}:{j}")), f"random{j + 1}", self.ce_kd(), 1.0,
                  self.cfg.subnet_dropout)
             for j in range(p.num_subnets)
         )
         return Plan(passes, teacher="frozen", teacher_arch=full, eps=1.0, phase=p.name,
-                    reorganize=first and p.reorganize, snapshot_teacher=first and i == self.teacher_phase,
-                    reset_momentum=first and i > 0)
+                    snapshot_teacher=first and i == self.teacher_phase, reset_momentum=first and i > 0, **reorganize)
 
 
 @register_strategy

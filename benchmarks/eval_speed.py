@@ -169,6 +169,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--train-cpu-seconds", type=float, help="the training's CPU seconds (e.g. /usr/bin/time)")
     p.add_argument("--json", type=Path, help="also write the numbers as JSON here")
+    p.add_argument("--keep", type=Path, help="keep the evaluated scratch run here (its eval/ for compare)")
     p.add_argument("--ranking", type=int, help="measure the ranking quality of cheap proxies on this many archs")
     p.add_argument("--proxies", default="250:500,500:1000,1000:1000,1000:2000",
                    help="BN_IMAGES:SELECTION_IMAGES pairs for --ranking")
@@ -189,6 +190,8 @@ def main() -> None:
         cpu0, tic = time.process_time(), time.perf_counter()
         result = evaluate_run(run)
         wall, cpu = time.perf_counter() - tic, time.process_time() - cpu0
+        if args.keep:
+            shutil.copytree(run.run_dir, args.keep, ignore=shutil.ignore_patterns("checkpoints"))
     seconds["rest (sampling, bookkeeping)"] = wall - sum(seconds.values())
     cost = json.loads((args.run / "cost.json").read_text())
     train = cost["train_seconds"]

@@ -136,7 +136,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.front:
         for b in budgets:
             result = run_search(run, macs=b.get("macs"), latency_ms=b.get("latency"),
-                                latency_table=args.latency_table, top=args.top, samples=args.samples or 60,
+                                latency_table=args.latency_table, accept_noisy_table=args.accept_noisy_table,
+                                top=args.top, samples=args.samples or 60,
                                 selection_images=args.selection_images or None, seed=args.seed, progress=say)
             print(search_table(result))
             print(f"wrote {result['path']}")
@@ -147,7 +148,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     front = load_front(path) if path.exists() and not args.rebuild else None
     if front is None or front["step"] != run.step or not set(costs) <= set(front["costs"]) or \
             (args.costs and costs != front["costs"]):
-        front = build_front(run, costs, latency_table=args.latency_table, memory_dtype=args.memory_dtype,
+        front = build_front(run, costs, latency_table=args.latency_table, accept_noisy_table=args.accept_noisy_table,
+                            memory_dtype=args.memory_dtype,
                             samples=args.samples or 120,
                             selection_images=args.selection_images or None, measure=args.measure, seed=args.seed,
                             progress=say)
@@ -219,14 +221,23 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
 
         ensure_writable(Path(args.out).parent)
     result = make_latency_table(space, backend=args.backend, threads=args.threads, batch=args.batch, out=args.out,
-                                run_dir=args.run, check=args.check, seed=args.seed,
+                                run_dir=args.run, check=args.check, seed=args.seed, repeats=args.repeats,
+                                min_seconds=args.min_seconds, max_error_pct=args.max_error,
                                 progress=None if args.quiet else _say)
     table = result.table
     print(f"wrote {result.path}: {len(table.entries)} layers, {table.backend}, {table.threads} thread(s), "
           f"batch {table.batch}, {table.device}")
     if result.check is not None:
-        print(f"predicted vs measured on {args.check} random archs: mean abs error "
-              f"{result.check['mean_abs_error_pct']:.1f}%, max {result.check['max_abs_error_pct']:.1f}%")
+        print(f"predicted vs measured on {len(result.check['archs'])} archs (smallest, largest, random): mean abs "
+              f"error {result.check['mean_abs_error_pct']:.1f}%, max {result.check['max_abs_error_pct']:.1f}%")
+    mono = table.check["monotone"]
+    print(f"monotonicity: {mono['count']} of {mono['pairs']} (smaller, larger) layer pairs inverted beyond "
+          f"{100 * mono['tolerance']:g}%")
+    if table.failed_check:
+        for problem in table.check["problems"]:
+            print(f"warning: the table failed its consistency check: {problem}", file=sys.stderr)
+        print("warning: search refuses this table unless --accept-noisy-table; rebuild it on a quieter machine or "
+              "with more --repeats / --min-seconds", file=sys.stderr)
     return 0
 
 
@@ -381,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="front members measured on the whole selection and test splits (default 12)")
     p.add_argument("--rebuild", action="store_true", help="search the front again even if RUN/search/front.json fits")
     p.add_argument("--latency-table", help="latency table JSON (default: build one for this device into RUN)")
+    p.add_argument("--accept-noisy-table", action="store_true",
+                   help="search with a latency table whose consistency check failed (refused otherwise)")
     p.add_argument("--top", type=int, default=3,
                    help="candidates to measure on the whole validation and test splits (default 3)")
     p.add_argument("--samples", type=int, default=None,
@@ -427,7 +440,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", help="output JSON (default latency-<space>-...json)")
-    p.add_argument("--check", type=int, default=10, help="report the error on this many random archs (0: skip)")
+    p.add_argument("--check", type=int, default=10,
+                   help="time this many random archs (plus the smallest and largest) as whole networks and check the "
+                        "table's sums against them (0: skip; monotonicity is always checked)")
+    p.add_argument("--max-error", type=float, default=25.0,
+                   help="mean absolute error (%%) of that check above which the table fails it (default 25)")
+    p.add_argument("--repeats", type=int, default=20, help="timed sweeps per layer at least (default 20)")
+    p.add_argument("--min-seconds", type=float, default=0.5,
+                   help="time each resolution's layers for at least this long in all (adaptive, up to 4 x repeats "
+                        "sweeps; default 0.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_latency_table)

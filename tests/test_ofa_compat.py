@@ -458,8 +458,10 @@ def test_imported_run_gets_a_latency_table_for_its_deployment_resolutions_and_se
     assert main(["latency-table", "--run", str(out), "--resolutions", "130", "--check", "0", "--quiet"]) == 2
     assert "resolutions 130 not in the space" in capsys.readouterr().err
     capsys.readouterr()
+    # the table was timed on a shared test machine, so whether it passes its consistency check depends on the
+    # load; the refusal itself is tested with injected numbers in test_latency.py
     assert main(["search", str(out), "--latency-ms", "1000", "--samples", "4", "--top", "1",
-                 "--selection-images", "0"]) == 0
+                 "--selection-images", "0", "--accept-noisy-table"]) == 0
     said = capsys.readouterr()
     assert "covers resolutions 128, 160: searching those only" in said.out + said.err
     result = json.loads((out / "search" / "latency-1000ms.json").read_text())

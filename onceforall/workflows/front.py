@@ -46,14 +46,14 @@ def _check_costs(costs: list[str]) -> list[str]:
 
 
 def cost_functions(run: LoadedRun, costs: list[str], *, latency_table: str | None = None,
-                   memory_dtype: str = "float32",
+                   accept_noisy_table: bool = False, memory_dtype: str = "float32",
                    say: Callable[[str], None] = lambda s: None
                    ) -> tuple[dict[str, Callable[[Arch], float]], dict, Space]:
     """The cost functions of ``costs`` for the run's space, what they were computed with, and the space to
     search (the run's, restricted to the latency table's resolutions when it covers only some)."""
     space = run.space
     if "latency" in costs:
-        table, where = latency_table_of(run, latency_table, say)
+        table, where = latency_table_of(run, latency_table, say, accept_noisy_table)
         space = latency_space(space, table, say)
     fns: dict[str, Callable[[Arch], float]] = {}
     info: dict[str, Any] = {}
@@ -81,14 +81,16 @@ def _spread(n_front: int, k: int) -> list[int]:
 
 
 def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), *, latency_table: str | None = None,
-                memory_dtype: str = "float32", samples: int = 120, selection_images: int | None = 1000,
+                accept_noisy_table: bool = False, memory_dtype: str = "float32", samples: int = 120,
+                selection_images: int | None = 1000,
                 measure: int = 12, population: int = 100, generations: int = 40, seed: int = 0,
                 progress: Callable[[str], None] | None = None) -> dict:
     """Search the run's accuracy/cost front and measure ``measure`` of its members (module docstring); writes
     ``search/front.json``, ``front.csv`` and ``front.png`` and returns the front."""
     say = progress or (lambda text: None)
     costs = _check_costs(list(costs))
-    fns, info, space = cost_functions(run, costs, latency_table=latency_table, memory_dtype=memory_dtype, say=say)
+    fns, info, space = cost_functions(run, costs, latency_table=latency_table, accept_noisy_table=accept_noisy_table,
+                                      memory_dtype=memory_dtype, say=say)
     ev = Evaluator(run)
     predictor, report = fit_predictor(run, ev, samples, selection_images, seed, say)
     found = nsga2_search(space, predictor.predict, [fns[c] for c in costs], seed=seed, population=population,

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 from ..core.space import Space
 from ..run.rundir import LoadedRun
 from ..specialize.latency import LatencyTable, build_latency_table
 from ..specialize.search import AccuracyPredictor, CostFn, check_budget, evolutionary_search, format_cost, parse_budget
 from .evaluate import Evaluator, candidate_archs
+from .latency import check_table_usable
 
 __all__ = ["fit_predictor", "latency_space", "latency_table_of", "run_search", "search_table"]
 
 
-def latency_table_of(run: LoadedRun, path: str | None, say: Callable[[str], None]) -> tuple[LatencyTable, str]:
+def latency_table_of(run: LoadedRun, path: str | None, say: Callable[[str], None],
+                     accept_noisy: bool = False) -> tuple[LatencyTable, str]:
     """The latency table at ``path``, else the run's default one (torch, 1 thread, batch 1), built and saved
-    into the run directory when it is missing; with where it came from."""
-    if path is not None:
-        return LatencyTable.load(path), str(path)
-    default = run.dir.latency_table("torch", 1, 1)
-    if not default.exists():
-        say("building a latency table for this device (torch, 1 thread, batch 1)")
-        build_latency_table(run.space, backend="torch", threads=1, batch=1).save(default)
-    return LatencyTable.load(default), str(default)
+    into the run directory when it is missing; with where it came from. A table whose consistency check failed
+    is refused unless ``accept_noisy`` (:func:`~onceforall.workflows.latency.check_table_usable`)."""
+    if path is None:
+        path = str(run.dir.latency_table("torch", 1, 1))
+        if not Path(path).exists():
+            say("building a latency table for this device (torch, 1 thread, batch 1)")
+            build_latency_table(run.space, backend="torch", threads=1, batch=1).save(path)
+    table = LatencyTable.load(path)
+    check_table_usable(table, str(path), accept_noisy, say)
+    return table, str(path)
 
 
 def latency_space(space: Space, table: LatencyTable, say: Callable[[str], None]) -> Space:
@@ -61,7 +66,7 @@ def fit_predictor(run: LoadedRun, ev: Evaluator, samples: int, images: int | Non
 
 
 def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: float | None = None,
-               latency_table: str | None = None, top: int = 3, samples: int = 60,
+               latency_table: str | None = None, accept_noisy_table: bool = False, top: int = 3, samples: int = 60,
                selection_images: int | None = 2000, seed: int = 0,
                progress: Callable[[str], None] | None = None) -> dict:
     """Search a run's supernet for the most accurate archs under a budget and measure the best ``top``.
@@ -79,7 +84,7 @@ def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: f
         budget, unit = float(latency_ms), "ms"
         if budget <= 0:
             raise ValueError(f"latency budget: {latency_ms} ms is not valid; must be > 0")
-        table, _ = latency_table_of(run, latency_table, say)
+        table, _ = latency_table_of(run, latency_table, say, accept_noisy_table)
         space = latency_space(space, table, say)
         cost_fn = lambda a: table.predict(space, a)  # noqa: E731
         label = f"latency-{budget:g}ms"

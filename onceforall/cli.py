@@ -137,7 +137,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         for b in budgets:
             result = run_search(run, macs=b.get("macs"), latency_ms=b.get("latency"),
                                 latency_table=args.latency_table, accept_noisy_table=args.accept_noisy_table,
-                                top=args.top, samples=args.samples or 60,
+                                top=args.top, samples=args.samples or 60, predictor=args.predictor,
+                                resolution=args.resolution,
                                 selection_images=args.selection_images or None, seed=args.seed, progress=say)
             print(search_table(result))
             print(f"wrote {result['path']}")
@@ -147,9 +148,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     path = run.dir.search_dir / "front.json"
     front = load_front(path) if path.exists() and not args.rebuild else None
     if front is None or front["step"] != run.step or not set(costs) <= set(front["costs"]) or \
-            (args.costs and costs != front["costs"]):
+            (args.costs and costs != front["costs"]) or front.get("resolution") != args.resolution or \
+            args.predictor is not None:
         front = build_front(run, costs, latency_table=args.latency_table, accept_noisy_table=args.accept_noisy_table,
-                            memory_dtype=args.memory_dtype,
+                            memory_dtype=args.memory_dtype, predictor=args.predictor, resolution=args.resolution,
                             samples=args.samples or 120,
                             selection_images=args.selection_images or None, measure=args.measure, seed=args.seed,
                             progress=say)
@@ -391,7 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", type=int, default=12,
                    help="front members measured on the whole selection and test splits (default 12)")
     p.add_argument("--rebuild", action="store_true", help="search the front again even if RUN/search/front.json fits")
-    p.add_argument("--latency-table", help="latency table JSON (default: build one for this device into RUN)")
+    p.add_argument("--latency-table",
+                   help="latency table: JSON from `onceforall latency-table`, or OFA's yaml lookup table (default: "
+                        "build one for this device into RUN)")
+    p.add_argument("--predictor", metavar="FILE",
+                   help="use this accuracy predictor instead of fitting one: a RUN/search/predictor.pt that search "
+                        "saved, or OFA's acc_predictor.pth (no subnets are measured to fit it)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="search at this one resolution only (MACs, latency and front searches alike)")
     p.add_argument("--accept-noisy-table", action="store_true",
                    help="search with a latency table whose consistency check failed (refused otherwise)")
     p.add_argument("--top", type=int, default=3,

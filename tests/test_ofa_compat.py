@@ -450,7 +450,8 @@ def test_imported_run_gets_a_latency_table_for_its_deployment_resolutions_and_se
     out = tmp_path / "run"
     assert main(["import-ofa", str(path), "--out", str(out), f"data.root={root}", "data.workers=0",
                  "data.val_split=3", "data.bn_images=6", "data.eval_batch_size=6"]) == 0
-    assert main(["latency-table", "--run", str(out), "--resolutions", "128,160", "--check", "0", "--quiet"]) == 0
+    assert main(["latency-table", "--run", str(out), "--resolutions", "128,160", "--check", "0", "--repeats", "5",
+                 "--min-seconds", "0", "--quiet"]) == 0
     table = LatencyTable.load(out / "latency-torch-t1-b1.json")
     assert table.space["resolutions"] == [128, 160] and table.space["name"] == "mbv3"
     assert {k.split(":")[0] for k in table.entries} == {"r128", "r160"}
@@ -466,8 +467,98 @@ def test_imported_run_gets_a_latency_table_for_its_deployment_resolutions_and_se
     assert "covers resolutions 128, 160: searching those only" in said.out + said.err
     result = json.loads((out / "search" / "latency-1000ms.json").read_text())
     assert result["candidates"] and all(c["arch"].startswith(("r128_", "r160_")) for c in result["candidates"])
+    # the fitted predictor is kept (weights_only) and reused: nothing is measured to fit it again
+    saved = torch.load(out / "search" / "predictor.pt", weights_only=True)
+    assert saved["fit"]["pairs"] == result["predictor"]["pairs"] and saved["info"]["step"] == result["step"]
+    for predictor, kind in ((out / "search" / "predictor.pt", "onceforall"),
+                            (FIXTURE.parent / "ofa_acc_predictor.pth", "ofa")):  # OFA's format, random weights
+        assert main(["search", str(out), "--macs", "1e12", "--samples", "400", "--top", "1", "--selection-images",
+                     "0", "--predictor", str(predictor), "--resolution", "160"]) == 0
+        said = "".join(capsys.readouterr())
+        assert "for the accuracy predictor" not in said and f"predictor: {kind} file {predictor}" in said
+        pinned = json.loads((out / "search" / "macs-1000000.00M-r160.json").read_text())
+        assert pinned["resolution"] == 160 and pinned["predictor"]["kind"] == kind
+        assert all(c["arch"].startswith("r160_") for c in pinned["candidates"])
+    assert main(["search", str(out), "--macs", "1e12", "--resolution", "150", "--quiet"]) == 2
+    assert "--resolution: 150 is not valid; the search space has resolutions 128, 132" in capsys.readouterr().err
     assert main(["export", str(out), "--from-search", str(out / "search" / "latency-1000ms.json"),
                  "--out", str(tmp_path / "exp")]) == 0
     sidecar = next((tmp_path / "exp").glob("*.json"))
     assert json.loads(sidecar.read_text())["arch"] == result["best"]
     ofa.load_subnet(sidecar)  # verifies the weights' hash and recomputes MACs and parameters
+
+
+# ----------------------------------------------------------------------------------------------------
+# OFA's search files: accuracy predictor and latency lookup tables (fixtures written by OFA's own classes with
+# random weights / made-up numbers: scripts/make_ofa_formats_reference.py)
+# ----------------------------------------------------------------------------------------------------
+
+FORMATS = json.loads((FIXTURE.parent / "ofa_formats.json").read_text())
+
+
+def test_ofa_acc_predictor_checkpoint_predicts_what_ofa_predicts():
+    from onceforall.specialize.ofa_formats import load_ofa_acc_predictor
+
+    info = FORMATS["acc_predictor"]
+    space = ofa_net_id_space("ofa_mbv3_d234_e346_k357_w1.0")
+    predictor = load_ofa_acc_predictor(FIXTURE.parent / info["file"], space)
+    assert predictor.n_dim == info["n_dim"] == 145 and (predictor.hidden, predictor.layers) == (16, 2)
+    # OFA's "image_size" key is read as r
+    archs = [from_ofa_config(space, {k: v for k, v in case.items() if k != "acc"}) for case in info["cases"]]
+    assert predictor.predict(archs) == pytest.approx([100 * c["acc"] for c in info["cases"]], rel=1e-5)
+    # w1.2 trains 160..224 only: OFA's published 128..224 encoding still applies (the weights say 25 sizes)
+    narrow = ofa_net_id_space("ofa_mbv3_d234_e346_k357_w1.2")
+    assert load_ofa_acc_predictor(FIXTURE.parent / info["file"], narrow).image_sizes == list(range(128, 225, 4))
+    # a space OFA's encoding does not fit is refused in one line
+    proxyless = ofa_net_id_space("ofa_proxyless_d234_e346_k357_w1.3")
+    with pytest.raises(ValueError) as excinfo:
+        load_ofa_acc_predictor(FIXTURE.parent / info["file"], proxyless)
+    assert "takes 145 features" in str(excinfo.value) and "\n" not in str(excinfo.value)
+
+
+def test_ofa_acc_predictor_rejects_other_files(tmp_path):
+    from onceforall.specialize.ofa_formats import load_ofa_acc_predictor
+
+    space = ofa_net_id_space("ofa_mbv3_d234_e346_k357_w1.0")
+    path = tmp_path / "not.pth"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match=r"expected OFA's AccuracyPredictor state dict \(layers\.\*, base_acc\)"):
+        load_ofa_acc_predictor(path, space)
+    state = torch.load(FIXTURE.parent / "ofa_acc_predictor.pth", weights_only=True)
+    torch.save({"state_dict": state}, path)  # OFA's loader accepts the wrapped form too
+    assert load_ofa_acc_predictor(path, space).base_acc == pytest.approx(0.78)
+    with pytest.raises(ValueError, match="not found"):
+        load_ofa_acc_predictor(tmp_path / "missing.pth", space)
+
+
+@pytest.mark.parametrize("name", ["mbv3", "proxyless"])
+def test_ofa_latency_lut_predicts_what_ofa_predicts(name):
+    from onceforall.specialize.ofa_formats import load_ofa_latency_lut
+
+    info = FORMATS["luts"][name]
+    space = ofa_net_id_space(info["net_id"])
+    table = load_ofa_latency_lut(FIXTURE.parent / info["file"], space)
+    assert table.space["resolutions"] == FORMATS["lut_sizes"] and table.backend == "ofa-lut"
+    assert table.check["ok"]  # larger layers take longer in the made-up numbers
+    for case in info["cases"]:
+        arch = from_ofa_config(space, {k: case[k] for k in ("ks", "e", "d", "r")})
+        assert table.predict(space, arch) == pytest.approx(case["latency_ms"], rel=1e-9)
+    with pytest.raises(ValueError) as excinfo:
+        load_ofa_latency_lut(FIXTURE.parent / info["file"], space, resolutions=[128])
+    assert "no entry 'Conv-input:128x128x3-output:64x64x" in str(excinfo.value)
+    other = ofa_net_id_space(FORMATS["luts"]["proxyless" if name == "mbv3" else "mbv3"]["net_id"])
+    with pytest.raises(ValueError, match="covers none of the space's resolutions"):
+        load_ofa_latency_lut(FIXTURE.parent / info["file"], other)
+
+
+def test_ofa_latency_lut_saves_as_a_table_and_rejects_bad_entries(tmp_path):
+    from onceforall.specialize.latency import LatencyTable
+    from onceforall.specialize.ofa_formats import load_ofa_latency_lut
+
+    space = ofa_net_id_space("ofa_mbv3_d234_e346_k357_w1.0")
+    table = load_ofa_latency_lut(FIXTURE.parent / "ofa_lut_mbv3.yaml", space)
+    assert LatencyTable.load(table.save(tmp_path / "t.json")) == table
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((FIXTURE.parent / "ofa_lut_mbv3.yaml").read_text().replace("mean: 0.129", "mean: fast"))
+    with pytest.raises(ValueError, match="entry 'Logits-input:1x1x1280-output:1000' must have a non-negative"):
+        load_ofa_latency_lut(bad, space)

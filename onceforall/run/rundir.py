@@ -104,6 +104,11 @@ class RunDir:
     def gradients_dir(self) -> Path:
         return self.path / "gradients"
 
+    @property
+    def predictor_file(self) -> Path:
+        """The accuracy predictor ``search`` fitted last (``search --predictor`` reuses such a file)."""
+        return self.search_dir / "predictor.pt"
+
     def latency_table(self, backend: str = "torch", threads: int = 1, batch: int = 1) -> Path:
         """Where a run keeps the latency lookup table of this device for its space."""
         return self.path / f"latency-{backend}-t{threads}-b{batch}.json"

@@ -64,6 +64,7 @@ __all__ = [
     "BACKENDS",
     "ERROR_THRESHOLD_PCT",
     "LatencyTable",
+    "block_choices",
     "build_latency_table",
     "consistency_check",
     "latency_error",
@@ -73,6 +74,9 @@ __all__ = [
 ]
 
 BACKENDS = ("torch", "onnxruntime", "cuda")
+TABLE_BACKENDS = (*BACKENDS, "ofa-lut")
+"""What a table's ``backend`` may say: a timing backend, or ``ofa-lut`` for one read from OFA's lookup tables
+(:mod:`onceforall.specialize.ofa_formats`)."""
 FORMAT = 1
 _ORT_MISSING = "latency: backend 'onnxruntime' needs the onnxruntime package; pip install 'onceforall[onnx]'"
 _IDENTITY = ("name", "width_mult", "num_classes", "in_channels")
@@ -134,7 +138,7 @@ def layer_keys(space: Space, arch: Arch) -> list[str]:
     return keys
 
 
-def _block_choices(space: Space, s: int, b: int) -> list[tuple[int, float]]:
+def block_choices(space: Space, s: int, b: int) -> list[tuple[int, float]]:
     """(kernel, expand) pairs that block ``b`` of stage ``s`` takes in some arch of ``space`` (coupling aware)."""
     st = space.stages[s]
     coupled = {space.coupled_expand(s, d) for d in st.depths if d > b}
@@ -154,7 +158,7 @@ def _layers(space: Space, resolution: int, batch: int) -> list[tuple[str, Callab
     ]
     for s, st in enumerate(space.stages):
         for b in range(max(st.depths)):
-            for k, e in _block_choices(space, s, b):
+            for k, e in block_choices(space, s, b):
                 shape = space.block_shape(s, b, k, e)
                 out.append((_block_key(r, s, b, k, e), lambda shape=shape: MBConv(shape, eps, mom),
                             (batch, shape.in_ch, sizes[s][b], sizes[s][b])))
@@ -173,7 +177,7 @@ def _chains(space: Space, resolution: int) -> list[list[str]]:
     r = resolution
     per_stage = []
     for s, st in enumerate(space.stages):
-        needed = {(b, k, e) for b in range(max(st.depths)) for k, e in _block_choices(space, s, b)}
+        needed = {(b, k, e) for b in range(max(st.depths)) for k, e in block_choices(space, s, b)}
         configs = []
         for d in sorted(st.depths, reverse=True):
             coupled = space.coupled_expand(s, d)
@@ -488,8 +492,8 @@ class LatencyTable:
                 raise bad(key, "is missing")
         if not isinstance(data["space"], dict) or any(k not in data["space"] for k in (*_IDENTITY, "resolutions")):
             raise bad("space", "must be an object {name, width_mult, resolutions, num_classes, in_channels}")
-        if data["backend"] not in BACKENDS:
-            raise bad("backend", f"is {data['backend']!r}; valid backends: {', '.join(BACKENDS)}")
+        if data["backend"] not in TABLE_BACKENDS:
+            raise bad("backend", f"is {data['backend']!r}; valid backends: {', '.join(TABLE_BACKENDS)}")
         for key in ("threads", "batch"):
             if not is_int(data[key]) or data[key] < 1:
                 raise bad(key, "must be a positive integer")

@@ -1,4 +1,4 @@
-"""The ``onceforall`` command (also ``ofa`` and ``python -m onceforall``).
+"""The ``onceforall`` command (also ``python -m onceforall``).
 
 Every subcommand reports bad input as one line on stderr and exits with status 2; set
 ``ONCEFORALL_DEBUG=1`` (or pass ``--debug``) to see the traceback instead.

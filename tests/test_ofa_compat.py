@@ -562,3 +562,63 @@ def test_ofa_latency_lut_saves_as_a_table_and_rejects_bad_entries(tmp_path):
     bad.write_text((FIXTURE.parent / "ofa_lut_mbv3.yaml").read_text().replace("mean: 0.129", "mean: fast"))
     with pytest.raises(ValueError, match="entry 'Logits-input:1x1x1280-output:1000' must have a non-negative"):
         load_ofa_latency_lut(bad, space)
+
+
+# ----------------------------------------------------------------------------------------------------
+# OFA's names on the supernet
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("net_id", ["ofa_mbv3_d234_e346_k357_w1.0", "ofa_proxyless_d234_e346_k357_w1.3"])
+def test_set_active_subnet_gives_ofa_own_logits(reference, net_id):
+    """OFA's set_active_subnet(ks=..., e=..., d=...) then net(x): the logits OFA's own network gave (fixture)."""
+    saved = reference["nets"][net_id]
+    space, net = rebuilt(reference, net_id)
+    assert net.active_arch == space.max()
+    with torch.no_grad():
+        for cfg, ref_logits in zip(saved["configs"], saved["logits"]):
+            net.set_active_subnet(ks=cfg["ks"], e=cfg["e"], d=cfg["d"], r=cfg["r"][0])
+            x = network_input(reference["inputs"][cfg["r"][0]])
+            assert rel_err(net(x), ref_logits) < REL_TOL
+            assert rel_err(net.get_active_subnet().eval()(x), ref_logits) < REL_TOL
+            assert net.get_active_subnet().config == to_ofa_config(space, net.active_arch)
+
+
+def test_set_active_subnet_scalars_partial_updates_and_errors():
+    space = ofa_net_id_space("ofa_mbv3_d234_e346_k357_w1.0", num_classes=10)
+    net = ofa.build_supernet(space, seed=0)
+    net.set_active_subnet(ks=3, e=4, d=2)  # one value for every slot / stage, as OFA's
+    assert net.active_arch == space.uniform(3, 4, 2, 224)
+    ks = [3, 5, 7, 3] * 5
+    net.set_active_subnet(ks=ks)  # d and e kept; every slot keeps its kernel for when a depth grows
+    assert net.active_arch.kernels == ((3, 5),) * 5 and net.active_arch.expands == ((4, 4),) * 5
+    net.set_active_subnet(d=[4, 2, 3, 2, 4], r=160)
+    arch = net.active_arch
+    assert arch.kernels[0] == (3, 5, 7, 3) and arch.kernels[2] == (3, 5, 7) and arch.resolution == 160
+    assert arch.to_ofa_config(space) == space.to_ofa_config(arch)
+    assert arch.to_ofa_config(space)["d"] == [4, 2, 3, 2, 4] and arch.to_ofa_config(space)["r"] == [160]
+    for bad, match in (({"ks": 9}, r"ks\[0\] = 9 .* valid kernels: 3, 5, 7"), ({"d": [5] * 5}, r"d\[0\] = 5"),
+                       ({"ks": [3] * 7}, "'ks'"), ({"wid": 1}, "'wid'")):
+        with pytest.raises(ValueError, match=match) as excinfo:
+            net.set_active_subnet(**bad)
+        assert "\n" not in str(excinfo.value)
+    assert net.active_arch == arch  # a refused call changes nothing
+
+
+def test_sample_active_subnet_follows_ofa_and_uses_only_its_rng():
+    space = ofa_net_id_space("ofa_proxyless_d234_e346_k357_w1.3", num_classes=10)
+    net = ofa.build_supernet(space, seed=0)
+    state = random.getstate()
+    cfg = net.sample_active_subnet(random.Random(5))
+    assert random.getstate() == state
+    assert cfg == net.sample_active_subnet(random.Random(5))
+    assert len(cfg["ks"]) == len(cfg["e"]) == sum(space.max_depths) == 21 and len(cfg["d"]) == 6
+    assert net.active_arch == from_ofa_config(space, {**cfg, "r": [224]})
+    draws = [net.sample_active_subnet(random.Random(i)) for i in range(40)]
+    assert {k for c in draws for k in c["ks"][:20]} == {3, 5, 7} and {d for c in draws for d in c["d"][:5]} == {2, 3, 4}
+    coupled = ofa.build_supernet(space.restrict(coupling={2: 3, 3: 4, 4: 6}), seed=0)
+    for i in range(10):
+        c = coupled.sample_active_subnet(random.Random(i))
+        arch = coupled.active_arch
+        assert all(set(es) == {{2: 3, 3: 4, 4: 6}[len(es)]} for es in arch.expands[:5])
+        assert c["d"] == list(arch.depths)

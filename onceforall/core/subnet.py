@@ -149,6 +149,12 @@ class Subnet(nn.Module):
         )
         self.head = Head(space, dropout)
 
+    @property
+    def config(self) -> dict[str, list]:
+        """The subnet's arch in OFA's ``{"ks", "e", "d", "r"}`` format (what OFA's ``set_active_subnet``, evolution
+        finder and accuracy predictor read; not OFA's layer-by-layer network description)."""
+        return self.space.to_ofa_config(self.arch)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = resize_to(x, self.resolution)
         return self.head(self.blocks(self.stem(x)))

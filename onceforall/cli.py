@@ -90,7 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .workflows.evaluate import evaluate_run
     from .workflows.report import pareto_table
 
-    run = load_run(args.run, device=args.device)
+    run = load_run(args.run, device=args.device, overrides=args.overrides)
     ensure_writable(run.dir.eval_dir)
     if args.threads:
         import torch
@@ -130,7 +130,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.front and any(len(b) > 1 or {"memory", "params"} & b.keys() for b in budgets):
         raise CLIError("search: --memory, --params and joint budgets of several kinds are read off a front; "
                        "add --front")
-    run = load_run(args.run)
+    run = load_run(args.run, overrides=args.overrides)
     ensure_writable(run.dir.search_dir)
     say = None if args.quiet else _say
     if not args.front:
@@ -198,7 +198,7 @@ def cmd_import_ofa(args: argparse.Namespace) -> int:
     from .run.ofa_import import import_ofa_run
 
     ensure_writable(args.out)
-    run = import_ofa_run(args.file, args.out, args.overrides, net_id=args.net_id)
+    run = import_ofa_run(args.file, args.out, args.overrides, net_id=args.net_id, force=args.force, say=_say)
     cfg = run.read_config()
     print(f"wrote {run.path}: {cfg.model.space} width {cfg.model.width_mult:g}, resolutions "
           f"{cfg.model.resolutions[0]}..{cfg.model.resolutions[-1]}, data {cfg.data.dataset} at {cfg.data.root}")
@@ -349,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run across its MACs range (Pareto front, report, plot)")
     p.add_argument("run", help="run directory")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
+                   help="config overrides for this command only, e.g. data.workers=0 (config.yaml is kept)")
     p.add_argument("--per-bucket", type=int, default=10,
                    help="measured candidates per MACs bucket, drawn to reach every bucket (default 10)")
     p.add_argument("--search-per-bucket", type=int, default=3,
@@ -378,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="best archs under budgets (predictor + evolution), or the accuracy/cost "
                                       "front of a run (--front: NSGA-II) with budgets read off it")
     p.add_argument("run", help="run directory (its `onceforall eval` measurements train the predictor)")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
+                   help="config overrides for this command only, e.g. data.workers=0 (config.yaml is kept)")
     p.add_argument("--macs", help="MACs budget(s), e.g. 20M or 5M,10M,20M")
     p.add_argument("--latency-ms", help="latency budget(s) in ms per image at batch 1, e.g. 1.5 or 2,4,8")
     p.add_argument("--memory", help="peak activation memory budget(s) in bytes at batch 1, e.g. 300k (= 300,000) "
@@ -436,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="OFA's supernet file, e.g. ofa_mbv3_d234_e346_k357_w1.0 (download it yourself)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--net-id", default=None, help="OFA's net id when the file name is not one")
+    p.add_argument("--force", action="store_true",
+                   help="replace the run in --out (its checkpoint, evaluations, searches and exports)")
     p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
                    help="config overrides, e.g. data.root=/data/imagenet")
     p.set_defaults(func=cmd_import_ofa)

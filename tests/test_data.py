@@ -780,3 +780,17 @@ def test_restricted_unpickler_allows_only_array_globals():
     assert allowed[("_codecs", "encode")]("\xff", "latin1") == b"\xff"
     with pytest.raises(pickle.UnpicklingError):
         allowed[("_codecs", "encode")]("x", "zlib_codec")
+
+
+def test_auto_val_split_and_workers_when_the_config_leaves_them_unset():
+    import os
+
+    from onceforall.run.config import load_config
+    from onceforall.run.setup import auto_val_split, data_workers
+
+    assert [auto_val_split(n) for n in (5, 9, 10, 90, 60_000, 1_281_167)] == [0, 0, 1, 9, 6000, 10_000]
+    folder = load_config("imagenet", ["data.workers=null"])
+    assert data_workers(folder) == min(8, os.cpu_count() or 1)
+    assert data_workers(load_config("imagenet")) == 8  # a preset's explicit value is kept
+    assert data_workers(load_config("fashion-mnist", ["data.workers=null"])) == 0  # in memory: no workers
+    assert load_config(None).data.val_split is None and load_config(None).data.workers is None

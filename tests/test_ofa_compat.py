@@ -410,7 +410,7 @@ def test_imported_ofa_run_evaluates_and_exports_under_ofa_protocol(tmp_path, mon
         assert torch.allclose(apply_recipe(meta["preprocessing"], Image.open(p)), ref, atol=1e-5)
 
 
-def test_fine_tune_an_imported_supernet_on_your_own_folder(tmp_path):
+def test_fine_tune_an_imported_supernet_on_your_own_folder(tmp_path, capsys):
     """README "fine-tune OFA's supernet on your data": the ofa-finetune preset from an imported run, on a folder
     with another class count (a new classifier), runs DεpS and starts from OFA's weights."""
     from onceforall.cli import main
@@ -423,6 +423,9 @@ def test_fine_tune_an_imported_supernet_on_your_own_folder(tmp_path):
                  "--out-dir", str(tmp_path), f"data.root={root}", "data.workers=0", "data.val_split=4",
                  "data.bn_images=8", "data.eval_batch_size=8", "model.resolutions=[128]", "train.batch_size=4",
                  "train.epochs=1", "train.threads=1", "train.log_every=1"]) == 0
+    said = capsys.readouterr().err  # --init-from says what it did not copy
+    assert (f"init-from {tmp_path / 'ofa' / 'checkpoints' / 'last.pt'}: copied " in said and "; re-initialized the "
+            "classifier (head.classifier.weight, head.classifier.bias): 3 -> 4 classes" in said)
     run, src = load_run(tmp_path / "ft"), load_run(tmp_path / "ofa")
     assert run.cfg.strategy.name == "deps" and run.space.num_classes == 4 and run.space.stages[0].kernels == (3, 5, 7)
     events = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
@@ -437,6 +440,50 @@ def test_fine_tune_an_imported_supernet_on_your_own_folder(tmp_path):
     to_fresh = sum(float((ours[k] - fresh[k]).norm() ** 2) for k in names) ** 0.5
     assert to_ofa < 0.2 * to_fresh, (to_ofa, to_fresh)
     assert run.net.state_dict()["head.classifier.weight"].shape[0] == 4
+
+
+def test_import_ofa_sizes_a_small_folder_and_commands_take_overrides(tmp_path, capsys):
+    """import-ofa on a 3-class folder of 60 images: the held-out split is 10 % of them (not the preset's 10,000) and
+    the workers follow this machine; eval/search accept overrides for one command; re-importing needs --force."""
+    import os
+
+    from onceforall.cli import main
+    from onceforall.run.config import load_config
+    from onceforall.run.rundir import load_run
+    from onceforall.run.setup import selection_split
+
+    root = _image_folder(tmp_path / "data", classes=3, train_per=20, val_per=1, seed=4)
+    _, path = _ofa_file(tmp_path, num_classes=3)
+    out = tmp_path / "run"
+    assert main(["import-ofa", str(path), "--out", str(out), f"data.root={root}"]) == 0
+    said = capsys.readouterr().err
+    assert "data: holding out 6 of the 60 training images as the validation split (10 %, at most 10000" in said
+    cfg = load_config(str(out / "config.yaml"))
+    assert cfg.data.val_split == 6 and cfg.data.workers is None
+    assert selection_split(cfg) == "validation (6 held-out training images)"
+    run = load_run(out, overrides=["data.workers=0", "data.bn_images=6"])
+    assert (run.cfg.data.workers, run.cfg.data.bn_images) == (0, 6) and len(run.data.val.ds) == 6
+    assert len(run.data.train.ds) == 54
+    assert load_config(str(out / "config.yaml")).data.workers is None  # the file is kept
+    auto = load_run(out)
+    assert auto.data.train.workers == min(8, os.cpu_count() or 1)
+    # an override the config does not know is a one-line error, for eval and search alike
+    for cmd in (["eval", str(out), "data.nope=1"], ["search", str(out), "data.nope=1", "--macs", "1e12"]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert "data.nope" in err and err.count("\n") == 1
+    # given explicitly, the overrides win; re-importing is refused unless --force, which clears the old results
+    (out / "search").mkdir()
+    assert main(["import-ofa", str(path), "--out", str(out), f"data.root={root}", "data.val_split=3"]) == 2
+    assert "already holds a checkpoint; choose another folder or pass --force" in capsys.readouterr().err
+    assert main(["import-ofa", str(path), "--out", str(out), f"data.root={root}", "data.val_split=3",
+                 "data.workers=1", "--force"]) == 0
+    cfg = load_config(str(out / "config.yaml"))
+    assert (cfg.data.val_split, cfg.data.workers) == (3, 1) and not (out / "search").exists()
+    # imported before the data is known: decided when the run is loaded with a data.root
+    assert main(["import-ofa", str(path), "--out", str(tmp_path / "later")]) == 0
+    assert load_config(str(tmp_path / "later" / "config.yaml")).data.val_split is None
+    assert load_run(tmp_path / "later", overrides=[f"data.root={root}"]).cfg.data.val_split == 6
 
 
 def test_imported_run_gets_a_latency_table_for_its_deployment_resolutions_and_searches_them(tmp_path, capsys):

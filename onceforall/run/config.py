@@ -62,8 +62,10 @@ class DataConfig:
     """Side of the training images; None: the largest resolution of the space."""
     train_subset: int | None = None
     """Train on a fixed random subset of this many training images; None: all."""
-    val_split: int = 0
-    """Hold out this many training images for validation; 0: validate on the test split."""
+    val_split: int | None = None
+    """Hold out this many training images as the validation split, on which subnets are selected (results are
+    reported on the test split); 0: select on the test split; None: 10 % of the training images, at most 10,000,
+    decided when a run starts (or is imported) and written into its config.yaml."""
     eval_subset: int | None = None
     """Per-epoch validation on a fixed subset of this many images; None: the whole validation set."""
     crop_padding: int = 4
@@ -87,8 +89,9 @@ class DataConfig:
     for in-memory datasets (always)."""
     eval_batch_size: int = 500
     """Batch size for validation and BN recalibration."""
-    workers: int = 0
-    """DataLoader worker processes for image folders (in-memory datasets need none)."""
+    workers: int | None = None
+    """DataLoader worker processes for image folders (in-memory datasets need none); None: min(8, this
+    machine's cores) for image folders, 0 for in-memory datasets."""
 
 
 @dataclass

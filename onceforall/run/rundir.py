@@ -261,7 +261,7 @@ class LoadedRun:
 
     @property
     def report_split(self) -> str:
-        """The split results are reported on, as the dataset calls it (``test``; ``val`` for image folders)."""
+        """The split results are reported on: ``test`` (an image folder's ``val/``, and it says so)."""
         return report_split(self.cfg)
 
     @property

@@ -202,8 +202,10 @@ def selection_split(cfg: Config) -> str:
 
 
 def report_split(cfg: Config) -> str:
-    """Name of the split results are reported on, as the dataset calls it (``test``; ``val`` for image folders)."""
-    return test_split_name(cfg.data.dataset)
+    """Name of the split results are reported on: always ``test`` ("validation" is the held-out training images
+    subnets are selected on); for an image folder it says that its ``val/`` images are that test split."""
+    folder = test_split_name(cfg.data.dataset)
+    return "test" if folder == "test" else f"test (the folder's {folder}/ images)"
 
 
 def build_net(cfg: Config, space: Space, seed: int | None = None) -> Supernet:

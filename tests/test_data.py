@@ -794,3 +794,101 @@ def test_auto_val_split_and_workers_when_the_config_leaves_them_unset():
     assert data_workers(load_config("imagenet")) == 8  # a preset's explicit value is kept
     assert data_workers(load_config("fashion-mnist", ["data.workers=null"])) == 0  # in memory: no workers
     assert load_config(None).data.val_split is None and load_config(None).data.workers is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The DεpS ImageNet recipe: random erasing, BN momentum (on small generated images)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _erased_box(before: torch.Tensor, after: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """(top, left, h, w) of the changed pixels, asserting they form one filled rectangle."""
+    changed = (before != after).any(0)
+    if not changed.any():
+        return None
+    rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
+    i, j, h, w = int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+    box = after[:, i:i + h, j:j + w]
+    assert (box == box[:, :1, :1]).all()  # one colour inside; outside untouched
+    outside = after.clone()
+    outside[:, i:i + h, j:j + w] = before[:, i:i + h, j:j + w]
+    assert torch.equal(outside, before)
+    return i, j, h, w
+
+
+def test_random_erase_fills_one_rectangle_of_the_documented_size():
+    from onceforall.data.augment import random_erase
+
+    x = torch.randint(0, 256, (3, 40, 48), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    fill = [124, 116, 104]
+    areas, ratios = [], []
+    for seed in range(200):
+        out = random_erase(x, 1.0, torch.Generator().manual_seed(seed), fill)
+        box = _erased_box(x, out)
+        if box is None:  # ten tries failed to fit a rectangle: left alone
+            assert out is x
+            continue
+        i, j, h, w = box
+        assert out[:, i, j].tolist() == fill
+        areas.append(h * w / (40 * 48))
+        ratios.append(h / w)
+        again = random_erase(x, 1.0, torch.Generator().manual_seed(seed), fill)
+        assert torch.equal(again, out)  # a pure function of the generator
+    assert len(areas) > 150 and min(areas) > 0.015 and max(areas) < 0.36  # 2-33 % (rounding to whole pixels)
+    assert min(ratios) > 0.25 and max(ratios) < 4.0 and 0.12 < sum(areas) / len(areas) < 0.22
+    # probability p: erased about p of the time; p = 0 draws nothing
+    hits = sum(random_erase(x, 0.3, torch.Generator().manual_seed(s), fill) is not x for s in range(400))
+    assert 0.22 < hits / 400 < 0.38
+    g = torch.Generator().manual_seed(1)
+    state = g.get_state()
+    assert random_erase(x, 0.0, g, fill) is x and torch.equal(g.get_state(), state)
+    with pytest.raises(ValueError, match="p = 1.5 is not valid"):
+        random_erase(x, 1.5, g, fill)
+
+
+def test_random_erase_in_folder_training_batches_only(folder_root):
+    from dataclasses import replace
+
+    from onceforall.run.config import load_config
+    from onceforall.run.setup import build_data
+
+    base = ["data.dataset=imagefolder", f"data.root={folder_root}", "data.val_split=0", "data.workers=0",
+            "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]", "model.resolutions=[16]", "train.batch_size=6",
+            "data.bn_images=6", "data.eval_batch_size=6", "data.bn_augment=true"]
+    plain = build_data(load_config(None, base), 16)
+    erased = build_data(load_config(None, [*base, "data.random_erase=1.0"]), 16)
+    x0, y0 = plain.train.batch(0, 0)
+    x1, y1 = erased.train.batch(0, 0)
+    assert torch.equal(y0, y1)
+    boxes = 0
+    for a, b in zip(x0, x1):
+        changed = (a != b).any(0)
+        if changed.any():  # the erased pixels normalize to the mean: 0 (fill round(0.5 * 255) = 128)
+            boxes += 1
+            assert torch.allclose(b[:, changed], torch.full_like(b[:, changed], (128 / 255 - 0.5) / 0.25), atol=1e-6)
+    assert boxes >= 4
+    assert erased.train.augment.random_erase == 1.0 and plain.train.augment.random_erase == 0.0
+    assert torch.equal(plain.bn.at(16)._batches.batch(0, 0)[0], erased.bn.at(16)._batches.batch(0, 0)[0])
+    assert replace(plain.train.augment, random_erase=1.0) == erased.train.augment
+    with pytest.raises(ValueError, match="data.random_erase: 0.2 is not valid for fashion-mnist; random erasing "
+                                         "applies to image folders only"):
+        build_data(load_config("fashion-mnist-quick", ["data.random_erase=0.2"]), 20)
+
+
+def test_bn_momentum_of_the_official_command():
+    from torch import nn
+
+    from onceforall.run.config import load_config
+    from onceforall.run.setup import build_net, build_space
+
+    cfg = load_config("imagenet", ["model.width_mult=0.25"])
+    assert cfg.model.bn_momentum == 0.99 and cfg.data.random_erase == 0.2  # as the official DεpS command
+    assert load_config("imagenet-ofa-ps").model.bn_momentum is None  # OFA's recipe keeps PyTorch's 0.1
+    assert load_config("imagenet-ofa-ps").data.random_erase == 0
+    bns = [m for m in build_net(cfg, build_space(cfg)).modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and {m.momentum for m in bns} == {0.99}
+    quick = load_config("fashion-mnist-quick")
+    assert {m.momentum for m in build_net(quick, build_space(quick)).modules()
+            if isinstance(m, nn.BatchNorm2d)} == {0.1}
+    with pytest.raises(ValueError, match=r"model.bn_momentum: 2.0 is not valid; must be in \[0, 1\]"):
+        load_config("imagenet", ["model.bn_momentum=2"])

@@ -89,6 +89,10 @@ class DataConfig:
     for in-memory datasets (always)."""
     eval_batch_size: int = 500
     """Batch size for validation and BN recalibration."""
+    random_erase: float = 0.0
+    """Image folders: probability of random erasing per training image (torchvision's RandomErasing: 2-33 % of
+    the area, aspect 0.3-3.3, filled with the mean colour), not on the BN-recalibration crops; 0: off. The
+    official DεpS ImageNet command: 0.2."""
     workers: int | None = None
     """DataLoader worker processes for image folders (in-memory datasets need none); None: min(8, this
     machine's cores) for image folders, 0 for in-memory datasets."""
@@ -106,6 +110,10 @@ class ModelConfig:
     """Dropout before the classifier (on the full model's passes only unless strategy.subnet_dropout)."""
     kernel_transform: bool = True
     """OFA's learnable 7->5->3 kernel transformation matrices (False: plain center crop)."""
+    bn_momentum: float | None = None
+    """PyTorch BN momentum while training (the weight of each new batch in the running statistics); None: the
+    space's (0.1). The official DεpS ImageNet command sets 0.99 (`--bn_momentum 0.99`, passed to PyTorch as is);
+    subnets are evaluated after BN recalibration either way."""
     kernels: list[int] | None = None
     """Kernel choices of every elastic stage; [7]: the official DεpS fixed-kernel space (no kernel-transform
     matrices); None: the space's own (3, 5, 7)."""
@@ -214,6 +222,8 @@ _RANGES: dict[str, tuple[float | None, float | None, str]] = {
     "data.bn_images": (1, None, ">= 1"),
     "data.eval_batch_size": (1, None, ">= 1"),
     "data.workers": (0, None, ">= 0"),
+    "data.random_erase": (0, 1, "in [0, 1]"),
+    "model.bn_momentum": (0, 1, "in [0, 1]"),
     "model.width_mult": (1e-6, 4, "in (0, 4]"),
     "model.dropout": (0, 0.999, "in [0, 1)"),
     "optim.lr": (1e-12, None, "> 0"),

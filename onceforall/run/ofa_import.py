@@ -106,7 +106,7 @@ def import_ofa_run(path: str | Path, out: str | Path, overrides: list[str] | Non
     given = {item.split("=", 1)[0].strip() for item in overrides or []}
     sized = [f"data.{k}=null" for k in ("val_split", "workers") if f"data.{k}" not in given]
     cfg: Config = load_config(_PRESET[space.name], [*fixed, *sized, *(overrides or [])])
-    if cfg.data.val_split is None and cfg.data.root is not None:
+    if cfg.data.val_split is None and cfg.data.root is not None and Path(cfg.data.root).is_dir():
         cfg, notes = resolve_val_split(cfg)
         for note in notes if say else []:
             say(note)

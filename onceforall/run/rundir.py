@@ -291,7 +291,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
             cfg = config_from_dict(apply_overrides(to_dict(cfg), list(overrides)))
         except ConfigError as e:
             raise RunError(f"run {run.path}: {e}") from None
-    if cfg.data.val_split is None and (cfg.data.dataset != "imagefolder" or cfg.data.root):
+    if cfg.data.val_split is None and (cfg.data.dataset != "imagefolder" or
+                                       (cfg.data.root is not None and Path(cfg.data.root).is_dir())):
         cfg, _ = resolve_val_split(cfg)  # a run imported before data.root was known decides it now
     ck = load_checkpoint(run.last_checkpoint)
     net = supernet_of_checkpoint(ck, run.last_checkpoint)

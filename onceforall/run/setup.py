@@ -108,7 +108,11 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
     val_full = val
     if d.eval_subset is not None and d.eval_subset < len(val):
         val = bn_subset(val, d.eval_subset, seed=derive_seed(DATA_SEED, "eval_subset"))
-    augment = Augment(crop_padding=d.crop_padding, hflip=default_hflip(d.dataset) if d.hflip is None else d.hflip)
+    if d.random_erase and not isinstance(train, FolderDataset):
+        raise ValueError(f"data.random_erase: {d.random_erase} is not valid for {d.dataset}; random erasing applies to "
+                         "image folders only (0 for in-memory datasets)")
+    augment = Augment(crop_padding=d.crop_padding, hflip=default_hflip(d.dataset) if d.hflip is None else d.hflip,
+                      random_erase=d.random_erase)
 
     workers = data_workers(cfg)
 
@@ -116,7 +120,9 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
         return EvalBatches(ds, d.eval_batch_size, image_size, workers, per_resolution=d.per_resolution)
 
     bn_set = bn_subset(train, d.bn_images, seed=DATA_SEED)
-    bn = (FixedCrops(bn_set, d.eval_batch_size, augment, image_size, workers, seed=derive_seed(DATA_SEED, "bn"),
+    # BN recalibration crops: OFA's protocol (crop and flip), no random erasing
+    bn = (FixedCrops(bn_set, d.eval_batch_size, replace(augment, random_erase=0.0), image_size, workers,
+                     seed=derive_seed(DATA_SEED, "bn"),
                      per_resolution=d.per_resolution) if d.bn_augment else batches(bn_set))
     val_batches = batches(val_full)
     return TrainData(
@@ -209,9 +215,14 @@ def report_split(cfg: Config) -> str:
 
 
 def build_net(cfg: Config, space: Space, seed: int | None = None) -> Supernet:
-    """The supernet of ``space`` with the model settings of ``cfg`` (dropout, kernel transforms)."""
-    return build_supernet(space, dropout=cfg.model.dropout, kernel_transform=cfg.model.kernel_transform,
-                          seed=cfg.train.seed if seed is None else seed)
+    """The supernet of ``space`` with the model settings of ``cfg`` (dropout, kernel transforms, BN momentum)."""
+    net = build_supernet(space, dropout=cfg.model.dropout, kernel_transform=cfg.model.kernel_transform,
+                         seed=cfg.train.seed if seed is None else seed)
+    if cfg.model.bn_momentum is not None:
+        for m in net.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.momentum = cfg.model.bn_momentum
+    return net
 
 
 def build_optimizer(net: nn.Module, cfg: Config) -> torch.optim.SGD:

@@ -892,3 +892,67 @@ def test_bn_momentum_of_the_official_command():
             if isinstance(m, nn.BatchNorm2d)} == {0.1}
     with pytest.raises(ValueError, match=r"model.bn_momentum: 2.0 is not valid; must be in \[0, 1\]"):
         load_config("imagenet", ["model.bn_momentum=2"])
+
+
+def test_color_jitter_matches_its_definition_on_generated_images():
+    import colorsys
+
+    from onceforall.data.augment import color_jitter
+
+    x = torch.randint(20, 200, (3, 12, 10), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+
+    def replay(seed: int, strengths):  # the documented draws: the order, then one factor per non-zero strength
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(4, generator=g).tolist()
+        factors = []
+        for k, v in enumerate(strengths):
+            lo, hi = (-v, v) if k == 3 else (max(0.0, 1 - v), 1 + v)
+            factors.append(lo + (hi - lo) * float(torch.rand((), generator=g)) if v > 0 else None)
+        return order, factors
+
+    assert torch.equal(color_jitter(x, [0, 0, 0, 0], torch.Generator().manual_seed(0)), x)
+    for seed in range(5):
+        _, (b, *_) = replay(seed, [0.4, 0, 0, 0])
+        out = color_jitter(x, [0.4, 0, 0, 0], torch.Generator().manual_seed(seed))
+        assert 0.6 <= b <= 1.4 and torch.equal(out, (x.float() * b).clamp(0, 255).round().to(torch.uint8))
+        # contrast keeps the mean grey level (no clipping at these values), saturation keeps each pixel's grey
+        gray = (0.2989 * x[0] + 0.587 * x[1] + 0.114 * x[2]).float()
+        out = color_jitter(x, [0, 0.4, 0, 0], torch.Generator().manual_seed(seed)).float()
+        assert abs(float((0.2989 * out[0] + 0.587 * out[1] + 0.114 * out[2]).mean() - gray.mean())) < 0.6
+        out = color_jitter(x, [0, 0, 0.4, 0], torch.Generator().manual_seed(seed)).float()
+        assert (0.2989 * out[0] + 0.587 * out[1] + 0.114 * out[2] - gray).abs().max() < 0.8
+        # hue: each pixel's HSV hue turned by the factor (Python's colorsys as the reference)
+        _, (*_, h) = replay(seed, [0, 0, 0, 0.5])
+        out = color_jitter(x, [0, 0, 0, 0.5], torch.Generator().manual_seed(seed))
+        for pix, got in zip(x.reshape(3, -1).T.tolist(), out.reshape(3, -1).T.tolist()):
+            hh, ss, vv = colorsys.rgb_to_hsv(*(c / 255 for c in pix))
+            want = [round(255 * c) for c in colorsys.hsv_to_rgb((hh + h) % 1.0, ss, vv)]
+            assert max(abs(a - w) for a, w in zip(got, want)) <= 1, (pix, got, want)
+    # the four at once: their order is drawn too (different seeds, different orders), deterministic per seed
+    orders = {tuple(replay(s, [0.4, 0.4, 0.4, 0.1])[0]) for s in range(20)}
+    assert len(orders) > 5
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(color_jitter(x, [0.4, 0.4, 0.4, 0.1], g1), color_jitter(x, [0.4, 0.4, 0.4, 0.1], g2))
+    with pytest.raises(ValueError, match=r"color_jitter: \[0.4, 0.4, 0.4\] is not valid"):
+        color_jitter(x, [0.4, 0.4, 0.4], g1)
+
+
+def test_color_jitter_in_folder_training_batches_only(folder_root):
+    from onceforall.run.config import ConfigError, load_config
+    from onceforall.run.setup import build_data
+
+    base = ["data.dataset=imagefolder", f"data.root={folder_root}", "data.val_split=0", "data.workers=0",
+            "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]", "model.resolutions=[16]", "train.batch_size=6",
+            "data.bn_images=6", "data.eval_batch_size=6", "data.bn_augment=true"]
+    plain = build_data(load_config(None, base), 16)
+    jittered = build_data(load_config(None, [*base, "data.color_jitter=[0.4,0.4,0.4,0.1]"]), 16)
+    assert jittered.train.augment.color_jitter == (0.4, 0.4, 0.4, 0.1)
+    x0, x1 = plain.train.batch(0, 0)[0], jittered.train.batch(0, 0)[0]
+    assert all(not torch.equal(a, b) for a, b in zip(x0, x1))
+    assert torch.equal(plain.bn.at(16)._batches.batch(0, 0)[0], jittered.bn.at(16)._batches.batch(0, 0)[0])
+    assert load_config("imagenet").data.color_jitter == [0.4, 0.4, 0.4, 0.1]
+    assert load_config("imagenet-compofa").data.color_jitter is None
+    with pytest.raises(ConfigError, match=r"data.color_jitter: \[0.4, 0.4\] is not valid"):
+        load_config(None, ["data.color_jitter=[0.4,0.4]"])
+    with pytest.raises(ValueError, match="data.color_jitter: .* applies to image folders only"):
+        build_data(load_config("fashion-mnist-quick", ["data.color_jitter=[0.4,0.4,0.4,0.1]"]), 20)

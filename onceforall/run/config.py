@@ -93,6 +93,10 @@ class DataConfig:
     """Image folders: probability of random erasing per training image (torchvision's RandomErasing: 2-33 % of
     the area, aspect 0.3-3.3, filled with the mean colour), not on the BN-recalibration crops; 0: off. The
     official DεpS ImageNet command: 0.2."""
+    color_jitter: list[float] | None = None
+    """Image folders: colour jitter of each training image, [brightness, contrast, saturation, hue] as
+    torchvision's ColorJitter (random order, factors uniform in 1 -/+ s, hue shift in -/+ h turns), not on the
+    BN-recalibration crops; None: off. The official DεpS command (--distort_color torch): [0.4, 0.4, 0.4, 0.1]."""
     workers: int | None = None
     """DataLoader worker processes for image folders (in-memory datasets need none); None: min(8, this
     machine's cores) for image folders, 0 for in-memory datasets."""
@@ -262,6 +266,10 @@ def _validate(cfg: Config) -> Config:
             continue
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(f"{key}: {value} is not valid; must be {text}")
+    cj = cfg.data.color_jitter
+    if cj is not None and (len(cj) != 4 or any(v < 0 for v in cj) or cj[3] > 0.5):
+        raise ConfigError(f"data.color_jitter: {cj} is not valid; expected [brightness, contrast, saturation, hue], "
+                          "each >= 0, hue <= 0.5, or null")
     if (cfg.data.mean is None) != (cfg.data.std is None):
         raise ConfigError(f"data.mean: {cfg.data.mean} and data.std: {cfg.data.std} are not valid; set both or "
                           "neither")

@@ -956,3 +956,53 @@ def test_color_jitter_in_folder_training_batches_only(folder_root):
         load_config(None, ["data.color_jitter=[0.4,0.4]"])
     with pytest.raises(ValueError, match="data.color_jitter: .* applies to image folders only"):
         build_data(load_config("fashion-mnist-quick", ["data.color_jitter=[0.4,0.4,0.4,0.1]"]), 20)
+
+
+def test_auto_augment_imagenet_policy_on_generated_images(folder_root):
+    from PIL import Image, ImageOps
+
+    from onceforall.data.augment import IMAGENET_POLICY, _magnitude, auto_augment
+    from onceforall.run.config import ConfigError, load_config
+    from onceforall.run.setup import build_data
+
+    assert len(IMAGENET_POLICY) == 25 and IMAGENET_POLICY[0] == (("Posterize", 0.4, 8), ("Rotate", 0.6, 9))
+    assert [_magnitude("Posterize", b) for b in range(10)] == [8, 8, 7, 7, 6, 6, 5, 5, 4, 4]
+    assert _magnitude("Rotate", 9) == 30 and _magnitude("Solarize", 0) == 255 and _magnitude("Solarize", 9) == 0
+    x = torch.randint(0, 256, (3, 16, 20), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    pil = Image.fromarray(x.permute(1, 2, 0).numpy())
+
+    def as_tensor(im):
+        return torch.from_numpy(np.array(im)).permute(2, 0, 1)
+
+    # one-op policies with probability 1 give exactly PIL's operation (the documented draws: id, probs, signs)
+    cases = {("Invert", None): ImageOps.invert(pil), ("Equalize", None): ImageOps.equalize(pil),
+             ("Solarize", 3): ImageOps.solarize(pil, _magnitude("Solarize", 3)),
+             ("Posterize", 8): ImageOps.posterize(pil, 4), ("AutoContrast", None): ImageOps.autocontrast(pil)}
+    for (op, bin_), want in cases.items():
+        policy = (((op, 1.0, bin_), ("Invert", 0.0, None)),)
+        assert torch.equal(auto_augment(x, torch.Generator().manual_seed(0), policy=policy), as_tensor(want)), op
+    # a signed op: the sign comes from the generator (rotations of +-30 degrees, filled with black)
+    rot = (((("Rotate", 1.0, 9)), ("Invert", 0.0, None)),)
+    outs = {bytes(auto_augment(x, torch.Generator().manual_seed(s), policy=rot).numpy()) for s in range(8)}
+    assert outs == {bytes(as_tensor(pil.rotate(a, resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))).numpy())
+                    for a in (30.0, -30.0)}
+    # neither op drawn: the image itself; the ImageNet policy's sub-policies are drawn uniformly
+    never = ((("Invert", 0.0, None), ("Equalize", 0.0, None)),)
+    assert auto_augment(x, torch.Generator().manual_seed(0), policy=never) is x
+    picks = [int(torch.randint(25, (), generator=torch.Generator().manual_seed(s))) for s in range(500)]
+    assert len(set(picks)) == 25
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert torch.equal(auto_augment(x, g1), auto_augment(x, g2))
+    # in training batches of image folders only, and only when asked
+    base = ["data.dataset=imagefolder", f"data.root={folder_root}", "data.val_split=0", "data.workers=0",
+            "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]", "model.resolutions=[16]", "train.batch_size=6",
+            "data.bn_images=6", "data.eval_batch_size=6", "data.bn_augment=true"]
+    plain = build_data(load_config(None, base), 16)
+    aa = build_data(load_config(None, [*base, "data.auto_augment=imagenet"]), 16)
+    x0, x1 = plain.train.batch(0, 0)[0], aa.train.batch(0, 0)[0]
+    assert aa.train.augment.auto_augment and any(not torch.equal(a, b) for a, b in zip(x0, x1))
+    assert torch.equal(plain.bn.at(16)._batches.batch(0, 0)[0], aa.bn.at(16)._batches.batch(0, 0)[0])
+    assert load_config("imagenet").data.auto_augment == "imagenet"
+    assert load_config("imagenet-ofa-ps").data.auto_augment is None
+    with pytest.raises(ConfigError, match="data.auto_augment: 'cifar' is not valid; valid: imagenet, null"):
+        load_config(None, ["data.auto_augment=cifar"])

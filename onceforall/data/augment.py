@@ -10,16 +10,23 @@ beside our torch), every random number from the ``torch.Generator`` passed in, o
   command's ``--distort_color torch`` sets it (0.4, 0.4, 0.4, 0.1): the four adjustments in a random order, each
   factor uniform in [1 - s, 1 + s] (hue: a shift in [-h, h] of a turn), computed in float and rounded back to
   uint8 (torchvision's tensor path truncates, its PIL path rounds).
+- :func:`auto_augment`: AutoAugment's ImageNet policy (Cubuk et al. 2019, Table 9) as the official DεpS command uses
+  it (``--auto_augment imagenet``, torchvision's ``AutoAugment``): one of its 25 sub-policies drawn uniformly,
+  each of its two operations applied with its probability at its magnitude (10 bins: rotate 0-30 degrees, shear
+  0-0.3, colour/contrast/sharpness/brightness factor 1 + 0-0.9, signed ops with a random sign; posterize 8..4 bits;
+  solarize threshold 255..0), with PIL's operations (bilinear resampling, areas outside filled with ``fill``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["color_jitter", "random_erase"]
+__all__ = ["IMAGENET_POLICY", "auto_augment", "color_jitter", "random_erase"]
 
 
 def random_erase(x: torch.Tensor, p: float, g: torch.Generator, fill: Sequence[int],
@@ -100,3 +107,91 @@ def color_jitter(x: torch.Tensor, strengths: Sequence[float], g: torch.Generator
         else:
             img = _shift_hue(img / 255.0, f) * 255.0
     return img.round().clamp(0, 255).to(torch.uint8)
+
+
+# AutoAugment's ImageNet policy: 25 sub-policies of two (operation, probability, magnitude bin) each.
+IMAGENET_POLICY: tuple[tuple[tuple[str, float, int | None], tuple[str, float, int | None]], ...] = tuple(
+    ((a, pa, ma), (b, pb, mb)) for a, pa, ma, b, pb, mb in (
+        ("Posterize", 0.4, 8, "Rotate", 0.6, 9), ("Solarize", 0.6, 5, "AutoContrast", 0.6, None),
+        ("Equalize", 0.8, None, "Equalize", 0.6, None), ("Posterize", 0.6, 7, "Posterize", 0.6, 6),
+        ("Equalize", 0.4, None, "Solarize", 0.2, 4), ("Equalize", 0.4, None, "Rotate", 0.8, 8),
+        ("Solarize", 0.6, 3, "Equalize", 0.6, None), ("Posterize", 0.8, 5, "Equalize", 1.0, None),
+        ("Rotate", 0.2, 3, "Solarize", 0.6, 8), ("Equalize", 0.6, None, "Posterize", 0.4, 6),
+        ("Rotate", 0.8, 8, "Color", 0.4, 0), ("Rotate", 0.4, 9, "Equalize", 0.6, None),
+        ("Equalize", 0.0, None, "Equalize", 0.8, None), ("Invert", 0.6, None, "Equalize", 1.0, None),
+        ("Color", 0.6, 4, "Contrast", 1.0, 8), ("Rotate", 0.8, 8, "Color", 1.0, 2),
+        ("Color", 0.8, 8, "Solarize", 0.8, 7), ("Sharpness", 0.4, 7, "Invert", 0.6, None),
+        ("ShearX", 0.6, 5, "Equalize", 1.0, None), ("Color", 0.4, 0, "Equalize", 0.6, None),
+        ("Equalize", 0.4, None, "Solarize", 0.2, 4), ("Solarize", 0.6, 5, "AutoContrast", 0.6, None),
+        ("Invert", 0.6, None, "Equalize", 1.0, None), ("Color", 0.6, 4, "Contrast", 1.0, 8),
+        ("Equalize", 0.8, None, "Equalize", 0.6, None),
+    ))
+_BINS = 10
+_SIGNED = {"Rotate", "ShearX", "Color", "Contrast", "Sharpness", "Brightness"}
+
+
+def _magnitude(op: str, bin_: int | None) -> float:
+    """The value of magnitude bin ``bin_`` (0..9) of ``op``."""
+    if bin_ is None:
+        return 0.0
+    t = bin_ / (_BINS - 1)
+    if op == "Rotate":
+        return 30.0 * t
+    if op == "ShearX":
+        return 0.3 * t
+    if op in ("Color", "Contrast", "Sharpness", "Brightness"):
+        return 0.9 * t
+    if op == "Posterize":
+        return float(8 - round(bin_ / ((_BINS - 1) / 4)))
+    if op == "Solarize":
+        return 255.0 * (1 - t)
+    raise ValueError(f"auto_augment: operation {op!r} takes no magnitude")
+
+
+def _apply(img: Any, op: str, m: float, fill: tuple[int, ...]) -> Any:
+    """One AutoAugment operation on a PIL RGB image."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    if op == "Rotate":
+        return img.rotate(m, resample=Image.Resampling.BILINEAR, fillcolor=fill)
+    if op == "ShearX":  # output (x, y) reads input (x + m y, y)
+        return img.transform(img.size, Image.Transform.AFFINE, (1.0, m, 0.0, 0.0, 1.0, 0.0),
+                             resample=Image.Resampling.BILINEAR, fillcolor=fill)
+    if op in ("Color", "Contrast", "Sharpness", "Brightness"):
+        return getattr(ImageEnhance, op)(img).enhance(1.0 + m)
+    if op == "Posterize":
+        return ImageOps.posterize(img, int(m))
+    if op == "Solarize":
+        return ImageOps.solarize(img, m)
+    if op == "AutoContrast":
+        return ImageOps.autocontrast(img)
+    if op == "Equalize":
+        return ImageOps.equalize(img)
+    if op == "Invert":
+        return ImageOps.invert(img)
+    raise ValueError(f"auto_augment: unknown operation {op!r}")
+
+
+def auto_augment(x: torch.Tensor, g: torch.Generator, fill: Sequence[int] = (0, 0, 0),
+                 policy: Sequence = IMAGENET_POLICY) -> torch.Tensor:
+    """``x`` (uint8 (3, H, W)) through one sub-policy of ``policy`` drawn from ``g``: the sub-policy (uniform),
+    then two uniforms (each operation applies when its draw <= its probability), then two signs (a signed
+    magnitude is negated on 0), in that order. Returns ``x`` itself when neither operation applies."""
+    from PIL import Image
+
+    k = int(torch.randint(len(policy), (), generator=g))
+    probs = torch.rand(2, generator=g).tolist()
+    signs = torch.randint(2, (2,), generator=g).tolist()
+    img = None
+    for (op, p, bin_), u, sign in zip(policy[k], probs, signs):
+        if u > p:
+            continue
+        m = _magnitude(op, bin_)
+        if op in _SIGNED and sign == 0:
+            m = -m
+        if img is None:
+            img = Image.fromarray(x.permute(1, 2, 0).numpy())
+        img = _apply(img, op, m, tuple(int(v) for v in fill))
+    if img is None:
+        return x
+    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()

@@ -93,6 +93,10 @@ class DataConfig:
     """Image folders: probability of random erasing per training image (torchvision's RandomErasing: 2-33 % of
     the area, aspect 0.3-3.3, filled with the mean colour), not on the BN-recalibration crops; 0: off. The
     official DεpS ImageNet command: 0.2."""
+    auto_augment: str | None = None
+    """Image folders: AutoAugment policy of each training image, "imagenet" (Cubuk et al.'s ImageNet policy, as
+    torchvision's AutoAugment), not on the BN-recalibration crops; None: off. The official DεpS command:
+    imagenet."""
     color_jitter: list[float] | None = None
     """Image folders: colour jitter of each training image, [brightness, contrast, saturation, hue] as
     torchvision's ColorJitter (random order, factors uniform in 1 -/+ s, hue shift in -/+ h turns), not on the
@@ -266,6 +270,8 @@ def _validate(cfg: Config) -> Config:
             continue
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(f"{key}: {value} is not valid; must be {text}")
+    if cfg.data.auto_augment not in (None, "imagenet"):
+        raise ConfigError(f"data.auto_augment: '{cfg.data.auto_augment}' is not valid; valid: imagenet, null")
     cj = cfg.data.color_jitter
     if cj is not None and (len(cj) != 4 or any(v < 0 for v in cj) or cj[3] > 0.5):
         raise ConfigError(f"data.color_jitter: {cj} is not valid; expected [brightness, contrast, saturation, hue], "

@@ -111,12 +111,16 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
     if d.random_erase and not isinstance(train, FolderDataset):
         raise ValueError(f"data.random_erase: {d.random_erase} is not valid for {d.dataset}; random erasing applies to "
                          "image folders only (0 for in-memory datasets)")
+    if d.auto_augment is not None and not isinstance(train, FolderDataset):
+        raise ValueError(f"data.auto_augment: {d.auto_augment} is not valid for {d.dataset}; AutoAugment applies to "
+                         "image folders only (null for in-memory datasets)")
     if d.color_jitter is not None and not isinstance(train, FolderDataset):
         raise ValueError(f"data.color_jitter: {d.color_jitter} is not valid for {d.dataset}; colour jitter applies "
                          "to image folders only (null for in-memory datasets)")
     augment = Augment(crop_padding=d.crop_padding, hflip=default_hflip(d.dataset) if d.hflip is None else d.hflip,
                       random_erase=d.random_erase,
-                      color_jitter=None if d.color_jitter is None else tuple(d.color_jitter))
+                      color_jitter=None if d.color_jitter is None else tuple(d.color_jitter),
+                      auto_augment=d.auto_augment == "imagenet")
 
     workers = data_workers(cfg)
 
@@ -124,8 +128,9 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
         return EvalBatches(ds, d.eval_batch_size, image_size, workers, per_resolution=d.per_resolution)
 
     bn_set = bn_subset(train, d.bn_images, seed=DATA_SEED)
-    # BN recalibration crops: OFA's protocol (crop and flip), no random erasing or colour jitter
-    bn = (FixedCrops(bn_set, d.eval_batch_size, replace(augment, random_erase=0.0, color_jitter=None), image_size,
+    # BN recalibration crops: OFA's protocol (crop and flip), no AutoAugment, colour jitter or random erasing
+    bn = (FixedCrops(bn_set, d.eval_batch_size, replace(augment, random_erase=0.0, color_jitter=None,
+                                                        auto_augment=False), image_size,
                      workers,
                      seed=derive_seed(DATA_SEED, "bn"),
                      per_resolution=d.per_resolution) if d.bn_augment else batches(bn_set))

@@ -13,8 +13,8 @@ https://github.com/mit-han-lab/once-for-all; nothing of OFA's is copied here, it
   largest depth, which covers every layer) at 160 and 224 px, each with ``mean`` = 1e-7 x the product of the
   numbers in its key (so that larger layers take longer) + 0.001 ms.
 - ``tests/fixtures/ofa_formats.json``: OFA's answers on a few archs (its sampler's and the ends): the predictor's
-  ``predict_acc`` and the tables' ``predict_network_latency_given_config`` on each subnet's ``config``, with the OFA
-  commit.
+  ``predict_acc``, the tables' ``predict_network_latency_given_config`` on each subnet's ``config`` and that
+  ``config`` itself (OFA's description of the static subnet), with the OFA commit.
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
             for i, cfg in enumerate(configs):
                 r = LUT_SIZES[i % len(LUT_SIZES)]
                 cfg = {"ks": list(cfg["ks"]), "e": list(cfg["e"]), "d": list(cfg["d"])}
-                cases.append({**cfg, "r": [r], "latency_ms": latency(cfg, r)})
+                ms = latency(cfg, r)  # sets cfg active
+                net_config = net.get_active_subnet(preserve_weight=False).config
+                cases.append({**cfg, "r": [r], "latency_ms": ms, "net_config": net_config})
             text = yaml.safe_dump({k: dict(v) for k, v in lut.lut.items()}, sort_keys=True)
             path = args.out / f"ofa_lut_{name}.yaml"
             path.write_text(text)

@@ -628,7 +628,19 @@ def test_set_active_subnet_gives_ofa_own_logits(reference, net_id):
             x = network_input(reference["inputs"][cfg["r"][0]])
             assert rel_err(net(x), ref_logits) < REL_TOL
             assert rel_err(net.get_active_subnet().eval()(x), ref_logits) < REL_TOL
-            assert net.get_active_subnet().config == to_ofa_config(space, net.active_arch)
+            assert net.get_active_subnet().config == space.to_ofa_net_config(net.active_arch, net.dropout_rate)
+
+
+@pytest.mark.parametrize("name", ["mbv3", "proxyless"])
+def test_subnet_config_is_ofa_own_network_description(name):
+    """A subnet's ``config`` equals what OFA's get_active_subnet().config gave for the same arch (fixture)."""
+    info = FORMATS["luts"][name]
+    space = ofa_net_id_space(info["net_id"])
+    for case in info["cases"]:
+        arch = from_ofa_config(space, {k: case[k] for k in ("ks", "e", "d", "r")})
+        assert space.to_ofa_net_config(arch) == case["net_config"]
+    sub = ofa.build_subnet(space, arch, dropout=0.0)
+    assert sub.config == case["net_config"] and len(sub.config["blocks"]) == 1 + sum(arch.depths)
 
 
 def test_set_active_subnet_scalars_partial_updates_and_errors():

@@ -6,6 +6,8 @@ supernet. The fixed parts of the supernet (stem, first block, head) are these sa
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -150,10 +152,10 @@ class Subnet(nn.Module):
         self.head = Head(space, dropout)
 
     @property
-    def config(self) -> dict[str, list]:
-        """The subnet's arch in OFA's ``{"ks", "e", "d", "r"}`` format (what OFA's ``set_active_subnet``, evolution
-        finder and accuracy predictor read; not OFA's layer-by-layer network description)."""
-        return self.space.to_ofa_config(self.arch)
+    def config(self) -> dict[str, Any]:
+        """OFA's description of this subnet (``Space.to_ofa_net_config``), as OFA's static networks' ``config``;
+        its arch in OFA's ``{"ks", "e", "d", "r"}`` format is ``space.to_ofa_config(arch)``."""
+        return self.space.to_ofa_net_config(self.arch, self.dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = resize_to(x, self.resolution)

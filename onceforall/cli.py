@@ -1,4 +1,4 @@
-"""The ``onceforall`` command (also ``ofa`` and ``python -m onceforall``).
+"""The ``onceforall`` command (also ``python -m onceforall``).
 
 Every subcommand reports bad input as one line on stderr and exits with status 2; set
 ``ONCEFORALL_DEBUG=1`` (or pass ``--debug``) to see the traceback instead.
@@ -90,7 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .workflows.evaluate import evaluate_run
     from .workflows.report import pareto_table
 
-    run = load_run(args.run, device=args.device)
+    run = load_run(args.run, device=args.device, overrides=args.overrides)
     ensure_writable(run.dir.eval_dir)
     if args.threads:
         import torch
@@ -131,13 +131,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.front and any(len(b) > 1 or {"memory", "params"} & b.keys() for b in budgets):
         raise CLIError("search: --memory, --params and joint budgets of several kinds are read off a front; "
                        "add --front")
-    run = load_run(args.run)
+    run = load_run(args.run, overrides=args.overrides)
     ensure_writable(run.dir.search_dir)
     say = None if args.quiet else _say
     if not args.front:
         for b in budgets:
             result = run_search(run, macs=b.get("macs"), latency_ms=b.get("latency"),
-                                latency_table=args.latency_table, top=args.top, samples=args.samples or 60,
+                                latency_table=args.latency_table, accept_noisy_table=args.accept_noisy_table,
+                                top=args.top, samples=args.samples or 60, predictor=args.predictor,
+                                resolution=args.resolution,
                                 selection_images=args.selection_images or None, seed=args.seed, progress=say)
             print(search_table(result))
             print(f"wrote {result['path']}")
@@ -147,8 +149,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     path = run.dir.search_dir / "front.json"
     front = load_front(path) if path.exists() and not args.rebuild else None
     if front is None or front["step"] != run.step or not set(costs) <= set(front["costs"]) or \
-            (args.costs and costs != front["costs"]):
-        front = build_front(run, costs, latency_table=args.latency_table, memory_dtype=args.memory_dtype,
+            (args.costs and costs != front["costs"]) or front.get("resolution") != args.resolution or \
+            args.predictor is not None:
+        front = build_front(run, costs, latency_table=args.latency_table, accept_noisy_table=args.accept_noisy_table,
+                            memory_dtype=args.memory_dtype, predictor=args.predictor, resolution=args.resolution,
                             samples=args.samples or 120,
                             selection_images=args.selection_images or None, measure=args.measure, seed=args.seed,
                             progress=say)
@@ -195,7 +199,7 @@ def cmd_import_ofa(args: argparse.Namespace) -> int:
     from .run.ofa_import import import_ofa_run
 
     ensure_writable(args.out)
-    run = import_ofa_run(args.file, args.out, args.overrides, net_id=args.net_id)
+    run = import_ofa_run(args.file, args.out, args.overrides, net_id=args.net_id, force=args.force, say=_say)
     cfg = run.read_config()
     print(f"wrote {run.path}: {cfg.model.space} width {cfg.model.width_mult:g}, resolutions "
           f"{cfg.model.resolutions[0]}..{cfg.model.resolutions[-1]}, data {cfg.data.dataset} at {cfg.data.root}")
@@ -220,14 +224,23 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
 
         ensure_writable(Path(args.out).parent)
     result = make_latency_table(space, backend=args.backend, threads=args.threads, batch=args.batch, out=args.out,
-                                run_dir=args.run, check=args.check, seed=args.seed,
+                                run_dir=args.run, check=args.check, seed=args.seed, repeats=args.repeats,
+                                min_seconds=args.min_seconds, max_error_pct=args.max_error,
                                 progress=None if args.quiet else _say)
     table = result.table
     print(f"wrote {result.path}: {len(table.entries)} layers, {table.backend}, {table.threads} thread(s), "
           f"batch {table.batch}, {table.device}")
     if result.check is not None:
-        print(f"predicted vs measured on {args.check} random archs: mean abs error "
-              f"{result.check['mean_abs_error_pct']:.1f}%, max {result.check['max_abs_error_pct']:.1f}%")
+        print(f"predicted vs measured on {len(result.check['archs'])} archs (smallest, largest, random): mean abs "
+              f"error {result.check['mean_abs_error_pct']:.1f}%, max {result.check['max_abs_error_pct']:.1f}%")
+    mono = table.check["monotone"]
+    print(f"monotonicity: {mono['count']} of {mono['pairs']} (smaller, larger) layer pairs inverted beyond "
+          f"{100 * mono['tolerance']:g}%")
+    if table.failed_check:
+        for problem in table.check["problems"]:
+            print(f"warning: the table failed its consistency check: {problem}", file=sys.stderr)
+        print("warning: search refuses this table unless --accept-noisy-table; rebuild it on a quieter machine or "
+              "with more --repeats / --min-seconds", file=sys.stderr)
     return 0
 
 
@@ -337,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run across its MACs range (Pareto front, report, plot)")
     p.add_argument("run", help="run directory")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
+                   help="config overrides for this command only, e.g. data.workers=0 (config.yaml is kept)")
     p.add_argument("--per-bucket", type=int, default=10,
                    help="measured candidates per MACs bucket, drawn to reach every bucket (default 10)")
     p.add_argument("--search-per-bucket", type=int, default=3,
@@ -369,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="best archs under budgets (predictor + evolution), or the accuracy/cost "
                                       "front of a run (--front: NSGA-II) with budgets read off it")
     p.add_argument("run", help="run directory (its `onceforall eval` measurements train the predictor)")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
+                   help="config overrides for this command only, e.g. data.workers=0 (config.yaml is kept)")
     p.add_argument("--macs", help="MACs budget(s), e.g. 20M or 5M,10M,20M")
     p.add_argument("--latency-ms", help="latency budget(s) in ms per image at batch 1, e.g. 1.5 or 2,4,8")
     p.add_argument("--memory", help="peak activation memory budget(s) in bytes at batch 1, e.g. 300k (= 300,000) "
@@ -384,7 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", type=int, default=12,
                    help="front members measured on the whole selection and test splits (default 12)")
     p.add_argument("--rebuild", action="store_true", help="search the front again even if RUN/search/front.json fits")
-    p.add_argument("--latency-table", help="latency table JSON (default: build one for this device into RUN)")
+    p.add_argument("--latency-table",
+                   help="latency table: JSON from `onceforall latency-table`, or OFA's yaml lookup table (default: "
+                        "build one for this device into RUN)")
+    p.add_argument("--predictor", metavar="FILE",
+                   help="use this accuracy predictor instead of fitting one: a RUN/search/predictor.pt that search "
+                        "saved, or OFA's acc_predictor.pth (no subnets are measured to fit it)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="search at this one resolution only (MACs, latency and front searches alike)")
+    p.add_argument("--accept-noisy-table", action="store_true",
+                   help="search with a latency table whose consistency check failed (refused otherwise)")
     p.add_argument("--top", type=int, default=3,
                    help="candidates to measure on the whole validation and test splits (default 3)")
     p.add_argument("--samples", type=int, default=None,
@@ -418,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="OFA's supernet file, e.g. ofa_mbv3_d234_e346_k357_w1.0 (download it yourself)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--net-id", default=None, help="OFA's net id when the file name is not one")
+    p.add_argument("--force", action="store_true",
+                   help="replace the run in --out (its checkpoint, evaluations, searches and exports)")
     p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
                    help="config overrides, e.g. data.root=/data/imagenet")
     p.set_defaults(func=cmd_import_ofa)
@@ -431,7 +459,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", help="output JSON (default latency-<space>-...json)")
-    p.add_argument("--check", type=int, default=10, help="report the error on this many random archs (0: skip)")
+    p.add_argument("--check", type=int, default=10,
+                   help="time this many random archs (plus the smallest and largest) as whole networks and check the "
+                        "table's sums against them (0: skip; monotonicity is always checked)")
+    p.add_argument("--max-error", type=float, default=25.0,
+                   help="mean absolute error (%%) of that check above which the table fails it (default 25)")
+    p.add_argument("--repeats", type=int, default=20, help="timed sweeps per layer at least (default 20)")
+    p.add_argument("--min-seconds", type=float, default=0.5,
+                   help="time each resolution's layers for at least this long in all (adaptive, up to 4 x repeats "
+                        "sweeps; default 0.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_latency_table)

@@ -27,9 +27,16 @@ def test_module_entry_point_runs_the_cli():
         assert text.split() == [f"{lo / 1e6:.2f}M", "..", f"{hi / 1e6:.2f}M"]
 
 
-@pytest.mark.parametrize("script", ["onceforall", "ofa"])
-def test_console_scripts_are_installed(script):
-    path = Path(sys.executable).parent / script
+def test_console_script_is_onceforall_alone():
+    """No ``ofa`` alias: it would shadow OFA's own package name (``import ofa`` / its scripts) beside ours."""
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"onceforall": "onceforall.cli:main"}
+
+
+def test_console_scripts_are_installed():
+    path = Path(sys.executable).parent / "onceforall"
     if not path.exists():
         pytest.skip("package not installed in this interpreter's environment (run through `make test`)")
     out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=True)

@@ -780,3 +780,229 @@ def test_restricted_unpickler_allows_only_array_globals():
     assert allowed[("_codecs", "encode")]("\xff", "latin1") == b"\xff"
     with pytest.raises(pickle.UnpicklingError):
         allowed[("_codecs", "encode")]("x", "zlib_codec")
+
+
+def test_auto_val_split_and_workers_when_the_config_leaves_them_unset():
+    import os
+
+    from onceforall.run.config import load_config
+    from onceforall.run.setup import auto_val_split, data_workers
+
+    assert [auto_val_split(n) for n in (5, 9, 10, 90, 60_000, 1_281_167)] == [0, 0, 1, 9, 6000, 10_000]
+    folder = load_config("imagenet", ["data.workers=null"])
+    assert data_workers(folder) == min(8, os.cpu_count() or 1)
+    assert data_workers(load_config("imagenet")) == 8  # a preset's explicit value is kept
+    assert data_workers(load_config("fashion-mnist", ["data.workers=null"])) == 0  # in memory: no workers
+    assert load_config(None).data.val_split is None and load_config(None).data.workers is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The DεpS ImageNet recipe: random erasing, BN momentum (on small generated images)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _erased_box(before: torch.Tensor, after: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """(top, left, h, w) of the changed pixels, asserting they form one filled rectangle."""
+    changed = (before != after).any(0)
+    if not changed.any():
+        return None
+    rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
+    i, j, h, w = int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+    box = after[:, i:i + h, j:j + w]
+    assert (box == box[:, :1, :1]).all()  # one colour inside; outside untouched
+    outside = after.clone()
+    outside[:, i:i + h, j:j + w] = before[:, i:i + h, j:j + w]
+    assert torch.equal(outside, before)
+    return i, j, h, w
+
+
+def test_random_erase_fills_one_rectangle_of_the_documented_size():
+    from onceforall.data.augment import random_erase
+
+    x = torch.randint(0, 256, (3, 40, 48), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    fill = [124, 116, 104]
+    areas, ratios = [], []
+    for seed in range(200):
+        out = random_erase(x, 1.0, torch.Generator().manual_seed(seed), fill)
+        box = _erased_box(x, out)
+        if box is None:  # ten tries failed to fit a rectangle: left alone
+            assert out is x
+            continue
+        i, j, h, w = box
+        assert out[:, i, j].tolist() == fill
+        areas.append(h * w / (40 * 48))
+        ratios.append(h / w)
+        again = random_erase(x, 1.0, torch.Generator().manual_seed(seed), fill)
+        assert torch.equal(again, out)  # a pure function of the generator
+    assert len(areas) > 150 and min(areas) > 0.015 and max(areas) < 0.36  # 2-33 % (rounding to whole pixels)
+    assert min(ratios) > 0.25 and max(ratios) < 4.0 and 0.12 < sum(areas) / len(areas) < 0.22
+    # probability p: erased about p of the time; p = 0 draws nothing
+    hits = sum(random_erase(x, 0.3, torch.Generator().manual_seed(s), fill) is not x for s in range(400))
+    assert 0.22 < hits / 400 < 0.38
+    g = torch.Generator().manual_seed(1)
+    state = g.get_state()
+    assert random_erase(x, 0.0, g, fill) is x and torch.equal(g.get_state(), state)
+    with pytest.raises(ValueError, match="p = 1.5 is not valid"):
+        random_erase(x, 1.5, g, fill)
+
+
+def test_random_erase_in_folder_training_batches_only(folder_root):
+    from dataclasses import replace
+
+    from onceforall.run.config import load_config
+    from onceforall.run.setup import build_data
+
+    base = ["data.dataset=imagefolder", f"data.root={folder_root}", "data.val_split=0", "data.workers=0",
+            "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]", "model.resolutions=[16]", "train.batch_size=6",
+            "data.bn_images=6", "data.eval_batch_size=6", "data.bn_augment=true"]
+    plain = build_data(load_config(None, base), 16)
+    erased = build_data(load_config(None, [*base, "data.random_erase=1.0"]), 16)
+    x0, y0 = plain.train.batch(0, 0)
+    x1, y1 = erased.train.batch(0, 0)
+    assert torch.equal(y0, y1)
+    boxes = 0
+    for a, b in zip(x0, x1):
+        changed = (a != b).any(0)
+        if changed.any():  # the erased pixels normalize to the mean: 0 (fill round(0.5 * 255) = 128)
+            boxes += 1
+            assert torch.allclose(b[:, changed], torch.full_like(b[:, changed], (128 / 255 - 0.5) / 0.25), atol=1e-6)
+    assert boxes >= 4
+    assert erased.train.augment.random_erase == 1.0 and plain.train.augment.random_erase == 0.0
+    assert torch.equal(plain.bn.at(16)._batches.batch(0, 0)[0], erased.bn.at(16)._batches.batch(0, 0)[0])
+    assert replace(plain.train.augment, random_erase=1.0) == erased.train.augment
+    with pytest.raises(ValueError, match="data.random_erase: 0.2 is not valid for fashion-mnist; random erasing "
+                                         "applies to image folders only"):
+        build_data(load_config("fashion-mnist-quick", ["data.random_erase=0.2"]), 20)
+
+
+def test_bn_momentum_of_the_official_command():
+    from torch import nn
+
+    from onceforall.run.config import load_config
+    from onceforall.run.setup import build_net, build_space
+
+    cfg = load_config("imagenet", ["model.width_mult=0.25"])
+    assert cfg.model.bn_momentum == 0.99 and cfg.data.random_erase == 0.2  # as the official DεpS command
+    assert load_config("imagenet-ofa-ps").model.bn_momentum == 0.1  # OFA's recipe keeps PyTorch's 0.1
+    assert load_config("imagenet-ofa-ps").data.random_erase == 0
+    bns = [m for m in build_net(cfg, build_space(cfg)).modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and {m.momentum for m in bns} == {0.99}
+    quick = load_config("fashion-mnist-quick", ["model.bn_momentum=0.1"])
+    assert {m.momentum for m in build_net(quick, build_space(quick)).modules()
+            if isinstance(m, nn.BatchNorm2d)} == {0.1}
+    with pytest.raises(ValueError, match=r"model.bn_momentum: 2.0 is not valid; must be in \[0, 1\]"):
+        load_config("imagenet", ["model.bn_momentum=2"])
+
+
+def test_color_jitter_matches_its_definition_on_generated_images():
+    import colorsys
+
+    from onceforall.data.augment import color_jitter
+
+    x = torch.randint(20, 200, (3, 12, 10), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+
+    def replay(seed: int, strengths):  # the documented draws: the order, then one factor per non-zero strength
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(4, generator=g).tolist()
+        factors = []
+        for k, v in enumerate(strengths):
+            lo, hi = (-v, v) if k == 3 else (max(0.0, 1 - v), 1 + v)
+            factors.append(lo + (hi - lo) * float(torch.rand((), generator=g)) if v > 0 else None)
+        return order, factors
+
+    assert torch.equal(color_jitter(x, [0, 0, 0, 0], torch.Generator().manual_seed(0)), x)
+    for seed in range(5):
+        _, (b, *_) = replay(seed, [0.4, 0, 0, 0])
+        out = color_jitter(x, [0.4, 0, 0, 0], torch.Generator().manual_seed(seed))
+        assert 0.6 <= b <= 1.4 and torch.equal(out, (x.float() * b).clamp(0, 255).round().to(torch.uint8))
+        # contrast keeps the mean grey level (no clipping at these values), saturation keeps each pixel's grey
+        gray = (0.2989 * x[0] + 0.587 * x[1] + 0.114 * x[2]).float()
+        out = color_jitter(x, [0, 0.4, 0, 0], torch.Generator().manual_seed(seed)).float()
+        assert abs(float((0.2989 * out[0] + 0.587 * out[1] + 0.114 * out[2]).mean() - gray.mean())) < 0.6
+        out = color_jitter(x, [0, 0, 0.4, 0], torch.Generator().manual_seed(seed)).float()
+        assert (0.2989 * out[0] + 0.587 * out[1] + 0.114 * out[2] - gray).abs().max() < 0.8
+        # hue: each pixel's HSV hue turned by the factor (Python's colorsys as the reference)
+        _, (*_, h) = replay(seed, [0, 0, 0, 0.5])
+        out = color_jitter(x, [0, 0, 0, 0.5], torch.Generator().manual_seed(seed))
+        for pix, got in zip(x.reshape(3, -1).T.tolist(), out.reshape(3, -1).T.tolist()):
+            hh, ss, vv = colorsys.rgb_to_hsv(*(c / 255 for c in pix))
+            want = [round(255 * c) for c in colorsys.hsv_to_rgb((hh + h) % 1.0, ss, vv)]
+            assert max(abs(a - w) for a, w in zip(got, want)) <= 1, (pix, got, want)
+    # the four at once: their order is drawn too (different seeds, different orders), deterministic per seed
+    orders = {tuple(replay(s, [0.4, 0.4, 0.4, 0.1])[0]) for s in range(20)}
+    assert len(orders) > 5
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(color_jitter(x, [0.4, 0.4, 0.4, 0.1], g1), color_jitter(x, [0.4, 0.4, 0.4, 0.1], g2))
+    with pytest.raises(ValueError, match=r"color_jitter: \[0.4, 0.4, 0.4\] is not valid"):
+        color_jitter(x, [0.4, 0.4, 0.4], g1)
+
+
+def test_color_jitter_in_folder_training_batches_only(folder_root):
+    from onceforall.run.config import ConfigError, load_config
+    from onceforall.run.setup import build_data
+
+    base = ["data.dataset=imagefolder", f"data.root={folder_root}", "data.val_split=0", "data.workers=0",
+            "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]", "model.resolutions=[16]", "train.batch_size=6",
+            "data.bn_images=6", "data.eval_batch_size=6", "data.bn_augment=true"]
+    plain = build_data(load_config(None, base), 16)
+    jittered = build_data(load_config(None, [*base, "data.color_jitter=[0.4,0.4,0.4,0.1]"]), 16)
+    assert jittered.train.augment.color_jitter == (0.4, 0.4, 0.4, 0.1)
+    x0, x1 = plain.train.batch(0, 0)[0], jittered.train.batch(0, 0)[0]
+    assert all(not torch.equal(a, b) for a, b in zip(x0, x1))
+    assert torch.equal(plain.bn.at(16)._batches.batch(0, 0)[0], jittered.bn.at(16)._batches.batch(0, 0)[0])
+    assert load_config("imagenet").data.color_jitter == [0.4, 0.4, 0.4, 0.1]
+    assert load_config("imagenet-compofa").data.color_jitter is None
+    with pytest.raises(ConfigError, match=r"data.color_jitter: \[0.4, 0.4\] is not valid"):
+        load_config(None, ["data.color_jitter=[0.4,0.4]"])
+    with pytest.raises(ValueError, match="data.color_jitter: .* applies to image folders only"):
+        build_data(load_config("fashion-mnist-quick", ["data.color_jitter=[0.4,0.4,0.4,0.1]"]), 20)
+
+
+def test_auto_augment_imagenet_policy_on_generated_images(folder_root):
+    from PIL import Image, ImageOps
+
+    from onceforall.data.augment import IMAGENET_POLICY, _magnitude, auto_augment
+    from onceforall.run.config import ConfigError, load_config
+    from onceforall.run.setup import build_data
+
+    assert len(IMAGENET_POLICY) == 25 and IMAGENET_POLICY[0] == (("Posterize", 0.4, 8), ("Rotate", 0.6, 9))
+    assert [_magnitude("Posterize", b) for b in range(10)] == [8, 8, 7, 7, 6, 6, 5, 5, 4, 4]
+    assert _magnitude("Rotate", 9) == 30 and _magnitude("Solarize", 0) == 255 and _magnitude("Solarize", 9) == 0
+    x = torch.randint(0, 256, (3, 16, 20), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    pil = Image.fromarray(x.permute(1, 2, 0).numpy())
+
+    def as_tensor(im):
+        return torch.from_numpy(np.array(im)).permute(2, 0, 1)
+
+    # one-op policies with probability 1 give exactly PIL's operation (the documented draws: id, probs, signs)
+    cases = {("Invert", None): ImageOps.invert(pil), ("Equalize", None): ImageOps.equalize(pil),
+             ("Solarize", 3): ImageOps.solarize(pil, _magnitude("Solarize", 3)),
+             ("Posterize", 8): ImageOps.posterize(pil, 4), ("AutoContrast", None): ImageOps.autocontrast(pil)}
+    for (op, bin_), want in cases.items():
+        policy = (((op, 1.0, bin_), ("Invert", 0.0, None)),)
+        assert torch.equal(auto_augment(x, torch.Generator().manual_seed(0), policy=policy), as_tensor(want)), op
+    # a signed op: the sign comes from the generator (rotations of +-30 degrees, filled with black)
+    rot = (((("Rotate", 1.0, 9)), ("Invert", 0.0, None)),)
+    outs = {bytes(auto_augment(x, torch.Generator().manual_seed(s), policy=rot).numpy()) for s in range(8)}
+    assert outs == {bytes(as_tensor(pil.rotate(a, resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))).numpy())
+                    for a in (30.0, -30.0)}
+    # neither op drawn: the image itself; the ImageNet policy's sub-policies are drawn uniformly
+    never = ((("Invert", 0.0, None), ("Equalize", 0.0, None)),)
+    assert auto_augment(x, torch.Generator().manual_seed(0), policy=never) is x
+    picks = [int(torch.randint(25, (), generator=torch.Generator().manual_seed(s))) for s in range(500)]
+    assert len(set(picks)) == 25
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert torch.equal(auto_augment(x, g1), auto_augment(x, g2))
+    # in training batches of image folders only, and only when asked
+    base = ["data.dataset=imagefolder", f"data.root={folder_root}", "data.val_split=0", "data.workers=0",
+            "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]", "model.resolutions=[16]", "train.batch_size=6",
+            "data.bn_images=6", "data.eval_batch_size=6", "data.bn_augment=true"]
+    plain = build_data(load_config(None, base), 16)
+    aa = build_data(load_config(None, [*base, "data.auto_augment=imagenet"]), 16)
+    x0, x1 = plain.train.batch(0, 0)[0], aa.train.batch(0, 0)[0]
+    assert aa.train.augment.auto_augment and any(not torch.equal(a, b) for a, b in zip(x0, x1))
+    assert torch.equal(plain.bn.at(16)._batches.batch(0, 0)[0], aa.bn.at(16)._batches.batch(0, 0)[0])
+    assert load_config("imagenet").data.auto_augment == "imagenet"
+    assert load_config("imagenet-ofa-ps").data.auto_augment is None
+    with pytest.raises(ConfigError, match="data.auto_augment: 'cifar' is not valid; valid: imagenet, null"):
+        load_config(None, ["data.auto_augment=cifar"])

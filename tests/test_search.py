@@ -250,6 +250,31 @@ def test_predictor_state_dict_round_trip_through_safetensors_and_json(predictor_
         AccuracyPredictor(space).load_state_dict({k: v for k, v in state.items() if k != "base_acc"})
 
 
+def test_predictor_file_round_trip_weights_only(predictor_data, fitted, tmp_path):
+    from onceforall.specialize.predictors import load_predictor, save_predictor
+
+    space, _, _, test = predictor_data
+    p, stats = fitted
+    path = save_predictor(tmp_path / "search" / "predictor.pt", p, fit=stats, info={"step": 7, "images": 100})
+    raw = torch.load(path, weights_only=True)  # plain tensors and values: no pickled classes
+    assert raw["format"] == "onceforall-predictor" and raw["version"] == 1 and raw["space"] == space.identity()
+    assert raw["fit"] == stats
+    loaded, report = load_predictor(path, space)
+    assert loaded.predict(test) == p.predict(test)
+    assert report == {**stats, "step": 7, "images": 100, "kind": "onceforall", "source": str(path)}
+    # another space: refused by identity (width) or by encoding (other choices), one line naming the file
+    wider = ofa.get_space("mbv3-cifar", width_mult=0.5, resolutions=(20, 24, 28), num_classes=10, in_channels=1)
+    with pytest.raises(ValueError) as excinfo:
+        load_predictor(path, wider)
+    assert str(excinfo.value) == (f"predictor {path}: fitted for space width_mult=0.25, but this space has "
+                                  "width_mult=0.5")
+    with pytest.raises(ValueError, match=f"predictor {path}: predictor state: made for encoding"):
+        load_predictor(path, space.restrict(kernels=(3,)))
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="neither an onceforall predictor"):
+        load_predictor(tmp_path / "other.pt", space)
+
+
 def test_kendall_tau():
     from onceforall.specialize.search import kendall_tau as _kendall_tau
 

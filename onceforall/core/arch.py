@@ -104,6 +104,11 @@ class Arch:
             "expands": [list(e) for e in self.expands],
         }
 
+    def to_ofa_config(self, space: Any) -> dict[str, list]:
+        """This arch in OFA's ``{"ks", "e", "d", "r"}`` format for the network of ``space`` (its block slots):
+        ``space.to_ofa_config(self)``, spelled as OFA users look for it."""
+        return space.to_ofa_config(self)
+
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Arch:
         """Inverse of :meth:`to_json`; raises ValueError naming the missing or inconsistent field."""

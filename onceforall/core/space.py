@@ -262,6 +262,50 @@ class Space:
             es += list(st_es) + [st_es[-1]] * (slots - len(st_es))
         return {"ks": ks, "e": es, "d": list(arch.depths), "r": [arch.resolution]}
 
+    def to_ofa_net_config(self, arch: Arch, dropout: float = 0.0) -> dict[str, Any]:
+        """OFA's description of the static subnet of ``arch`` (what ``get_active_subnet().config`` gives on OFA's
+        supernet: ``MobileNetV3`` or ``ProxylessNASNets`` with its first conv, residual blocks, head convs and
+        classifier), which OFA's ``build_from_config`` and latency tables' ``predict_network_latency_given_config``
+        read. ``dropout`` is the classifier's."""
+        self.validate(arch)
+        act = {"hswish": "h_swish"}
+
+        def conv(cin: int, cout: int, k: int, stride: int, bn: bool, a: str) -> dict[str, Any]:
+            return {"name": "ConvLayer", "kernel_size": k, "stride": stride, "dilation": 1, "groups": 1,
+                    "bias": False, "has_shuffle": False, "use_se": False, "in_channels": cin, "out_channels": cout,
+                    "use_bn": bn, "act_func": act.get(a, a), "dropout_rate": 0, "ops_order": "weight_bn_act"}
+
+        def block(shape: BlockShape, expand: float) -> dict[str, Any]:
+            shortcut = {"name": "IdentityLayer", "in_channels": shape.in_ch, "out_channels": shape.out,
+                        "use_bn": False, "act_func": None, "dropout_rate": 0, "ops_order": "weight_bn_act"}
+            return {"name": "ResidualBlock",
+                    "conv": {"name": "MBConvLayer", "in_channels": shape.in_ch, "out_channels": shape.out,
+                             "kernel_size": shape.kernel, "stride": shape.stride, "expand_ratio": expand,
+                             "mid_channels": shape.mid if shape.has_expand else None,
+                             "act_func": act.get(shape.act, shape.act), "use_se": shape.se, "groups": None},
+                    "shortcut": shortcut if shape.residual else None}
+
+        blocks = [block(self.first_block_shape(), 1)]
+        for s, (ks, es) in enumerate(zip(arch.kernels, arch.expands)):
+            blocks += [block(self.block_shape(s, b, k, e), e) for b, (k, e) in enumerate(zip(ks, es))]
+        pre = [h for h in self.head if not h.after_pool]
+        post = [h for h in self.head if h.after_pool]
+        cfg: dict[str, Any] = {
+            "name": "MobileNetV3" if post else "ProxylessNASNets",
+            "bn": {"momentum": self.bn_momentum, "eps": self.bn_eps, "ws_eps": None},
+            "first_conv": conv(self.in_channels, self.stem_width, 3, self.stem_stride, True, self.stem_act),
+            "blocks": blocks,
+        }
+        c = self.final_width
+        names = ["final_expand_layer", "feature_mix_layer"][-len(self.head):]
+        for name, h in zip(names, [*pre, *post]):
+            cfg[name] = conv(c, h.width, 1, 1, h.bn, h.act)
+            c = h.width
+        cfg["classifier"] = {"name": "LinearLayer", "in_features": c, "out_features": self.num_classes,
+                             "bias": True, "use_bn": False, "act_func": None, "dropout_rate": dropout,
+                             "ops_order": "weight_bn_act"}
+        return cfg
+
     def from_ofa_config(self, cfg: Mapping[str, Any]) -> Arch:
         """The arch of an OFA config ``{"ks", "e", "d", "r"}`` (inverse of :meth:`to_ofa_config`).
 

@@ -6,6 +6,8 @@ supernet. The fixed parts of the supernet (stem, first block, head) are these sa
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -150,6 +152,12 @@ class Subnet(nn.Module):
             *(MBConv(shape, space.bn_eps, space.bn_momentum) for stage in space.blocks(arch) for shape in stage)
         )
         self.head = Head(space, dropout)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """OFA's description of this subnet (``Space.to_ofa_net_config``), as OFA's static networks' ``config``;
+        its arch in OFA's ``{"ks", "e", "d", "r"}`` format is ``space.to_ofa_config(arch)``."""
+        return self.space.to_ofa_net_config(self.arch, self.dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = resize_to(x, self.resolution)

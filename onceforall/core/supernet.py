@@ -11,6 +11,8 @@ statistics and transformed kernels into a static :class:`~onceforall.subnet.Subn
 from __future__ import annotations
 
 import math
+import random
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -220,10 +222,11 @@ class Supernet(nn.Module):
             self._checked.add(arch)
         return arch
 
-    def forward(self, x: torch.Tensor, arch: Arch, dropout: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, arch: Arch | None = None, dropout: bool = True) -> torch.Tensor:
         """Logits of ``arch`` for ``x`` (resized to the arch's resolution); ``dropout=False`` skips the
-        classifier's dropout in training mode (the official recipes drop out only on the full model's pass)."""
-        self.check(arch)
+        classifier's dropout in training mode (the official recipes drop out only on the full model's pass).
+        Without ``arch``, the active subnet of OFA's :meth:`set_active_subnet` (the full network at first)."""
+        arch = self.check(self.active_arch if arch is None else arch)
         x = self.stem(resize_to(x, arch.resolution))
         for s, (blocks, ks, es) in enumerate(zip(self.stages, arch.kernels, arch.expands)):
             for b, (k, e) in enumerate(zip(ks, es)):
@@ -268,6 +271,53 @@ class Supernet(nn.Module):
     def extra_repr(self) -> str:
         return (f"space={self.space.name}, width_mult={self.space.width_mult:g}, "
                 f"kernel_transform={self.kernel_transform}")
+
+    # ---- OFA's names: thin wrappers over archs, for code written against OFA's supernets -----------------
+
+    @property
+    def active_arch(self) -> Arch:
+        """The arch :meth:`set_active_subnet` chose (the full network until then)."""
+        cfg = self.__dict__.get("_ofa_active")
+        return self.space.max() if cfg is None else self.space.from_ofa_config(cfg)
+
+    def set_active_subnet(self, ks: Any = None, e: Any = None, d: Any = None, r: Any = None,
+                          wid: Any = None) -> None:
+        """OFA's ``set_active_subnet``: ``ks`` and ``e`` per block slot (a list of one entry per slot of every
+        stage's max depth, or one value for all), ``d`` per stage (a list or one value); a field left None keeps
+        its current value, as OFA's does (every slot keeps a value, used when a depth grows again). ``r`` (not
+        OFA's: its resolution comes from the data loader) sets the resolution, default the largest; ``wid``
+        must be None (OFA's width choice; width is not elastic here). Bad values raise a one-line ValueError."""
+        space = self.space
+        cfg = dict(self.__dict__.get("_ofa_active") or space.to_ofa_config(space.max()))
+        n_slots = sum(space.max_depths)
+        for name, value, n in (("ks", ks, n_slots), ("e", e, n_slots), ("d", d, space.num_stages)):
+            if value is not None:
+                cfg[name] = list(value) if isinstance(value, (list, tuple)) else [value] * n
+        if r is not None:
+            cfg["r"] = [r]
+        self.check(space.from_ofa_config({**cfg, "wid": wid}))  # validates every field before anything changes
+        self.__dict__["_ofa_active"] = cfg
+
+    def get_active_subnet(self, preserve_weight: bool = True) -> Subnet:
+        """OFA's ``get_active_subnet``: the active arch as a static subnet with its weights copied
+        (:meth:`extract`; ``preserve_weight`` is accepted for OFA's signature, the weights are always copied)."""
+        return self.extract(self.active_arch)
+
+    def sample_active_subnet(self, rng: random.Random | None = None) -> dict[str, list]:
+        """OFA's ``sample_active_subnet``: a kernel and an expand per block slot (all slots, used or not) and a
+        depth per stage, each uniform over the stage's choices (a coupled stage's expand follows its depth), set
+        active and returned as ``{"ks", "e", "d"}``. Draws from ``rng`` (a fresh ``random.Random()`` when None;
+        never the global RNG, which OFA's uses); the resolution is left as it is."""
+        rng = rng or random.Random()
+        ks, es, ds = [], [], []
+        for s, st in enumerate(self.space.stages):
+            ds.append(rng.choice(st.depths))
+            coupled = self.space.coupled_expand(s, ds[-1])
+            for _ in range(max(st.depths)):
+                ks.append(rng.choice(st.kernels))
+                es.append(coupled if coupled is not None else rng.choice(st.expands))
+        self.set_active_subnet(ks=ks, e=es, d=ds)
+        return {"ks": ks, "e": es, "d": ds}
 
 
 def init_weights(module: nn.Module, generator: torch.Generator) -> None:

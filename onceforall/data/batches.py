@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .augment import auto_augment, color_jitter, random_erase
 from .base import Dataset, FolderDataset, ImageDataset, data_error, resize_uint8, seeded_generator
 
 __all__ = ["Augment", "EvalBatches", "FixedCrops", "TrainBatches"]
@@ -37,6 +38,12 @@ class Augment:
     """Random crop with this zero padding (in-memory datasets); 0 disables."""
     hflip: bool = True
     """Random horizontal flip."""
+    random_erase: float = 0.0
+    """Image folders: probability of random erasing per training image (:func:`~.augment.random_erase`)."""
+    color_jitter: tuple[float, float, float, float] | None = None
+    """Image folders: (brightness, contrast, saturation, hue) of :func:`~.augment.color_jitter`; None: off."""
+    auto_augment: bool = False
+    """Image folders: AutoAugment's ImageNet policy (:func:`~.augment.auto_augment`)."""
 
 
 def _normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -56,9 +63,13 @@ def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch
 class _FolderTrainItems(torch.utils.data.Dataset):
     """Position ``pos`` of epoch ``epoch``: image perm[pos], augmented from a generator seeded (seed, epoch, pos)."""
 
-    def __init__(self, ds: FolderDataset, perm: list[int], seed: int, epoch: int, image_size: int, hflip: bool):
+    def __init__(self, ds: FolderDataset, perm: list[int], seed: int, epoch: int, image_size: int, hflip: bool,
+                 random_erase: float = 0.0, jitter: tuple[float, float, float, float] | None = None,
+                 auto_aug: bool = False):
         self.ds, self.perm, self.seed, self.epoch = ds, perm, seed, epoch
-        self.image_size, self.hflip = image_size, hflip
+        self.image_size, self.hflip, self.random_erase, self.jitter = image_size, hflip, random_erase, jitter
+        self.auto_aug = auto_aug
+        self.fill = [int(round(255 * m)) for m in ds.mean]  # normalizes to 0, as torchvision's erasing value
 
     def __len__(self) -> int:
         return len(self.perm)
@@ -66,7 +77,14 @@ class _FolderTrainItems(torch.utils.data.Dataset):
     def __getitem__(self, pos: int) -> tuple[torch.Tensor, int]:
         i = self.perm[pos]
         g = seeded_generator(self.seed, self.epoch, "sample", pos)
-        return self.ds.load(i, self.image_size, True, g, hflip=self.hflip), self.ds.samples[i][1]
+        x = self.ds.load(i, self.image_size, True, g, hflip=self.hflip)
+        if self.auto_aug:  # DεpS's order: crop, flip, AutoAugment, colour, (normalize), erase
+            x = auto_augment(x, g)
+        if self.jitter is not None:
+            x = color_jitter(x, self.jitter, g)
+        if self.random_erase:  # after the crop and flip, from the same generator (DεpS: after normalization)
+            x = random_erase(x, self.random_erase, g, self.fill)
+        return x, self.ds.samples[i][1]
 
 
 class _FolderEvalItems(torch.utils.data.Dataset):
@@ -141,7 +159,8 @@ class TrainBatches:
         if self.workers > 0 and positions:
             return next(iter(self._folder_loader(epoch, [positions])))
         items = _FolderTrainItems(self.ds, self.permutation(epoch).tolist(), self.seed, epoch, self.image_size,
-                                  self.augment.hflip)
+                                  self.augment.hflip, self.augment.random_erase,
+                                  self.augment.color_jitter, self.augment.auto_augment)
         return self._finish_folder(_collate([items[p] for p in positions]) if positions else self._empty())
 
     def _empty(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +173,8 @@ class TrainBatches:
 
     def _folder_loader(self, epoch: int, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         items = _FolderTrainItems(self.ds, self.permutation(epoch).tolist(), self.seed, epoch, self.image_size,
-                                  self.augment.hflip)
+                                  self.augment.hflip, self.augment.random_erase,
+                                  self.augment.color_jitter, self.augment.auto_augment)
         loader = torch.utils.data.DataLoader(items, batch_sampler=batches, num_workers=self.workers,
                                              collate_fn=_collate)
         for xy in loader:

@@ -62,8 +62,10 @@ class DataConfig:
     """Side of the training images; None: the largest resolution of the space."""
     train_subset: int | None = None
     """Train on a fixed random subset of this many training images; None: all."""
-    val_split: int = 0
-    """Hold out this many training images for validation; 0: validate on the test split."""
+    val_split: int | None = None
+    """Hold out this many training images as the validation split, on which subnets are selected (results are
+    reported on the test split); 0: select on the test split; None: 10 % of the training images, at most 10,000,
+    decided when a run starts (or is imported) and written into its config.yaml."""
     eval_subset: int | None = None
     """Per-epoch validation on a fixed subset of this many images; None: the whole validation set."""
     test_subset: int | None = None
@@ -90,8 +92,21 @@ class DataConfig:
     for in-memory datasets (always)."""
     eval_batch_size: int = 500
     """Batch size for validation and BN recalibration."""
-    workers: int = 0
-    """DataLoader worker processes for image folders (in-memory datasets need none)."""
+    random_erase: float = 0.0
+    """Image folders: probability of random erasing per training image (torchvision's RandomErasing: 2-33 % of
+    the area, aspect 0.3-3.3, filled with the mean colour), not on the BN-recalibration crops; 0: off. The
+    official DεpS ImageNet command: 0.2."""
+    auto_augment: str | None = None
+    """Image folders: AutoAugment policy of each training image, "imagenet" (Cubuk et al.'s ImageNet policy, as
+    torchvision's AutoAugment), not on the BN-recalibration crops; None: off. The official DεpS command:
+    imagenet."""
+    color_jitter: list[float] | None = None
+    """Image folders: colour jitter of each training image, [brightness, contrast, saturation, hue] as
+    torchvision's ColorJitter (random order, factors uniform in 1 -/+ s, hue shift in -/+ h turns), not on the
+    BN-recalibration crops; None: off. The official DεpS command (--distort_color torch): [0.4, 0.4, 0.4, 0.1]."""
+    workers: int | None = None
+    """DataLoader worker processes for image folders (in-memory datasets need none); None: min(8, this
+    machine's cores) for image folders, 0 for in-memory datasets."""
 
 
 @dataclass
@@ -220,9 +235,10 @@ _RANGES: dict[str, tuple[float | None, float | None, str]] = {
     "data.bn_images": (1, None, ">= 1"),
     "data.eval_batch_size": (1, None, ">= 1"),
     "data.workers": (0, None, ">= 0"),
+    "data.random_erase": (0, 1, "in [0, 1]"),
+    "model.bn_momentum": (0, 1, "in [0, 1]"),
     "model.width_mult": (1e-6, 4, "in (0, 4]"),
     "model.dropout": (0, 0.999, "in [0, 1)"),
-    "model.bn_momentum": (1e-9, 1, "in (0, 1]"),
     "optim.lr": (1e-12, None, "> 0"),
     "optim.momentum": (0, 0.999999, "in [0, 1)"),
     "optim.weight_decay": (0, None, ">= 0"),
@@ -259,6 +275,12 @@ def _validate(cfg: Config) -> Config:
             continue
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(f"{key}: {value} is not valid; must be {text}")
+    if cfg.data.auto_augment not in (None, "imagenet"):
+        raise ConfigError(f"data.auto_augment: '{cfg.data.auto_augment}' is not valid; valid: imagenet, null")
+    cj = cfg.data.color_jitter
+    if cj is not None and (len(cj) != 4 or any(v < 0 for v in cj) or cj[3] > 0.5):
+        raise ConfigError(f"data.color_jitter: {cj} is not valid; expected [brightness, contrast, saturation, hue], "
+                          "each >= 0, hue <= 0.5, or null")
     if (cfg.data.mean is None) != (cfg.data.std is None):
         raise ConfigError(f"data.mean: {cfg.data.mean} and data.std: {cfg.data.std} are not valid; set both or "
                           "neither")

@@ -12,6 +12,8 @@ download them themselves; nothing here downloads. The key renaming and the space
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ from ..core.util import first_line, nonfinite_keys
 from .checkpoint import save_checkpoint
 from .config import Config, load_config, to_dict
 from .rundir import MetricsLog, RunDir
+from .setup import resolve_val_split
 
 __all__ = ["import_ofa_run", "load_ofa_supernet", "ofa_net_id_of"]
 
@@ -80,22 +83,41 @@ def load_ofa_supernet(path: str | Path, net_id: str | None = None, *, num_classe
 
 
 def import_ofa_run(path: str | Path, out: str | Path, overrides: list[str] | None = None, *,
-                   net_id: str | None = None) -> RunDir:
+                   net_id: str | None = None, force: bool = False,
+                   say: Callable[[str], None] | None = None) -> RunDir:
     """Write run directory ``out`` holding OFA's supernet ``path``: ``eval``, ``search``, ``export``,
     ``latency-table`` and ``train --init-from`` accept it like a trained run. Its config is the ImageNet preset of
     the space (``imagenet`` / ``imagenet-proxyless``: ImageNet statistics, 2,000 images for BN recalibration)
     with OFA's space (elastic kernels 3/5/7 with transforms, its resolutions) and ``overrides`` (the data:
-    ``data.root=`` an ImageNet-style folder)."""
+    ``data.root=`` an ImageNet-style folder). Unless the overrides set them, the held-out split is sized to the
+    folder's training images (10 %, at most 10,000; decided now when ``data.root`` is given, else when the run is
+    first loaded) and the data workers to this machine (``data.workers: null``); ``say`` gets a line on each.
+    ``force`` replaces a run already in ``out`` (refused otherwise)."""
     nid = ofa_net_id_of(path, net_id)
     net = load_ofa_supernet(path, nid)
     run = RunDir(out)
-    if run.last_checkpoint.exists():
-        raise ValueError(f"--out: {run.path} already holds a checkpoint; choose another folder")
+    if run.last_checkpoint.exists() and not force:
+        raise ValueError(f"--out: {run.path} already holds a checkpoint; choose another folder or pass --force to "
+                         "replace it")
     space = net.space
     fixed = [f"model.space={space.name}", f"model.width_mult={space.width_mult:g}",
              f"model.resolutions=[{','.join(map(str, space.resolutions))}]", "model.kernels=null",
              "model.kernel_transform=true", "model.dropout=0.1", "strategy.name=full-only"]
-    cfg: Config = load_config(_PRESET[space.name], [*fixed, *(overrides or [])])
+    given = {item.split("=", 1)[0].strip() for item in overrides or []}
+    sized = [f"data.{k}=null" for k in ("val_split", "workers") if f"data.{k}" not in given]
+    cfg: Config = load_config(_PRESET[space.name], [*fixed, *sized, *(overrides or [])])
+    if cfg.data.val_split is None and cfg.data.root is not None and Path(cfg.data.root).is_dir():
+        cfg, notes = resolve_val_split(cfg)
+        for note in notes if say else []:
+            say(note)
+    if say and cfg.data.workers is None:
+        say("data: workers sized to this machine when the run is used (data.workers to choose)")
+    if force and run.path.exists():  # the files of the run it replaces: evaluations and searches of other weights
+        for target in (run.checkpoints, run.eval_dir, run.search_dir, run.exports_dir, run.metrics_file):
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg)
     save_checkpoint(run.last_checkpoint, {

@@ -28,8 +28,16 @@ from ..core.space import Space
 from ..core.supernet import Supernet, build_supernet
 from ..core.util import atomic_write, first_line
 from .checkpoint import content_checksum, load_checkpoint, load_model_state
-from .config import Config, config_from_dict, load_config, to_yaml
-from .setup import TrainData, build_data, image_size, memory_format, report_split, selection_split
+from .config import Config, ConfigError, apply_overrides, config_from_dict, load_config, to_dict, to_yaml
+from .setup import (
+    TrainData,
+    build_data,
+    image_size,
+    memory_format,
+    report_split,
+    resolve_val_split,
+    selection_split,
+)
 
 __all__ = [
     "LoadedRun",
@@ -104,6 +112,11 @@ class RunDir:
     @property
     def gradients_dir(self) -> Path:
         return self.path / "gradients"
+
+    @property
+    def predictor_file(self) -> Path:
+        """The accuracy predictor ``search`` fitted last (``search --predictor`` reuses such a file)."""
+        return self.search_dir / "predictor.pt"
 
     def latency_table(self, backend: str = "torch", threads: int = 1, batch: int = 1) -> Path:
         """Where a run keeps the latency lookup table of this device for its space."""
@@ -271,7 +284,7 @@ class LoadedRun:
 
     @property
     def report_split(self) -> str:
-        """The split results are reported on, as the dataset calls it (``test``; ``val`` for image folders)."""
+        """The split results are reported on: ``test`` (an image folder's ``val/``, and it says so)."""
         return report_split(self.cfg)
 
     @property
@@ -290,8 +303,10 @@ class LoadedRun:
         return content_checksum(self.net.state_dict())[:16]
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """Open a trained run: its supernet from ``checkpoints/last.pt``, its settings from ``config.yaml``."""
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
+             overrides: list[str] | None = None) -> LoadedRun:
+    """Open a trained run: its supernet from ``checkpoints/last.pt``, its settings from ``config.yaml`` with
+    ``overrides`` (``section.field=value``, e.g. ``data.workers=0``: for this command only, the file is kept)."""
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise RunError(f"run {run.path} not found")
@@ -300,6 +315,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     if not run.last_checkpoint.is_file():
         raise RunError(f"run {run.path} has no checkpoints/last.pt; train it first")
     cfg = run.read_config()
+    if overrides:
+        try:
+            cfg = config_from_dict(apply_overrides(to_dict(cfg), list(overrides)))
+        except ConfigError as e:
+            raise RunError(f"run {run.path}: {e}") from None
+    if cfg.data.val_split is None and (cfg.data.dataset != "imagefolder" or
+                                       (cfg.data.root is not None and Path(cfg.data.root).is_dir())):
+        cfg, _ = resolve_val_split(cfg)  # a run imported before data.root was known decides it now
     ck = load_checkpoint(run.last_checkpoint)
     net = supernet_of_checkpoint(ck, run.last_checkpoint)
     net = net.to(device=torch.device(device), memory_format=memory_format(cfg)).eval()
@@ -316,10 +339,11 @@ def supernet_of_checkpoint(ck: dict, path: Path) -> Supernet:
     return net
 
 
-def load_initial_weights(net: Supernet, source: str | Path) -> Path:
+def load_initial_weights(net: Supernet, source: str | Path, say: Any = None) -> Path:
     """Copy the supernet weights of a run directory (``checkpoints/last.pt``) or a checkpoint file into ``net``
     (``train.init_from``): the spaces must match except for the number of classes, whose classifier keeps
-    ``net``'s fresh initialization. Returns the checkpoint read."""
+    ``net``'s fresh initialization. ``say`` (a callable) gets one line on what was copied and what was
+    re-initialized. Returns the checkpoint read."""
     source = Path(source)
     path = RunDir(source).last_checkpoint if source.is_dir() else source
     if not path.is_file():
@@ -334,8 +358,15 @@ def load_initial_weights(net: Supernet, source: str | Path) -> Path:
         raise RunError(f"train.init_from: {path} was trained on space {ck['space']}; this run builds "
                        f"{ours.identity()} (name, width, stage choices and input channels must match)")
     state = dict(ck["model"])
+    fresh_keys = []
     if theirs.num_classes != ours.num_classes:
         fresh = net.state_dict()
-        state.update({k: v for k, v in fresh.items() if k.startswith("head.classifier.")})
+        fresh_keys = [k for k in fresh if k.startswith("head.classifier.")]
+        state.update({k: fresh[k] for k in fresh_keys})
     load_model_state(net, state, path)
+    if say is not None:
+        kept = len(state) - len(fresh_keys)
+        say(f"init-from {path}: copied {kept} tensors" + (
+            f"; re-initialized the classifier ({', '.join(fresh_keys)}): {theirs.num_classes} -> "
+            f"{ours.num_classes} classes" if fresh_keys else "; every tensor kept"))
     return path

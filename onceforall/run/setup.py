@@ -6,6 +6,7 @@ same thing to each of them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import torch
@@ -99,8 +100,9 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
     if len(train.mean) != train.in_channels:
         raise ValueError(f"data.mean: {list(train.mean)} is not valid for {d.dataset}; need {train.in_channels} "
                          "value(s), one per input channel")
-    if d.val_split:
-        train, val = split_holdout(train, d.val_split, seed=DATA_SEED)
+    holdout = d.val_split if d.val_split is not None else auto_val_split(len(train))
+    if holdout:
+        train, val = split_holdout(train, holdout, seed=DATA_SEED)
     else:
         val = test
     if d.train_subset is not None and d.train_subset < len(train):
@@ -108,17 +110,35 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
     val_full = val
     if d.eval_subset is not None and d.eval_subset < len(val):
         val = bn_subset(val, d.eval_subset, seed=derive_seed(DATA_SEED, "eval_subset"))
-    augment = Augment(crop_padding=d.crop_padding, hflip=default_hflip(d.dataset) if d.hflip is None else d.hflip)
+    if d.random_erase and not isinstance(train, FolderDataset):
+        raise ValueError(f"data.random_erase: {d.random_erase} is not valid for {d.dataset}; random erasing applies to "
+                         "image folders only (0 for in-memory datasets)")
+    if d.auto_augment is not None and not isinstance(train, FolderDataset):
+        raise ValueError(f"data.auto_augment: {d.auto_augment} is not valid for {d.dataset}; AutoAugment applies to "
+                         "image folders only (null for in-memory datasets)")
+    if d.color_jitter is not None and not isinstance(train, FolderDataset):
+        raise ValueError(f"data.color_jitter: {d.color_jitter} is not valid for {d.dataset}; colour jitter applies "
+                         "to image folders only (null for in-memory datasets)")
+    augment = Augment(crop_padding=d.crop_padding, hflip=default_hflip(d.dataset) if d.hflip is None else d.hflip,
+                      random_erase=d.random_erase,
+                      color_jitter=None if d.color_jitter is None else tuple(d.color_jitter),
+                      auto_augment=d.auto_augment == "imagenet")
+
+    workers = data_workers(cfg)
 
     def batches(ds: Dataset) -> EvalBatches:
-        return EvalBatches(ds, d.eval_batch_size, image_size, d.workers, per_resolution=d.per_resolution)
+        return EvalBatches(ds, d.eval_batch_size, image_size, workers, per_resolution=d.per_resolution)
 
     bn_set = bn_subset(train, d.bn_images, seed=DATA_SEED)
-    bn = (FixedCrops(bn_set, d.eval_batch_size, augment, image_size, d.workers, seed=derive_seed(DATA_SEED, "bn"),
+    # BN recalibration crops: OFA's protocol (crop and flip), no AutoAugment, colour jitter or random erasing
+    bn = (FixedCrops(bn_set, d.eval_batch_size, replace(augment, random_erase=0.0, color_jitter=None,
+                                                        auto_augment=False), image_size,
+                     workers,
+                     seed=derive_seed(DATA_SEED, "bn"),
                      per_resolution=d.per_resolution) if d.bn_augment else batches(bn_set))
     val_batches = batches(val_full)
     return TrainData(
-        train=TrainBatches(train, cfg.train.batch_size, cfg.train.seed, augment, image_size, workers=d.workers,
+        train=TrainBatches(train, cfg.train.batch_size, cfg.train.seed, augment, image_size, workers=workers,
                            check_size=training),
         bn=bn,
         val=batches(val),
@@ -130,12 +150,44 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
     )
 
 
+AUTO_VAL_FRACTION = 0.1
+AUTO_VAL_MAX = 10_000
+AUTO_WORKERS_MAX = 8
+
+
+def auto_val_split(n_train: int) -> int:
+    """``data.val_split: null``: 10 % of the training images, at most 10,000 (0 below 10 images)."""
+    return min(AUTO_VAL_MAX, int(n_train * AUTO_VAL_FRACTION))
+
+
+def data_workers(cfg: Config) -> int:
+    """``data.workers``, or when null: min(8, this machine's cores) for image folders, 0 for in-memory data."""
+    if cfg.data.workers is not None:
+        return cfg.data.workers
+    return min(AUTO_WORKERS_MAX, os.cpu_count() or 1) if cfg.data.dataset == "imagefolder" else 0
+
+
+def resolve_val_split(cfg: Config) -> tuple[Config, list[str]]:
+    """``cfg`` with ``data.val_split`` decided from the training set's size when it is null (one note saying so)."""
+    d = cfg.data
+    if d.val_split is not None:
+        return cfg, []
+    n = len(load_dataset(d.dataset, d.root, "train", 8))
+    k = auto_val_split(n)
+    note = (f"data: holding out {k} of the {n} training images as the validation split (10 %, at most "
+            f"{AUTO_VAL_MAX}; data.val_split to choose)" if k else
+            f"data: no validation split ({n} training images); subnets are selected on the test split")
+    return replace(cfg, data=replace(d, val_split=k)), [note]
+
+
 def data_defaults(cfg: Config) -> tuple[Config, list[str]]:
     """The config a run starts with and what it chose for the data (one line each, printed by ``train``): an image
     folder gets its resolution from its images (median shorter side) unless ``model.resolutions`` is set, and its
     normalization measured on its training images unless ``data.mean`` is set; both are written into the run's
-    config.yaml. A preset's resolution that is far from the folder's images is pointed out."""
-    d, notes = cfg.data, []
+    config.yaml, as is ``data.val_split`` when null (:func:`resolve_val_split`). A preset's resolution that is far
+    from the folder's images is pointed out."""
+    cfg, notes = resolve_val_split(cfg)
+    d = cfg.data
     if d.dataset != "imagefolder" or (d.mean is not None and cfg.model.resolutions is not None):
         return cfg, notes
     train = load_dataset(d.dataset, d.root, "train", 8)
@@ -162,12 +214,16 @@ def data_defaults(cfg: Config) -> tuple[Config, list[str]]:
 
 def selection_split(cfg: Config) -> str:
     """Name of the split subnets are ranked on: the held-out training images, or the test split."""
+    if cfg.data.val_split is None:
+        return "validation (10 % of the training images, held out)"
     return f"validation ({cfg.data.val_split} held-out training images)" if cfg.data.val_split else report_split(cfg)
 
 
 def report_split(cfg: Config) -> str:
-    """Name of the split results are reported on, as the dataset calls it (``test``; ``val`` for image folders)."""
-    return test_split_name(cfg.data.dataset)
+    """Name of the split results are reported on: always ``test`` ("validation" is the held-out training images
+    subnets are selected on); for an image folder it says that its ``val/`` images are that test split."""
+    folder = test_split_name(cfg.data.dataset)
+    return "test" if folder == "test" else f"test (the folder's {folder}/ images)"
 
 
 def build_net(cfg: Config, space: Space, seed: int | None = None) -> Supernet:

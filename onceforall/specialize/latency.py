@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -61,14 +62,21 @@ from .timing import torch_threads
 
 __all__ = [
     "BACKENDS",
+    "ERROR_THRESHOLD_PCT",
     "LatencyTable",
+    "block_choices",
     "build_latency_table",
+    "consistency_check",
     "latency_error",
     "layer_keys",
     "measure_arch_latency",
+    "monotone_violations",
 ]
 
 BACKENDS = ("torch", "onnxruntime", "cuda")
+TABLE_BACKENDS = (*BACKENDS, "ofa-lut")
+"""What a table's ``backend`` may say: a timing backend, or ``ofa-lut`` for one read from OFA's lookup tables
+(:mod:`onceforall.specialize.ofa_formats`)."""
 FORMAT = 1
 _ORT_MISSING = "latency: backend 'onnxruntime' needs the onnxruntime package; pip install 'onceforall[onnx]'"
 _IDENTITY = ("name", "width_mult", "num_classes", "in_channels")
@@ -130,7 +138,7 @@ def layer_keys(space: Space, arch: Arch) -> list[str]:
     return keys
 
 
-def _block_choices(space: Space, s: int, b: int) -> list[tuple[int, float]]:
+def block_choices(space: Space, s: int, b: int) -> list[tuple[int, float]]:
     """(kernel, expand) pairs that block ``b`` of stage ``s`` takes in some arch of ``space`` (coupling aware)."""
     st = space.stages[s]
     coupled = {space.coupled_expand(s, d) for d in st.depths if d > b}
@@ -150,7 +158,7 @@ def _layers(space: Space, resolution: int, batch: int) -> list[tuple[str, Callab
     ]
     for s, st in enumerate(space.stages):
         for b in range(max(st.depths)):
-            for k, e in _block_choices(space, s, b):
+            for k, e in block_choices(space, s, b):
                 shape = space.block_shape(s, b, k, e)
                 out.append((_block_key(r, s, b, k, e), lambda shape=shape: MBConv(shape, eps, mom),
                             (batch, shape.in_ch, sizes[s][b], sizes[s][b])))
@@ -169,7 +177,7 @@ def _chains(space: Space, resolution: int) -> list[list[str]]:
     r = resolution
     per_stage = []
     for s, st in enumerate(space.stages):
-        needed = {(b, k, e) for b in range(max(st.depths)) for k, e in _block_choices(space, s, b)}
+        needed = {(b, k, e) for b in range(max(st.depths)) for k, e in block_choices(space, s, b)}
         configs = []
         for d in sorted(st.depths, reverse=True):
             coupled = space.coupled_expand(s, d)
@@ -207,46 +215,194 @@ def _step(module: nn.Module, shape: Sequence[int], backend: str, threads: int) -
     return module.to("cuda" if backend == "cuda" else "cpu").eval()
 
 
+Clock = Callable[[], float]
+
+
+def _sweep(steps: dict[str, Callable[[Any], Any]], chains: Sequence[Sequence[str]], inputs: Sequence[Any],
+           backend: str, clock: Clock) -> list[tuple[str, float]]:
+    """One sweep over ``chains``: each run as a forward pass from its input twice in a row, every step of the
+    second pass timed (ms). CPU steps are timed with ``clock``; CUDA ones with CUDA events."""
+    out: list[tuple[str, float]] = []
+    for chain, x in zip(chains, inputs):
+        h = x
+        for key in chain:  # priming pass
+            h = steps[key](h)
+        h = x
+        if backend == "cuda":
+            events = []
+            for key in chain:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                h = steps[key](h)
+                end.record()
+                events.append((key, start, end))
+            torch.cuda.synchronize()
+            out.extend((key, start.elapsed_time(end)) for key, start, end in events)
+        else:
+            for key in chain:
+                t0 = clock()
+                h = steps[key](h)
+                out.append((key, (clock() - t0) * 1e3))
+    return out
+
+
+def _fences(samples: Sequence[float]) -> tuple[float, float]:
+    """Tukey's fences (quartiles -/+ 1.5 IQR, at least 5 % of the median, so that a timer's ticks on a tight
+    distribution are not outliers): samples outside are outliers (a preempted call, a page fault)."""
+    if len(samples) < 4:
+        return -math.inf, math.inf
+    q1, q2, q3 = statistics.quantiles(samples, n=4)
+    width = max(1.5 * (q3 - q1), 0.05 * q2)
+    return q1 - width, q3 + width
+
+
+def _spread(samples: Sequence[float]) -> float:
+    """Interquartile range relative to the median (0 with fewer than 4 samples)."""
+    if len(samples) < 4:
+        return 0.0
+    q1, q2, q3 = statistics.quantiles(samples, n=4)
+    return (q3 - q1) / q2 if q2 > 0 else 0.0
+
+
 def _time_chains(steps: dict[str, Callable[[Any], Any]], chains: Sequence[Sequence[str]],
-                 inputs: Sequence[torch.Tensor], backend: str, repeats: int, warmup: int) -> dict[str, float]:
-    """Median milliseconds of every step, timed in context.
+                 inputs: Sequence[torch.Tensor], backend: str, repeats: int, warmup: int, *,
+                 min_seconds: float = 0.0, max_repeats: int | None = None, retime_rounds: int = 3,
+                 clock: Clock = time.perf_counter) -> tuple[dict[str, float], dict[str, Any]]:
+    """Median milliseconds of every step, timed in context, adaptively, with outliers re-timed.
 
     Each chain is run as a forward pass from its input (a step's output feeds the next) twice in a row, and
     every step of the second pass is timed: a step finds its weights as a network serving repeatedly does
     (touched one forward pass ago), and the chains' round-robin spreads a slow spell of a shared machine over
-    all steps. ``warmup`` untimed sweeps over the chains come first, then ``repeats`` timed ones. CPU steps
-    are timed with ``time.perf_counter``; CUDA ones with CUDA events.
+    all steps. ``warmup`` untimed sweeps come first, then timed ones in blocks of ``repeats`` until the timed
+    calls add up to ``min_seconds`` (at most ``max_repeats`` sweeps, default 4 x ``repeats``), as
+    ``torch.utils.benchmark``'s ``blocked_autorange`` sizes its runs by time. Then samples outside Tukey's
+    fences (of the first samples) are dropped and the chains holding such steps are swept again, up to
+    ``retime_rounds`` times, until every step has at least ``repeats`` samples inside its fences.
+
+    Returns the medians and ``{"sweeps", "retimed": [keys re-timed], "outliers": samples dropped,
+    "spread": {key: IQR / median}}``.
     """
     if backend == "onnxruntime":
         inputs = [x.numpy() for x in inputs]
     elif backend == "cuda":
         inputs = [x.cuda() for x in inputs]
+    cap = max(repeats, max_repeats if max_repeats is not None else 4 * repeats)
     samples: dict[str, list[float]] = {key: [] for key in steps}
+    sweeps, timed, dropped, retimed = 0, 0.0, 0, set()
     with torch.no_grad():
-        for sweep in range(warmup + repeats):
-            for chain, x in zip(chains, inputs):
-                h = x
-                for key in chain:  # priming pass
-                    h = steps[key](h)
-                h, timed = x, []
-                if backend == "cuda":
-                    for key in chain:
-                        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                        start.record()
-                        h = steps[key](h)
-                        end.record()
-                        timed.append((key, start, end))
-                    torch.cuda.synchronize()
-                    timed = [(key, start.elapsed_time(end)) for key, start, end in timed]
-                else:
-                    for key in chain:
-                        t0 = time.perf_counter()
-                        h = steps[key](h)
-                        timed.append((key, (time.perf_counter() - t0) * 1e3))
-                if sweep >= warmup:
-                    for key, ms in timed:
+        for _ in range(warmup):
+            _sweep(steps, chains, inputs, backend, clock)
+        while sweeps < repeats or (timed < min_seconds * 1e3 and sweeps < cap):
+            for key, ms in _sweep(steps, chains, inputs, backend, clock):
+                samples[key].append(ms)
+                timed += ms
+            sweeps += 1
+        # fences from the first block, fixed: re-applying them to what is kept would trim ever tighter
+        fences = {key: _fences(values) for key, values in samples.items()}
+        for key, values in samples.items():
+            kept = [v for v in values if fences[key][0] <= v <= fences[key][1]]
+            dropped += len(values) - len(kept)
+            samples[key] = kept
+        for _ in range(retime_rounds):
+            short = {key for key, values in samples.items() if len(values) < repeats}
+            if not short:
+                break
+            retimed |= short
+            todo = [(c, x) for c, x in zip(chains, inputs) if short & set(c)]
+            for _ in range(max(repeats - len(samples[key]) for key in short)):
+                for key, ms in _sweep(steps, [c for c, _ in todo], [x for _, x in todo], backend, clock):
+                    if fences[key][0] <= ms <= fences[key][1]:
                         samples[key].append(ms)
-    return {key: statistics.median(v) for key, v in samples.items()}
+                    else:
+                        dropped += 1
+    info = {"sweeps": sweeps, "retimed": sorted(retimed), "outliers": dropped,
+            "spread": {key: round(_spread(v), 4) for key, v in samples.items()}}
+    return {key: statistics.median(v) for key, v in samples.items()}, info
+
+
+# ----------------------------------------------------------------------------------------------------
+# consistency check
+# ----------------------------------------------------------------------------------------------------
+
+MONOTONE_TOLERANCE = 0.2
+"""A larger layer may measure this fraction faster than a smaller one before the table is called inconsistent."""
+MONOTONE_FLOOR_MS = 0.002
+"""...plus this many milliseconds (timer resolution on tiny layers)."""
+ERROR_THRESHOLD_PCT = 25.0
+"""Largest mean absolute error (%) of the table's sums against whole-network timings that passes the check."""
+
+_BLOCK_KEY = re.compile(r"^r(\d+):s(\d+)b(\d+):k(\d+)e([0-9.]+)$")
+_FIXED_KEY = re.compile(r"^r(\d+):(stem|first|head)$")
+
+
+def _parse_key(key: str) -> tuple[int, str, tuple[int, float]] | None:
+    """(resolution, slot, (kernel, expand)) of a layer key; slot is 's2b1' or 'stem'/'first'/'head' (size (0, 0))."""
+    m = _BLOCK_KEY.match(key)
+    if m:
+        return int(m[1]), f"s{m[2]}b{m[3]}", (int(m[4]), float(m[5]))
+    m = _FIXED_KEY.match(key)
+    return (int(m[1]), m[2], (0, 0.0)) if m else None
+
+
+def _ordered_pairs(keys: Iterable[str]) -> list[tuple[str, str]]:
+    """(smaller, larger) pairs of layers of the same slot: the larger has kernel, expand and resolution all >=,
+    one of them >. A larger op does more work on the same input, so it must not be faster."""
+    by_slot: dict[str, list[tuple[int, tuple[int, float], str]]] = {}
+    for key in keys:
+        parsed = _parse_key(key)
+        if parsed is not None:
+            r, slot, size = parsed
+            by_slot.setdefault(slot, []).append((r, size, key))
+    pairs = []
+    for items in by_slot.values():
+        for r1, (k1, e1), a in items:
+            for r2, (k2, e2), b in items:
+                if a != b and r1 <= r2 and k1 <= k2 and e1 <= e2:
+                    pairs.append((a, b))
+    return pairs
+
+
+def monotone_violations(entries: dict[str, float], *, tolerance: float = MONOTONE_TOLERANCE,
+                        floor_ms: float = MONOTONE_FLOOR_MS) -> list[dict[str, Any]]:
+    """Pairs of layers where the larger op (more expand, larger kernel or resolution, same slot) is faster than
+    the smaller one beyond noise (``tolerance`` x the smaller's time + ``floor_ms``), worst first:
+    ``[{smaller, larger, smaller_ms, larger_ms, faster_pct}]``."""
+    out = []
+    for a, b in _ordered_pairs(entries):
+        small, large = entries[a], entries[b]
+        if large < small * (1.0 - tolerance) - floor_ms:
+            out.append({"smaller": a, "larger": b, "smaller_ms": small, "larger_ms": large,
+                        "faster_pct": round(100.0 * (small - large) / small, 1)})
+    return sorted(out, key=lambda v: -v["faster_pct"])
+
+
+def consistency_check(entries: dict[str, float], whole_net: dict[str, Any] | None = None, *,
+                      tolerance: float = MONOTONE_TOLERANCE, floor_ms: float = MONOTONE_FLOOR_MS,
+                      max_error_pct: float = ERROR_THRESHOLD_PCT) -> dict[str, Any]:
+    """The check a table stores (``table.check``): monotonicity of its entries and, given a
+    :func:`latency_error` report, its sums against whole networks.
+
+    Returns ``{"ok", "problems": [one line each], "monotone": {pairs, violations (the worst 20), count,
+    tolerance, floor_ms}, "whole_net": {archs, mean_abs_error_pct, max_abs_error_pct, threshold_pct} or None}``.
+    """
+    violations = monotone_violations(entries, tolerance=tolerance, floor_ms=floor_ms)
+    problems = []
+    if violations:
+        v = violations[0]
+        problems.append(f"{len(violations)} larger layer(s) measured faster than smaller ones beyond "
+                        f"{100 * tolerance:g}% (worst: {v['larger']} {v['larger_ms']:.4g} ms < {v['smaller']} "
+                        f"{v['smaller_ms']:.4g} ms)")
+    net = None
+    if whole_net is not None:
+        net = {"archs": len(whole_net["archs"]), "mean_abs_error_pct": round(whole_net["mean_abs_error_pct"], 2),
+               "max_abs_error_pct": round(whole_net["max_abs_error_pct"], 2), "threshold_pct": max_error_pct}
+        if whole_net["mean_abs_error_pct"] > max_error_pct:
+            problems.append(f"the table's sums are {whole_net['mean_abs_error_pct']:.1f}% off whole-network "
+                            f"timings on average (threshold {max_error_pct:g}%)")
+    return {"ok": not problems, "problems": problems,
+            "monotone": {"pairs": len(_ordered_pairs(entries)), "violations": violations[:20],
+                         "count": len(violations), "tolerance": tolerance, "floor_ms": floor_ms},
+            "whole_net": net}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -269,7 +425,15 @@ class LatencyTable:
     entries: dict[str, float]
     """Layer key (see :func:`layer_keys`) -> median milliseconds."""
     meta: dict = field(default_factory=dict)
-    """How it was measured: repeats, warmup, versions, build seconds."""
+    """How it was measured: repeats, warmup, sweeps, re-timed layers, versions, build seconds."""
+    check: dict | None = None
+    """Its consistency check (:func:`consistency_check`): ``ok``, ``problems``, ``monotone``, ``whole_net``;
+    None for a table written before tables checked themselves."""
+
+    @property
+    def failed_check(self) -> bool:
+        """Whether the table's stored consistency check failed (an unchecked table has not failed)."""
+        return self.check is not None and not self.check.get("ok", False)
 
     def predict(self, space: Space, arch: Arch) -> float:
         """Predicted latency (ms) of ``arch``: the sum of its layers' entries.
@@ -291,8 +455,11 @@ class LatencyTable:
         return total
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "space": self.space, "backend": self.backend, "threads": self.threads,
-                "batch": self.batch, "device": self.device, "entries": self.entries, "meta": self.meta}
+        out = {"format": FORMAT, "space": self.space, "backend": self.backend, "threads": self.threads,
+               "batch": self.batch, "device": self.device, "entries": self.entries, "meta": self.meta}
+        if self.check is not None:
+            out["check"] = self.check
+        return out
 
     def save(self, path: str | Path) -> Path:
         """Write the table as JSON (atomically); returns the path."""
@@ -325,8 +492,8 @@ class LatencyTable:
                 raise bad(key, "is missing")
         if not isinstance(data["space"], dict) or any(k not in data["space"] for k in (*_IDENTITY, "resolutions")):
             raise bad("space", "must be an object {name, width_mult, resolutions, num_classes, in_channels}")
-        if data["backend"] not in BACKENDS:
-            raise bad("backend", f"is {data['backend']!r}; valid backends: {', '.join(BACKENDS)}")
+        if data["backend"] not in TABLE_BACKENDS:
+            raise bad("backend", f"is {data['backend']!r}; valid backends: {', '.join(TABLE_BACKENDS)}")
         for key in ("threads", "batch"):
             if not is_int(data[key]) or data[key] < 1:
                 raise bad(key, "must be a positive integer")
@@ -341,8 +508,31 @@ class LatencyTable:
         meta = data.get("meta", {})
         if not isinstance(meta, dict):
             raise bad("meta", "must be an object")
+        check = data.get("check")
+        if check is not None and (not isinstance(check, dict) or not isinstance(check.get("ok"), bool)
+                                  or not isinstance(check.get("problems", []), list)):
+            raise bad("check", "must be an object {ok: true/false, problems: [...], ...}")
         return cls(space=data["space"], backend=data["backend"], threads=data["threads"], batch=data["batch"],
-                   device=data["device"], entries={k: float(v) for k, v in entries.items()}, meta=meta)
+                   device=data["device"], entries={k: float(v) for k, v in entries.items()}, meta=meta, check=check)
+
+
+def _measure_chains(steps: dict[str, Callable[[Any], Any]], chains: list[list[str]], inputs: list[torch.Tensor], *,
+                    backend: str, repeats: int, warmup: int, seconds_per_chain: float, spread: dict[str, float],
+                    timing: dict[str, Any], label: str) -> dict[str, float]:
+    """:func:`_time_chains` over ``chains`` -- for onnxruntime each chain (one layer) in its own loop -- adding
+    its sweeps, re-timed layers and outliers to ``timing`` and the layers' spreads to ``spread``."""
+    groups = [([c], [x]) for c, x in zip(chains, inputs)] if backend == "onnxruntime" else [(chains, inputs)]
+    got: dict[str, float] = {}
+    for part, xs in groups:
+        names = {key for chain in part for key in chain}
+        medians, info = _time_chains({k: steps[k] for k in names}, part, xs, backend, repeats, warmup,
+                                     min_seconds=seconds_per_chain * len(part))
+        got.update(medians)
+        spread.update(info["spread"])
+        timing["sweeps"][label] = max(timing["sweeps"].get(label, 0), info["sweeps"])
+        timing["retimed"] += info["retimed"]
+        timing["outliers"] += info["outliers"]
+    return got
 
 
 def build_latency_table(
@@ -354,6 +544,7 @@ def build_latency_table(
     resolutions: Iterable[int] | None = None,
     repeats: int = 20,
     warmup: int = 3,
+    min_seconds: float = 0.5,
     progress: Callable[[str], None] | None = None,
 ) -> LatencyTable:
     """Measure every distinct layer of ``space`` once and return the lookup table.
@@ -363,7 +554,11 @@ def build_latency_table(
     smaller tables), and the head -- each a standalone static module of the classes a Subnet is made of,
     with random weights, at its input size in the network, batch ``batch``. Layers are timed in the context
     of forward passes (see the module docstring), each at least ``repeats`` times after ``warmup`` untimed
-    sweeps. ``progress`` gets one line per measured layer (and, for onnxruntime, one per exported layer).
+    sweeps, more until the timed calls of a resolution add up to ``min_seconds`` (at most 4 x ``repeats``
+    sweeps), outliers re-timed (:func:`_time_chains`). Layers that break monotonicity (a larger op faster than
+    a smaller one of the same slot beyond noise) are timed once more, all sweeps again; what is left is recorded
+    in ``table.check`` (:func:`consistency_check`, without whole networks: ``make_latency_table`` adds them).
+    ``progress`` gets one line per measured layer (and, for onnxruntime, one per exported layer).
     Torch threads are set for the duration and restored.
     """
     _check_timing(backend, threads, batch, repeats, warmup)
@@ -375,8 +570,13 @@ def build_latency_table(
         if not res or bad:
             raise ValueError(f"resolutions: {list(resolutions)} is not valid; choose among the space's "
                              f"{list(space.resolutions)}")
+    if not is_number(min_seconds) or min_seconds < 0:
+        raise ValueError(f"min_seconds: {min_seconds!r} is not valid; must be a number >= 0")
     t_start = time.perf_counter()
     entries: dict[str, float] = {}
+    timing = {"min_seconds": min_seconds, "max_repeats": 4 * repeats, "sweeps": {}, "retimed": [], "outliers": 0,
+              "monotone_retimed": []}
+    spread: dict[str, float] = {}
     with torch_threads(threads):
         for r in res:
             layers = _layers(space, r, batch)
@@ -386,20 +586,31 @@ def build_latency_table(
                     progress(f"latency: exporting {key} to ONNX ({i + 1}/{len(layers)})")
                 steps[key] = _step(_build(factory), shape, backend, threads)
             if backend == "onnxruntime":  # one session per layer: each timed in its own loop (module docstring)
-                measured = {}
-                for key, _, shape in layers:
-                    measured.update(_time_chains({key: steps[key]}, [[key]], [_input(shape)], backend, repeats,
-                                                 warmup))
+                chains = [[key] for key, _, _ in layers]
+                inputs = [_input(shape) for _, _, shape in layers]
             else:
                 chains = _chains(space, r)
-                measured = _time_chains(steps, chains, [_input(layers[0][2])] * len(chains), backend, repeats,
-                                        warmup)
+                inputs = [_input(layers[0][2])] * len(chains)
+            kw = {"backend": backend, "repeats": repeats, "warmup": warmup, "seconds_per_chain": min_seconds /
+                  len(chains), "spread": spread, "timing": timing, "label": f"r{r}"}
+            measured = _measure_chains(steps, chains, inputs, **kw)
+            # a larger op faster than a smaller one beyond noise: time the chains holding either once more
+            # (against the resolutions measured before too; only this resolution's layers can be timed again)
+            suspects = {k for v in monotone_violations({**entries, **measured})
+                        for k in (v["smaller"], v["larger"]) if k in measured}
+            if suspects:
+                again = [(c, x) for c, x in zip(chains, inputs) if suspects & set(c)]
+                remeasured = _measure_chains(steps, [c for c, _ in again], [x for _, x in again], **kw)
+                measured.update({k: remeasured[k] for k in suspects})
+                timing["monotone_retimed"] += sorted(suspects)
             for i, (key, _, _) in enumerate(layers):
                 entries[key] = measured[key]
                 if progress is not None:
                     progress(f"latency: {key} {entries[key]:.4f} ms ({i + 1}/{len(layers)})")
             del steps
-    meta: dict[str, Any] = {"repeats": repeats, "warmup": warmup, "torch": torch.__version__,
+    timing["retimed"] = sorted(set(timing["retimed"]))
+    meta: dict[str, Any] = {"repeats": repeats, "warmup": warmup, **timing,
+                            "max_spread": max(spread.values(), default=0.0), "torch": torch.__version__,
                             "seconds": round(time.perf_counter() - t_start, 3)}
     if backend == "onnxruntime":
         import onnxruntime
@@ -408,7 +619,7 @@ def build_latency_table(
     ident = space.identity()
     ident["resolutions"] = list(res)
     return LatencyTable(space=ident, backend=backend, threads=threads, batch=batch, device=_device_name(backend),
-                        entries=entries, meta=meta)
+                        entries=entries, meta=meta, check=consistency_check(entries))
 
 
 def measure_arch_latency(space: Space, arch: Arch, *, backend: str = "torch", threads: int = 1, batch: int = 1,
@@ -437,7 +648,8 @@ def _measure_archs(space: Space, archs: Sequence[Arch], *, backend: str = "torch
                 shape = (batch, space.in_channels, arch.resolution, arch.resolution)
                 steps[str(j)] = _step(_build(lambda a=arch: build_subnet(space, a, 0.0)), shape, backend, threads)
                 inputs.append(_input(shape))
-            measured = _time_chains(steps, [[str(j)] for j in range(len(group))], inputs, backend, repeats, warmup)
+            measured, _ = _time_chains(steps, [[str(j)] for j in range(len(group))], inputs, backend, repeats,
+                                       warmup)
             result.extend(measured[str(j)] for j in range(len(group)))
     return result
 

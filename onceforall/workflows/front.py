@@ -30,7 +30,7 @@ from ..run.rundir import LoadedRun
 from ..specialize.memory import DTYPE_BYTES, peak_memory
 from ..specialize.search import format_cost, non_dominated_sort, nsga2_search, parse_budget
 from .evaluate import Evaluator
-from .search import fit_predictor, latency_space, latency_table_of
+from .search import latency_space, latency_table_of, pin_resolution, predictor_for, predictor_text
 
 __all__ = ["COSTS", "build_front", "cost_functions", "front_table", "load_front", "parse_budgets", "read_budgets"]
 
@@ -46,14 +46,14 @@ def _check_costs(costs: list[str]) -> list[str]:
 
 
 def cost_functions(run: LoadedRun, costs: list[str], *, latency_table: str | None = None,
-                   memory_dtype: str = "float32",
+                   accept_noisy_table: bool = False, memory_dtype: str = "float32",
                    say: Callable[[str], None] = lambda s: None
                    ) -> tuple[dict[str, Callable[[Arch], float]], dict, Space]:
     """The cost functions of ``costs`` for the run's space, what they were computed with, and the space to
     search (the run's, restricted to the latency table's resolutions when it covers only some)."""
     space = run.space
     if "latency" in costs:
-        table, where = latency_table_of(run, latency_table, say)
+        table, where = latency_table_of(run, latency_table, say, accept_noisy_table)
         space = latency_space(space, table, say)
     fns: dict[str, Callable[[Arch], float]] = {}
     info: dict[str, Any] = {}
@@ -81,17 +81,20 @@ def _spread(n_front: int, k: int) -> list[int]:
 
 
 def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), *, latency_table: str | None = None,
-                memory_dtype: str = "float32", samples: int = 120, selection_images: int | None = 1000,
+                accept_noisy_table: bool = False, memory_dtype: str = "float32", samples: int = 120,
+                selection_images: int | None = 1000, predictor: str | None = None, resolution: int | None = None,
                 measure: int = 12, population: int = 100, generations: int = 40, seed: int = 0,
                 progress: Callable[[str], None] | None = None) -> dict:
     """Search the run's accuracy/cost front and measure ``measure`` of its members (module docstring); writes
     ``search/front.json``, ``front.csv`` and ``front.png`` and returns the front."""
     say = progress or (lambda text: None)
     costs = _check_costs(list(costs))
-    fns, info, space = cost_functions(run, costs, latency_table=latency_table, memory_dtype=memory_dtype, say=say)
+    fns, info, space = cost_functions(run, costs, latency_table=latency_table, accept_noisy_table=accept_noisy_table,
+                                      memory_dtype=memory_dtype, say=say)
+    space = pin_resolution(space, resolution, say)
     ev = Evaluator(run)
-    predictor, report = fit_predictor(run, ev, samples, selection_images, seed, say)
-    found = nsga2_search(space, predictor.predict, [fns[c] for c in costs], seed=seed, population=population,
+    predictor_obj, report = predictor_for(run, ev, predictor, samples, selection_images, seed, say)
+    found = nsga2_search(space, predictor_obj.predict, [fns[c] for c in costs], seed=seed, population=population,
                          generations=generations)
     say(f"NSGA-II: {len(found)} archs on the predicted front ({' / '.join(['accuracy', *costs])})")
     chosen = [found[i][0] for i in _spread(len(found), measure)]
@@ -105,7 +108,7 @@ def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), 
         m["measured_front"] = k in on_measured
     front = {
         "run": str(run.run_dir), "step": run.step, "costs": costs, "units": {c: COSTS[c] for c in costs},
-        **info, "seed": seed, "predictor": report,
+        **info, "seed": seed, "resolution": resolution, "predictor": report,
         "eval_set": {"split": run.report_split, "selection_split": run.selection_split, "held_out": run.held_out,
                      "images": len(run.data.test.ds), "predictor_images": selection_images},
         "members": members,
@@ -276,10 +279,7 @@ def front_table(front: dict, answers: list[dict] = ()) -> str:
     """The measured members of a front and the budgets' answers, as plain text."""
     es, p = front["eval_set"], front["predictor"]
     costs = front["costs"]
-    tau = p.get("heldout_kendall_tau")
-    rows = [f"front of {len(front['members'])} archs (accuracy vs {', '.join(costs)}); predictor: {p['pairs']} "
-            f"measured subnets, held-out Kendall tau {tau:.2f}" if tau is not None else
-            f"front of {len(front['members'])} archs; predictor: {p['pairs']} measured subnets",
+    rows = [f"front of {len(front['members'])} archs (accuracy vs {', '.join(costs)}); {predictor_text(p)}",
             f"measured members (chosen on {es['selection_split']}, reported on {es['split']}):",
             "  " + " ".join(f"{c:>12s}" for c in costs) + f" {'predicted':>9s} {'selection':>9s} {'test':>9s}  arch"]
     for m in front["members"]:

@@ -10,9 +10,15 @@ from pathlib import Path
 
 from ..core.space import Space
 from ..run.rundir import RunDir
-from ..specialize.latency import LatencyTable, build_latency_table, latency_error
+from ..specialize.latency import (
+    ERROR_THRESHOLD_PCT,
+    LatencyTable,
+    build_latency_table,
+    consistency_check,
+    latency_error,
+)
 
-__all__ = ["LatencyTableResult", "default_table_path", "make_latency_table"]
+__all__ = ["LatencyTableResult", "check_table_usable", "default_table_path", "make_latency_table"]
 
 
 @dataclass
@@ -32,13 +38,37 @@ def default_table_path(space: Space, backend: str, threads: int, batch: int, run
 
 def make_latency_table(space: Space, *, backend: str = "torch", threads: int = 1, batch: int = 1,
                        out: str | Path | None = None, run_dir: str | Path | None = None, check: int = 10,
-                       seed: int = 0, progress: Callable[[str], None] | None = None) -> LatencyTableResult:
-    """Measure, save (``out``, default :func:`default_table_path`) and, with ``check`` > 0, report the table's
-    error on that many random archs timed as whole networks."""
-    table = build_latency_table(space, backend=backend, threads=threads, batch=batch, progress=progress)
-    path = table.save(out or default_table_path(space, backend, threads, batch, run_dir))
+                       seed: int = 0, repeats: int = 20, min_seconds: float = 0.5,
+                       max_error_pct: float = ERROR_THRESHOLD_PCT,
+                       progress: Callable[[str], None] | None = None) -> LatencyTableResult:
+    """Measure and save (``out``, default :func:`default_table_path`) the table with its consistency check:
+    monotonicity, and with ``check`` > 0 its error on that many random archs (plus the smallest and largest)
+    timed as whole networks, which fails above ``max_error_pct`` mean absolute error."""
+    table = build_latency_table(space, backend=backend, threads=threads, batch=batch, repeats=repeats,
+                                min_seconds=min_seconds, progress=progress)
     report = None
     if check:
         rng = random.Random(seed)
-        report = latency_error(table, space, [space.sample(rng) for _ in range(check)])
+        archs = list(dict.fromkeys([space.min(), space.max(), *(space.sample(rng) for _ in range(check))]))
+        report = latency_error(table, space, archs)
+        table.check = consistency_check(table.entries, report, max_error_pct=max_error_pct)
+    path = table.save(out or default_table_path(space, backend, threads, batch, run_dir))
     return LatencyTableResult(table, path, report)
+
+
+def check_table_usable(table: LatencyTable, where: str, accept_noisy: bool, say: Callable[[str], None]) -> None:
+    """Refuse a table whose stored consistency check failed (one line naming the file and the first problem),
+    unless ``accept_noisy``; then, or for a table without a check, only say so."""
+    if table.check is None:
+        say(f"latency table {where} has no consistency check (written by an older onceforall); rebuild it with "
+            "`onceforall latency-table` to have it checked")
+        return
+    if not table.failed_check:
+        return
+    problem = (table.check.get("problems") or ["check failed"])[0]
+    if not accept_noisy:
+        raise ValueError(f"latency table {where}: failed its consistency check: {problem}; rebuild it with "
+                         "`onceforall latency-table` on a quieter machine (or more --repeats), or pass "
+                         "--accept-noisy-table to search with it anyway")
+    say(f"warning: latency table {where} failed its consistency check ({problem}); using it as asked "
+        "(--accept-noisy-table)")

@@ -114,22 +114,51 @@ def _choices(space: dict) -> str:
     return text
 
 
+def run_plot_panels(r: dict) -> list[dict]:
+    """What ``eval/pareto.png`` draws, panel by panel: ``[{title, ylabel, series: [{label, x, y, style}]}]``.
+
+    The candidates' accuracies on the selection split and the winners' accuracies on the test split are on
+    different images (with a held-out split) and on different axes: selection first (all candidates, the winners
+    marked), the reported test curve second. A point of one split never sits on the other's axis."""
+    es = r["eval_set"]
+    ev = [e for e in r["evaluated"] if e.get("acc_selection") is not None]
+    curve = {p["arch"] for p in r["curve"]}
+    winners = [e for e in ev if e["arch"] in curve]
+    selection = {
+        "title": f"ranking: {es['selection_split']}", "ylabel": "top-1 accuracy (%), selection split",
+        "series": [{"label": "evaluated candidates", "x": [e["macs"] / 1e6 for e in ev],
+                    "y": [e["acc_selection"] for e in ev], "style": "scatter"},
+                   {"label": "bucket winners (on all selection images where measured so)",
+                    "x": [e["macs"] / 1e6 for e in winners],
+                    "y": [e.get("acc_selection_whole") or e["acc_selection"] for e in winners], "style": "points"}],
+    }
+    test = {
+        "title": f"reported: {es['split']}", "ylabel": f"top-1 accuracy (%), {es['split']}",
+        "series": [{"label": f"bucket winners (mean Pareto acc {r['mean_pareto_acc']:.2f}%)",
+                    "x": [p["macs"] / 1e6 for p in r["curve"]], "y": [p["acc"] for p in r["curve"]],
+                    "style": "line"}],
+    }
+    return [selection, test]
+
+
 def _plot_run(r: dict, path: Path, title: str) -> None:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ev = [e for e in r["evaluated"]]
-    ax.scatter([e["macs"] / 1e6 for e in ev], [e["acc_selection"] for e in ev], s=12, color="0.7",
-               label="evaluated (selection set)")
-    xs = [p["macs"] / 1e6 for p in r["curve"]]
-    ys = [p["acc"] for p in r["curve"]]
-    ax.plot(xs, ys, "o-", color="C0", label=f"bucket winners (mean Pareto acc {r['mean_pareto_acc']:.2f}%)")
-    for edge in r["bucket_edges"]:
-        ax.axvline(edge / 1e6, color="0.9", lw=0.8, zorder=0)
-    ax.set_xlabel("MACs (M)")
-    ax.set_ylabel(f"top-1 accuracy (%), {r['eval_set']['split']}")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    panels = run_plot_panels(r)
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 4.5), sharex=True)
+    for ax, panel in zip(axes, panels):
+        for i, s in enumerate(panel["series"]):
+            if s["style"] == "scatter":
+                ax.scatter(s["x"], s["y"], s=12, color="0.7", label=s["label"])
+            else:  # a marker on every point: a one-point series stays visible
+                ax.plot(s["x"], s["y"], "o-" if s["style"] == "line" else "o", color=f"C{i}", label=s["label"])
+        for edge in r["bucket_edges"]:
+            ax.axvline(edge / 1e6, color="0.9", lw=0.8, zorder=0)
+        ax.set_xlabel("MACs (M)")
+        ax.set_ylabel(panel["ylabel"])
+        ax.set_title(panel["title"], fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -366,16 +395,29 @@ def _plot_fronts(rows, results, path: Path) -> None:
     plt.close(fig)
 
 
+def training_plot_series(rows: list[dict], metrics: list[list[dict]]) -> list[list[dict]]:
+    """What ``compare/training.png`` draws: per panel (full-model accuracy during training, ε), one series per run
+    ``{label, x, y, marker}``; a series of a single point gets a marker (a line needs two points to show)."""
+    acc, eps = [], []
+    for row, m in zip(rows, metrics):
+        ev = [e for e in m if e["event"] == "eval" and not e.get("final")]
+        st = [e for e in m if e["event"] == "step" and e.get("eps") is not None]
+        series = ((acc, [(e["epoch"], e["acc_full"]) for e in ev]), (eps, [(e["epoch"], e["eps"]) for e in st]))
+        for panel, pts in series:
+            panel.append({"label": row["method"], "x": [p[0] for p in pts], "y": [p[1] for p in pts],
+                          "marker": "o" if panel is acc or len(pts) == 1 else None})
+    return [acc, eps]
+
+
 def _plot_training(rows, metrics, path: Path) -> None:
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, (row, m) in enumerate(zip(rows, metrics)):
-        ev = [e for e in m if e["event"] == "eval" and not e.get("final")]
-        a1.plot([e["epoch"] for e in ev], [e["acc_full"] for e in ev], "o-", ms=3, color=f"C{i}", label=row["method"])
-        st = [e for e in m if e["event"] == "step"]
-        a2.plot([e["epoch"] for e in st], [e["eps"] for e in st], color=f"C{i}", label=row["method"])
+    acc, eps = training_plot_series(rows, metrics)
+    for i, (sa, se) in enumerate(zip(acc, eps)):
+        a1.plot(sa["x"], sa["y"], marker=sa["marker"], ms=3, color=f"C{i}", label=sa["label"])
+        a2.plot(se["x"], se["y"], marker=se["marker"], ms=4, color=f"C{i}", label=se["label"])
     a1.set_xlabel("epoch")
-    a1.set_ylabel("full model validation accuracy (%)")
+    a1.set_ylabel("full-model accuracy (%), validation split\n(the test split for runs without one)")
     a1.grid(alpha=0.3)
     a1.legend(fontsize=8)
     a2.set_xlabel("epoch")

@@ -315,7 +315,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
     teacher: nn.Module | None = None
     state = {"step": 0, "train_seconds": 0.0, "eval_seconds": 0.0, "steps_per_epoch": spe}
     if t_cfg.init_from and not resume:  # weights only; optimizer, schedule and strategy start fresh
-        load_initial_weights(net, t_cfg.init_from)
+        load_initial_weights(net, t_cfg.init_from, say=lambda s: print(s, file=sys.stderr) if d.is_main else None)
     if resume:
         state, teacher = restore(ckpt_path, net, opt, strategy, cfg, space, d.device)
         if state["steps_per_epoch"] != spe:

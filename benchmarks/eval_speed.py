@@ -24,6 +24,7 @@ are the figure that the load changes least; compare it with the training's CPU s
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -89,6 +90,41 @@ def instrument(seconds: dict, counts: dict) -> None:
     _wrap(ev_mod.Evaluator, "save", "cache writes", seconds, counts)
     _wrap(ev_mod, "write_run_report", "report (md, csv, png)", seconds, counts)
     _wrap(ev_mod, "candidate_archs", "candidate sampling", seconds, counts)
+
+
+def training_macs(run_dir: Path) -> int:
+    """The training's MACs: every step's plan replayed (each pass's arch MACs x the global batch x 3: forward and a
+    backward counted as 2 forwards; a frozen teacher's forward x 1), from the run's config alone."""
+    from onceforall.run.rundir import RunDir
+    from onceforall.run.setup import build_data, build_schedule, build_space, build_strategy, image_size
+
+    cfg = RunDir(run_dir).read_config()
+    space0 = build_space(cfg)
+    data = build_data(cfg, image_size(cfg, space0), training=False)
+    space = space0.with_io(num_classes=data.num_classes, in_channels=data.in_channels)
+    schedule = build_schedule(cfg, data.train.steps_per_epoch)
+    strategy = build_strategy(cfg, space, schedule)
+    total = 0
+    for t in range(schedule.total_steps):
+        plan = strategy.plan(t)
+        total += sum(3 * space.macs(p.arch) for p in plan.passes)
+        if plan.teacher == "frozen":
+            total += space.macs(plan.teacher_arch)
+    return total * cfg.train.batch_size
+
+
+def old_eval_macs(cache_file: Path, space) -> tuple[int, int]:
+    """(MACs, image-forwards) of an evaluation made before protocol e2, from its cache.json: every measurement
+    recalibrated BN (``bnN`` in its key) and forwarded its set (``set|images``)."""
+    macs = forwards = 0
+    for key in json.loads(cache_file.read_text()):
+        parts = key.split("|")
+        if parts[0].startswith("e"):  # protocol e2 and later: not an old key
+            continue
+        images, bn, arch = int(parts[2]), int(parts[3][2:].replace("aug", "")), space.parse(parts[4])
+        macs += space.macs(arch) * (images + bn)
+        forwards += images + bn
+    return macs, forwards
 
 
 def scratch_copy(run: Path, into: Path) -> Path:
@@ -170,12 +206,22 @@ def main() -> None:
     p.add_argument("--train-cpu-seconds", type=float, help="the training's CPU seconds (e.g. /usr/bin/time)")
     p.add_argument("--json", type=Path, help="also write the numbers as JSON here")
     p.add_argument("--keep", type=Path, help="keep the evaluated scratch run here (its eval/ for compare)")
+    p.add_argument("--old-cache", type=Path,
+                   help="print the MACs of an evaluation made before protocol e2 from its eval/cache.json, and exit")
     p.add_argument("--ranking", type=int, help="measure the ranking quality of cheap proxies on this many archs")
     p.add_argument("--proxies", default="250:500,500:1000,1000:1000,1000:2000",
                    help="BN_IMAGES:SELECTION_IMAGES pairs for --ranking")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.old_cache:
+        from onceforall.run.rundir import load_run
+
+        macs, forwards = old_eval_macs(args.old_cache, load_run(args.run).space)
+        train = training_macs(args.run)
+        print(f"old evaluation ({args.old_cache}): {macs / 1e9:.1f} GMACs in {forwards} image-forwards; training "
+              f"{train / 1e9:.1f} GMACs; **eval / training (MACs): {macs / train:.3f}x**")
+        return None
     if args.ranking:
         proxies = [tuple(int(v) for v in pair.split(":")) for pair in args.proxies.split(",")]
         return ranking(args.run, args.ranking, proxies, args.threads)
@@ -183,16 +229,20 @@ def main() -> None:
     counts: dict[str, int] = defaultdict(int)
     instrument(seconds, counts)
     from onceforall.run.rundir import load_run
-    from onceforall.workflows.evaluate import evaluate_run
+    from onceforall.workflows.evaluate import Evaluator, evaluate_run
 
     with tempfile.TemporaryDirectory() as tmp:
         run = load_run(scratch_copy(args.run, Path(tmp)))
         cpu0, tic = time.process_time(), time.perf_counter()
-        result = evaluate_run(run)
+        ev = Evaluator(run)
+        result = evaluate_run(run, evaluator=ev) if "evaluator" in inspect.signature(evaluate_run).parameters \
+            else evaluate_run(run)
         wall, cpu = time.perf_counter() - tic, time.process_time() - cpu0
         if args.keep:
             shutil.copytree(run.run_dir, args.keep, ignore=shutil.ignore_patterns("checkpoints"))
     seconds["rest (sampling, bookkeeping)"] = wall - sum(seconds.values())
+    train_macs = training_macs(args.run)
+    eval_macs = sum(ev.macs.values())
     cost = json.loads((args.run / "cost.json").read_text())
     train = cost["train_seconds"]
     lines = [f"# eval_speed: {args.run.name} ({result['strategy']}), {args.threads} thread(s), torch "
@@ -203,6 +253,10 @@ def main() -> None:
         lines.append(f"| {part} | {counts.get(part, '')} | {s:.1f} | {100 * s / wall:.0f} % |")
     lines += ["", f"eval: {wall:.1f} s wall, {cpu:.1f} s CPU; training: {train:.1f} s wall (cost.json, "
               f"{cost.get('device', '?')})", f"**eval / training (wall): {wall / train:.2f}x**"]
+    if eval_macs:
+        lines.append(f"**eval / training (MACs): {eval_macs / train_macs:.3f}x** ({eval_macs / 1e9:.1f} GMACs in "
+                     f"{sum(ev.images.values())} image-forwards; training {train_macs / 1e9:.1f} GMACs): "
+                     + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in sorted(ev.macs.items(), key=lambda kv: -kv[1])))
     if args.train_cpu_seconds:
         lines.append(f"**eval / training (CPU seconds): {cpu / args.train_cpu_seconds:.2f}x** (training "
                      f"{args.train_cpu_seconds:.1f} s CPU)")
@@ -210,7 +264,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"run": args.run.name, "threads": args.threads, "wall": wall, "cpu": cpu,
                                          "train_wall": train, "train_cpu": args.train_cpu_seconds,
-                                         "parts": dict(seconds), "calls": dict(counts),
+                                         "parts": dict(seconds), "calls": dict(counts), "eval_macs": eval_macs,
+                                         "train_macs": train_macs, "macs": dict(ev.macs),
                                          "mean_pareto_acc": result["mean_pareto_acc"]}, indent=1) + "\n")
 
 

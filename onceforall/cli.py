@@ -7,6 +7,7 @@ Every subcommand reports bad input as one line on stderr and exits with status 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import sys
@@ -87,7 +88,7 @@ def _say(text: str) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a run across its MACs range: eval/pareto.{json,csv}, report.md, pareto.png."""
     from .run.rundir import load_run
-    from .workflows.evaluate import evaluate_run
+    from .workflows.evaluate import EvalArgs, evaluate_run
     from .workflows.report import pareto_table
 
     run = load_run(args.run, device=args.device, overrides=args.overrides)
@@ -96,12 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    r = evaluate_run(run, per_bucket=args.per_bucket, uniform=not args.no_uniform,
-                     selection_images=None if args.selection_images == 0 else args.selection_images,
-                     ranking_bn_images=args.ranking_bn_images,
-                     search_per_bucket=args.search_per_bucket, search_rounds=args.search_rounds,
-                     finalists=args.finalists, seed=args.seed,
-                     progress=None if args.quiet else _say)
+    r = evaluate_run(run, _dataclass_from_args(EvalArgs, args), progress=None if args.quiet else _say)
     print(pareto_table(r))
     print(f"wrote {run.dir.eval_dir}/pareto.json, pareto.csv, report.md, pareto.png")
     return 0
@@ -313,7 +309,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if summary.get("signal") else 0
 
 
+def _dataclass_options(p: argparse.ArgumentParser, cls: type) -> None:
+    """One option per field of the dataclass ``cls`` (``--per-bucket``; a bool that defaults to True becomes
+    ``--no-uniform``), with the field's default and its docstring as the help: one default, one text."""
+    from .run.config import field_docs
+
+    for name, type_name, default, doc in field_docs(cls):
+        flag = name.replace("_", "-")
+        if default is True:
+            p.add_argument(f"--no-{flag}", dest=name, action="store_false", help=f"turn off: {doc}")
+        elif default is False:
+            p.add_argument(f"--{flag}", dest=name, action="store_true", help=doc)
+        else:
+            kind = float if "float" in type_name else int if "int" in type_name else str
+            p.add_argument(f"--{flag}", dest=name, type=kind, default=default, help=f"{doc} (default {default})")
+
+
+def _dataclass_from_args(cls: type, args: argparse.Namespace):
+    """The dataclass ``cls`` filled from the options :func:`_dataclass_options` made."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .workflows.evaluate import EvalArgs
+
     parser = argparse.ArgumentParser(
         prog="onceforall",
         description="Once-for-all supernets with DεpS: train, evaluate, search and export subnets.",
@@ -352,24 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
                    help="config overrides for this command only, e.g. data.workers=0 (config.yaml is kept)")
-    p.add_argument("--per-bucket", type=int, default=10,
-                   help="measured candidates per MACs bucket, drawn to reach every bucket (default 10)")
-    p.add_argument("--search-per-bucket", type=int, default=3,
-                   help="more candidates per bucket from the predictor and evolution (default 3; 0: off)")
-    p.add_argument("--search-rounds", type=int, default=2,
-                   help="rounds of that search, each refitting the predictor on everything measured so far "
-                        "(default 2)")
-    p.add_argument("--no-uniform", action="store_true", help="skip the uniform archs (every kernel x expand x depth)")
-    p.add_argument("--selection-images", type=int, default=2000,
-                   help="rank candidates on this many validation-split images (0: all); winners are then "
-                        "measured on the whole test split")
-    p.add_argument("--ranking-bn-images", type=int, default=None,
-                   help="BN-recalibration images of the ranking measurements (default: the run's data.bn_images; "
-                        "finalists and the test measurement always use data.bn_images)")
-    p.add_argument("--finalists", type=int, default=3,
-                   help="the best N of each bucket on those images are measured again on the whole validation "
-                        "split, and the winner is chosen on that (default 3; 0: choose on the subset)")
-    p.add_argument("--seed", type=int, default=0)
+    _dataclass_options(p, EvalArgs)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
@@ -416,7 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None,
                    help="measured subnets the predictor needs; more are measured when eval left fewer (default 60; "
                         "120 with --front)")
-    p.add_argument("--selection-images", type=int, default=2000, help="images per predictor measurement (0: all)")
+    p.add_argument("--selection-images", type=int, default=EvalArgs.selection_images,
+                   help="validation images per predictor measurement, BN as eval's ranking measurements, so that the "
+                        f"predictor learns from what eval measured (0: all; default {EvalArgs.selection_images})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_search)
@@ -491,8 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run name (default: demo preset name plus a timestamp)")
     p.add_argument("--out-dir", default="runs", help="folder of run directories (default runs)")
     p.add_argument("--run", default=None, help="skip training: continue the pipeline on this trained run")
-    p.add_argument("--per-bucket", type=int, default=10, help="measured candidates per MACs bucket (default 10)")
-    p.add_argument("--selection-images", type=int, default=1000, help="images for ranking candidates")
+    p.add_argument("--per-bucket", type=int, default=EvalArgs.per_bucket,
+                   help=f"measured candidates per MACs bucket (default {EvalArgs.per_bucket})")
+    p.add_argument("--selection-images", type=int, default=EvalArgs.selection_images,
+                   help=f"images for ranking candidates (default {EvalArgs.selection_images})")
     p.add_argument("--samples", type=int, default=30, help="measured subnets for the accuracy predictor")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -93,7 +93,7 @@ def test_eval_writes_a_consistent_front_and_caches(runs, monkeypatch, capsys):
                                                          for b in r["buckets"]], "selection")
     assert whole == [next(e["acc_selection_whole"] for e in r["evaluated"] if e["arch"] == b["arch"])
                      for b in r["buckets"]]
-    assert "measured again on all 300" in (out / "report.md").read_text()
+    assert "measured again on 300" in (out / "report.md").read_text()
     assert (out / "pareto.png").stat().st_size > 1000
     assert "mean Pareto accuracy" in capsys.readouterr().out
     # second run: everything comes from eval/cache.json
@@ -155,12 +155,15 @@ def test_whole_split_completed_from_a_subset_and_bn_statistics_reused(runs, tmp_
     ev.accuracy(archs, "selection", 100)
     bn_images = ev.images["BN recalibration"]
     assert bn_images == 3 * 64
-    completed = ev.accuracy(archs, "selection", complete=100)
-    name = ev.batches("selection")[1]
-    assert ev.images[f"forward {name} (rest)"] == 3 * 200 and ev.images.get(f"forward {name}", 0) == 0
+    larger = ev.accuracy(archs, "selection", 200, complete=100)  # subsets are nested: 100 more images each
+    completed = ev.accuracy(archs, "selection", complete=200)
+    name, name200 = ev.batches("selection")[1], ev.batches("selection", 200)[1]
+    assert ev.images[f"forward {name200} (beyond 100)"] == 3 * 100 and ev.images[f"forward {name} (beyond 200)"] \
+        == 3 * 100 and ev.images.get(f"forward {name}", 0) == 0
     assert ev.images["BN recalibration"] == bn_images  # kept from the subset's measurement
     direct = Evaluator(load_run(_copy_run(runs / "deps", tmp_path / "direct")))
     assert direct.accuracy(archs, "selection") == completed
+    assert direct.accuracy(archs, "selection", 200) == larger
     for a in archs:
         assert (direct.correct(a, "selection") == ev.correct(a, "selection")).all()
     # the kept BN statistics are the recalibrated ones: the same logits as a fresh recalibration

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..core.registry import get_space
 from ..run.config import load_config
 from ..run.rundir import load_run
-from .evaluate import evaluate_run
+from .evaluate import EvalArgs, evaluate_run
 from .export import arch_from_search, export_run
 from .report import pareto_table
 from .search import run_search, search_table
@@ -25,7 +25,8 @@ def _has_onnxruntime() -> bool:
 
 
 def run_demo(*, config: str = "fashion-mnist-quick", overrides: list[str] | None = None, out_dir: str = "runs",
-             name: str | None = None, run: str | None = None, per_bucket: int = 10, selection_images: int = 1000,
+             name: str | None = None, run: str | None = None, per_bucket: int = EvalArgs.per_bucket,
+             selection_images: int = EvalArgs.selection_images,
              samples: int = 30, say: Callable[[str], None] = print) -> Path:
     """Run the pipeline (``run``: skip training and continue on that trained run); returns the run directory."""
     start = time.perf_counter()

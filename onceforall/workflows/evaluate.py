@@ -12,14 +12,16 @@ The protocol (DESIGN.md "Evaluation"):
    ``search_rounds`` times, each round's predictor learning from every subnet measured before it, so that a
    bucket winner is as good as what a search under the same budget finds (``benchmarks/search_vs_random.py``
    checks).
-2. **Select on one split, report on another.** Candidates are ranked on a fixed subset of the validation split
-   (held-out training images, ``data.val_split``; ``selection_images``, cheap); the ``finalists`` best of each
-   bucket and the two ends are measured again on the whole validation split and each bucket's winner is chosen
-   on that (with ~16 nearly equal candidates per bucket, the best of 2,000 images is often not the best of
-   5,000: an accuracy of 80 % on 2,000 images has a standard error of 0.9 points). The smallest subnet, the
-   bucket winners and the full model are then measured on the whole test split, and those numbers are
-   reported. A run without a held-out split ranks on the test images it reports (optimistic winners); the
-   report says so.
+2. **Select on one split, report on another.** Ranking measurements (cheap: ``ranking_bn_images`` BN images)
+   rank every candidate on a fixed subset of ``selection_images`` images of the validation split (held-out
+   training images, ``data.val_split``); the ``finalists`` best of each bucket and the two ends are measured
+   again on ``finalist_images`` images of it (the subsets are nested, so only the images beyond the ranking
+   subset are forwarded) and each bucket's winner is chosen on that: among nearly equal candidates the best of a
+   small subset is often not the best of a larger one. The smallest subnet, the bucket winners and the full model
+   are then measured on the whole test split with BN recalibrated on ``data.bn_images`` images, and those numbers
+   are reported. A run without a held-out split ranks on the test images it reports (optimistic winners); the
+   report says so. ``benchmarks/eval_speed.py`` says where an evaluation's time goes and how it compares with
+   the training's.
 3. **Uncertainty.** Mean Pareto accuracy is a weighted sum of the curve's accuracies, so it is the mean over
    test images of a per-image score; a percentile bootstrap over test images gives its 95 % interval, and
    ``compare`` a paired interval of the difference between two runs evaluated on the same images.
@@ -33,6 +35,8 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +54,7 @@ from ..specialize.search import AccuracyPredictor, evolutionary_search, nsga2_se
 from .report import write_run_report
 from .scores import curve_scores, fingerprint, pack_mask, unpack_mask, write_curve_correct
 
-__all__ = ["SPLITS", "Evaluator", "candidate_archs", "evaluate_run"]
+__all__ = ["SPLITS", "EvalArgs", "Evaluator", "candidate_archs", "evaluate_run", "ranking_evaluator"]
 
 SPLITS = ("selection", "test")
 SKEWS = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))
@@ -78,7 +82,8 @@ class Evaluator:
 
     Within one Evaluator, each arch's BN statistics are recalibrated once and kept (the finalists and the test
     measurement reuse them), and measuring the whole split after a subset of it measures only the images beyond
-    the subset (``complete``). ``seconds`` and ``images`` say where the time went (``benchmarks/eval_speed.py``).
+    the subset (``complete``). ``seconds``, ``images`` and ``macs`` (the subnets' MACs x images forwarded) say where
+    the time went (``benchmarks/eval_speed.py``).
     """
 
     def __init__(self, run: LoadedRun, *, bn_images: int | None = None):
@@ -90,7 +95,8 @@ class Evaluator:
         self.hits: dict[str, str] = json.loads(self.correct_path.read_text()) if self.correct_path.exists() else {}
         self.seconds: dict[str, float] = defaultdict(float)
         self.images: dict[str, int] = defaultdict(int)
-        self._subsets: dict[tuple[str, int], tuple[EvalBatches, EvalBatches]] = {}
+        self.macs: dict[str, int] = defaultdict(int)
+        self._subsets: dict[tuple[str, int, int], EvalBatches] = {}
         self._bn_state: dict[Arch, dict[str, torch.Tensor]] = {}
         self._inputs: dict[int, list] = {}
         self._unsaved = 0
@@ -104,22 +110,21 @@ class Evaluator:
             batches, name = self.run.data.test, "test"
         return batches, name + ("@r" if batches.per_resolution else "")  # decoded per resolution: other numbers
 
-    def _subset(self, split: str, images: int) -> tuple[EvalBatches, EvalBatches]:
-        """(the fixed subset of ``images`` images of ``split``, the rest of the split) as batches."""
+    def _slice(self, split: str, a: int, b: int) -> EvalBatches:
+        """Images ``a`` to ``b`` of the split's fixed random order as batches (images 0..k are its k-image subset)."""
         full, name = self._set(split)
-        if (name, images) not in self._subsets:
+        if (name, a, b) not in self._subsets:
             order = subset_order(len(full.ds), SUBSET_SEED)
-            self._subsets[name, images] = tuple(  # type: ignore[assignment]
-                EvalBatches(full.ds.subset(idx), full.batch_size, full.image_size, full.workers, full.per_resolution)
-                for idx in (order[:images], order[images:]))
-        return self._subsets[name, images]
+            self._subsets[name, a, b] = EvalBatches(full.ds.subset(order[a:b]), full.batch_size, full.image_size,
+                                                    full.workers, full.per_resolution)
+        return self._subsets[name, a, b]
 
     def batches(self, split: str, images: int | None = None) -> tuple[EvalBatches, str]:
         """The batches of ``split`` (a fixed subset of ``images`` of them) and their cache name."""
         full, name = self._set(split)
         if images is None or images >= len(full.ds):
             return full, f"{name}|{len(full.ds)}"
-        return self._subset(split, images)[0], f"{name}|{images}"
+        return self._slice(split, 0, images), f"{name}|{images}"
 
     def key(self, arch: Arch, split: str, images: int | None = None) -> str:
         bn = f"bn{self.bn_images}" + ("aug" if self.run.cfg.data.bn_augment else "")
@@ -127,8 +132,8 @@ class Evaluator:
 
     def accuracy(self, archs: list[Arch], split: str = "test", images: int | None = None,
                  progress: Callable[[int, int], None] | None = None, complete: int | None = None) -> list[float]:
-        """Top-1 (%) of each arch on ``split`` (measured once, then cached). With ``complete`` (a subset size) and
-        the whole split asked for, an arch already measured on that subset is measured on the other images only."""
+        """Top-1 (%) of each arch on ``split`` (measured once, then cached). With ``complete`` (a smaller subset's
+        size), an arch already measured on that subset is measured on the other images only."""
         out = []
         for i, arch in enumerate(archs):
             k = self.key(arch, split, images)
@@ -146,17 +151,21 @@ class Evaluator:
         return out
 
     def _measure(self, arch: Arch, split: str, images: int | None, complete: int | None) -> np.ndarray:
-        """Which images of the set the subnet of ``arch`` gets right (bool per image, in the set's order)."""
-        batches, _ = self.batches(split, images)
-        whole = images is None or images >= len(batches.ds)
-        part = self.key(arch, split, complete) if whole and complete else None
-        if part is None or part not in self.hits or complete >= len(batches.ds):
-            return self._forward(arch, batches, self.batches(split, images)[1])
-        first, rest = self._subset(split, complete)
-        order = subset_order(len(batches.ds), SUBSET_SEED)
-        mask = np.empty(len(batches.ds), dtype=bool)
-        mask[order[:complete].numpy()] = unpack_mask(self.hits[part], complete)
-        mask[order[complete:].numpy()] = self._forward(arch, rest, f"{self.batches(split)[1]} (rest)")
+        """Which images of the set the subnet of ``arch`` gets right (bool per image, in the set's order). With
+        ``complete`` < the set's size and that subset already measured, only the images beyond it are forwarded."""
+        batches, name = self.batches(split, images)
+        n, total = len(batches.ds), len(self._set(split)[0].ds)
+        part = self.key(arch, split, complete) if complete else None
+        if part is None or complete >= n or part not in self.hits:
+            return self._forward(arch, batches, name)
+        known = unpack_mask(self.hits[part], complete)
+        new = self._forward(arch, self._slice(split, complete, n), f"{name} (beyond {complete})")
+        if n < total:  # a subset: its images in the fixed random order, the smaller subset first
+            return np.concatenate([known, new])
+        order = subset_order(total, SUBSET_SEED).numpy()  # the whole split, in its own order
+        mask = np.empty(total, dtype=bool)
+        mask[order[:complete]] = known
+        mask[order[complete:]] = new
         return mask
 
     def _forward(self, arch: Arch, batches: EvalBatches, name: str) -> np.ndarray:
@@ -168,6 +177,7 @@ class Evaluator:
         self.seconds["subnets (extract + BN)"] += mid - tic
         self.seconds[f"forward {name}"] += time.perf_counter() - mid
         self.images[f"forward {name}"] += len(hits)
+        self.macs[f"forward {name}"] += self.run.space.macs(arch) * len(hits)
         return hits.numpy()
 
     def subnet(self, arch: Arch) -> torch.nn.Module:
@@ -180,6 +190,7 @@ class Evaluator:
         recalibrate_bn(sub, self._ready(at_resolution(run.data.bn, arch.resolution)), num_images=self.bn_images,
                        device=run.device, memory_format=run.memory_format)
         self.images["BN recalibration"] += self.bn_images
+        self.macs["BN recalibration"] += self.run.space.macs(arch) * self.bn_images
         self._bn_state[arch] = {k: v.clone() for k, v in sub.state_dict().items()
                                 if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
         return sub
@@ -321,21 +332,64 @@ def _top(sel: dict[Arch, float], k: int, space: Space, buckets: int) -> list[Arc
     return _finalists(pts, k, *space.macs_range(), buckets, set())
 
 
-def evaluate_run(run: LoadedRun, *, per_bucket: int = 10, uniform: bool = True, selection_images: int | None = 2000,
-                 ranking_bn_images: int | None = None, search_per_bucket: int = 3, search_rounds: int = 2,
-                 finalists: int = 3, seed: int = 0, buckets: int = 6, progress: Callable[[str], None] | None = None,
-                 evaluator: Evaluator | None = None) -> dict:
-    """Evaluate a run's supernet across the MACs range of the space it trained (see the module docstring);
-    write eval/pareto.{json,csv}, curve_correct.json, report.md, pareto.png. The result depends on the weights,
-    the config and these arguments alone (not on what the cache held before); ``evaluator`` (default: a new
-    one) lets a caller read where the time went. ``ranking_bn_images``: BN images of the cheap ranking
-    measurements (default: the run's data.bn_images, as the finalists and the test measurement always use)."""
+@dataclass(frozen=True)
+class EvalArgs:
+    """The arguments of an evaluation; ``onceforall eval``'s options are made from these fields (one default and
+    one help text each)."""
+
+    per_bucket: int = 6
+    """Measured candidates per MACs bucket, drawn with skewed samplers so that every bucket is reached."""
+    uniform: bool = True
+    """Also measure the uniform archs (every kernel x expand x depth at the largest resolution)."""
+    selection_images: int | None = 500
+    """Validation-split images every candidate is ranked on (0 or None: all)."""
+    ranking_bn_images: int | None = 500
+    """BN-recalibration images of the ranking measurements (candidates, searched subnets, finalists), at most
+    data.bn_images; 0 or None: data.bn_images. The reported test measurement always uses data.bn_images."""
+    search_per_bucket: int = 3
+    """Subnets per bucket found by the accuracy predictor and NSGA-II (and an evolution in the bucket); 0: off."""
+    search_rounds: int = 2
+    """Rounds of that search, each predictor fitted on everything measured before; a round that moves no bucket's
+    finalists ends the search."""
+    finalists: int = 3
+    """The best N of each bucket (and the two ends) are measured again on finalist_images images and the winner is
+    chosen on that; 0: choose on the ranking subset."""
+    finalist_images: int | None = 2500
+    """Validation-split images the finalists are measured on (the ranking subset completed); 0 or None: all."""
+    seed: int = 0
+    """Seed of the candidate draws and the search."""
+    buckets: int = 6
+    """MACs buckets over the space's range."""
+
+
+def ranking_evaluator(run: LoadedRun, args: EvalArgs | None = None) -> Evaluator:
+    """The Evaluator of ranking measurements (BN on ``ranking_bn_images``, at most data.bn_images): what eval ranks
+    candidates with and ``search`` fits its predictor on, so that search learns from eval's measurements."""
+    ev = Evaluator(run)
+    n = min((args or EvalArgs()).ranking_bn_images or ev.bn_images, ev.bn_images)
+    return ev if n == ev.bn_images else Evaluator(run, bn_images=n)
+
+
+def evaluate_run(run: LoadedRun, args: EvalArgs | None = None, *, progress: Callable[[str], None] | None = None,
+                 evaluator: Evaluator | None = None, **overrides: Any) -> dict:
+    """Evaluate a run's supernet across the MACs range of the space it trained (see the module docstring) with
+    ``args`` (default :class:`EvalArgs`; ``overrides`` replace single fields); write eval/pareto.{json,csv},
+    curve_correct.json, report.md, pareto.png. The result depends on the weights, the config and the arguments
+    alone (not on what the cache held before); ``evaluator`` (default: a new one) lets a caller read where the
+    time went."""
+    a = dataclasses.replace(args or EvalArgs(), **overrides)
+    per_bucket, uniform, search_per_bucket, search_rounds = (a.per_bucket, a.uniform, a.search_per_bucket,
+                                                             a.search_rounds)
+    selection_images, finalist_images = a.selection_images or None, a.finalist_images or None
+    finalists, seed, buckets = a.finalists, a.seed, a.buckets
     space = run.space
     ev = evaluator or Evaluator(run)
-    ranker = ev if ranking_bn_images in (None, ev.bn_images) else Evaluator(run, bn_images=ranking_bn_images)
+    ranker = ranking_evaluator(run, a)
+    ranker = ev if ranker.bn_images == ev.bn_images else ranker
+    ranker.seconds, ranker.images, ranker.macs = ev.seconds, ev.images, ev.macs  # one account of the time
     say = progress or (lambda s: None)
     archs = candidate_archs(space, per_bucket=per_bucket, uniform=uniform, buckets=buckets, seed=seed)
-    n_sel, n_whole = (len(ev.batches("selection", n)[0].ds) for n in (selection_images, None))
+    n_sel, n_whole = (len(ev.batches("selection", n)[0].ds) for n in (selection_images, finalist_images))
     say(f"evaluating {len(archs)} subnets on {n_sel} images of the {run.selection_split} split")
     tick = lambda i, n: say(f"  {i}/{n}") if i % 10 == 0 else None  # noqa: E731
     sel = dict(zip(archs, ranker.accuracy(archs, "selection", selection_images, progress=tick)))
@@ -358,10 +412,11 @@ def evaluate_run(run: LoadedRun, *, per_bucket: int = 10, uniform: bool = True, 
     whole: dict[str, float] = {}
     if finalists and n_sel < n_whole:
         picked = _finalists(pts, finalists, *space.macs_range(), buckets, {smallest, largest})
-        say(f"measuring {len(picked)} finalists (the best {finalists} of each bucket and the ends) on the whole "
-            f"{run.selection_split} split")
-        whole = dict(zip(picked, ev.accuracy([space.parse(a) for a in picked], "selection",
-                                             complete=selection_images if ranker is ev else None)))
+        say(f"measuring {len(picked)} finalists (the best {finalists} of each bucket and the ends) on {n_whole} "
+            f"images of the {run.selection_split} split")
+        whole = dict(zip(picked, ranker.accuracy([space.parse(a) for a in picked], "selection",
+                                                 None if n_whole >= len(ev.batches("selection")[0].ds)
+                                                 else n_whole, complete=selection_images)))
     ranked = [Point(p.arch, p.macs, whole[p.arch]) for p in pts if p.arch in whole] if whole else pts
     chosen = pareto_summary(ranked, next(p for p in ranked if p.arch == smallest),
                             next(p for p in ranked if p.arch == largest), buckets)

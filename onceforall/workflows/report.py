@@ -59,7 +59,7 @@ def _run_markdown(run: LoadedRun, r: dict) -> str:
     ci = r["mean_pareto_ci"]
     counts = ", ".join(map(str, r["bucket_candidates"]))
     searched = sum(e.get("source") == "search" for e in r["evaluated"])
-    final = (f" the best {es['finalists_per_bucket']} of each bucket and the ends were measured again on all "
+    final = (f" the best {es['finalists_per_bucket']} of each bucket and the ends were measured again on "
              f"{es['finalist_images']} and the winners chosen on that;" if es.get("finalists_per_bucket") else "")
     if es["held_out"]:
         splits = (f"Candidates were ranked on {es['selection_images']} images of the {es['selection_split']} split;"
@@ -74,7 +74,8 @@ def _run_markdown(run: LoadedRun, r: dict) -> str:
         "",
         f"Strategy `{r['strategy']}`, space `{r['space']['name']}` width {r['space']['width_mult']:g}"
         f"{' (restricted: ' + _choices(r['space']) + ')' if 'choices' in r['space'] else ''}, "
-        f"checkpoint step {r['step']}. {splits} BN recalibrated on {es['bn_images']} training images per subnet"
+        f"checkpoint step {r['step']}. {splits} BN recalibrated on {es['bn_images']} training images per reported "
+        f"subnet{_ranking_bn(es)}"
         f"{' (training crops, drawn once)' if es.get('bn_augment') else ''}."
         f"{_PER_RESOLUTION if es.get('per_resolution') else ''}",
         "",
@@ -102,6 +103,11 @@ def _run_markdown(run: LoadedRun, r: dict) -> str:
                   f"{c['device']}, ${c['dollars']:.4f}.", ""]
     lines += ["![Pareto front](pareto.png)", ""]
     return "\n".join(lines)
+
+
+def _ranking_bn(es: dict) -> str:
+    n = es.get("ranking_bn_images")
+    return f" ({n} for the ranking measurements)" if n and n != es["bn_images"] else ""
 
 
 def _choices(space: dict) -> str:

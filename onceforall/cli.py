@@ -87,7 +87,6 @@ def _say(text: str) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a run across its MACs range: eval/pareto.{json,csv}, report.md, pareto.png."""
     from .run.rundir import load_run
-    from .workflows.evaluate import evaluate_run
     from .workflows.report import pareto_table
 
     run = load_run(args.run, device=args.device)
@@ -96,14 +95,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    r = evaluate_run(run, per_bucket=args.per_bucket, uniform=not args.no_uniform,
-                     selection_images=None if args.selection_images == 0 else args.selection_images,
-                     search_per_bucket=args.search_per_bucket, search_rounds=args.search_rounds,
-                     finalists=args.finalists, seed=args.seed,
-                     progress=None if args.quiet else _say)
+    with _writer(run.dir.eval_dir, "eval"):
+        r = _eval(run, args)
     print(pareto_table(r))
     print(f"wrote {run.dir.eval_dir}/pareto.json, pareto.csv, report.md, pareto.png")
     return 0
+
+
+def _writer(folder: Path, what: str):
+    """The lock of a folder a command writes (one eval, one search of a run at a time), stale temporary files of a
+    killed write removed."""
+    from .core.util import remove_stale_tmp
+    from .run.lock import RunLock
+
+    lock = RunLock(folder, what).acquire()
+    remove_stale_tmp(folder)
+    return lock
+
+
+def _eval(run, args: argparse.Namespace):
+    from .workflows.evaluate import evaluate_run
+
+    return evaluate_run(run, per_bucket=args.per_bucket, uniform=not args.no_uniform,
+                        selection_images=None if args.selection_images == 0 else args.selection_images,
+                        search_per_bucket=args.search_per_bucket, search_rounds=args.search_rounds,
+                        finalists=args.finalists, seed=args.seed,
+                        progress=None if args.quiet else _say)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -121,8 +138,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     """Best archs of a run under budgets: one predictor + evolution per budget, or read off the run's front."""
     from .run.rundir import load_run
-    from .workflows.front import build_front, front_table, load_front, parse_budgets, read_budgets
-    from .workflows.search import run_search, search_table
+    from .workflows.front import parse_budgets
 
     budgets = parse_budgets(args.macs, args.latency_ms, args.memory, args.params)
     if not args.front and not budgets:
@@ -132,6 +148,14 @@ def cmd_search(args: argparse.Namespace) -> int:
                        "add --front")
     run = load_run(args.run)
     ensure_writable(run.dir.search_dir)
+    with _writer(run.dir.search_dir, "search"):
+        return _search(run, args, budgets)
+
+
+def _search(run, args: argparse.Namespace, budgets: list[dict]) -> int:
+    from .workflows.front import build_front, front_table, load_front, read_budgets
+    from .workflows.search import run_search, search_table
+
     say = None if args.quiet else _say
     if not args.front:
         for b in budgets:
@@ -248,17 +272,11 @@ def cmd_analyze_gradients(args: argparse.Namespace) -> int:
     return 0
 
 
-# Overrides that may change when resuming (they do not change what is computed).
-RESUME_SAFE = ("train.log_every", "train.progress", "train.tensorboard", "train.threads", "data.workers",
-               "train.stop_after_steps", "train.checkpoint_every_steps", "train.eval_every_steps",
-               "data.eval_batch_size")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a supernet (see onceforall.workflows.train for the launch commands)."""
     from pathlib import Path
 
-    from .run.config import field_docs, load_config
+    from .run.config import RESUME_SAFE, field_docs, load_config
     from .run.rundir import RunDir
     from .workflows.train import train
 
@@ -327,7 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset name or YAML file (default fashion-mnist-quick); see `onceforall presets`")
     p.add_argument("--name", default=None, help="run name (default: the preset's name plus a timestamp)")
     p.add_argument("--out-dir", default=None, help="folder of run directories (default train.out_dir, 'runs')")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR exactly (refused while another process writes it; config.yaml "
+                        "and overrides may change only resume-safe fields: logging, threads, device, paths, "
+                        "cadences, stop_after_steps)")
     p.add_argument("--init-from", default=None, metavar="RUN_OR_CHECKPOINT",
                    help="start from another run's weights (fresh optimizer and schedule; train.init_from)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

@@ -26,7 +26,8 @@ from torch import nn
 from ..core.space import Space
 from ..core.util import atomic_write, first_line, nonfinite_keys
 
-__all__ = ["CheckpointError", "content_checksum", "load_checkpoint", "load_model_state", "previous_checkpoint",
+__all__ = ["CheckpointError", "content_checksum", "load_checkpoint", "load_model_state", "peek_config",
+           "previous_checkpoint",
            "save_checkpoint"]
 
 FORMAT = 2
@@ -147,6 +148,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"checkpoint {path} was trained on space {state.get('space')}; this run builds "
                               f"{space.identity()}")
     return state
+
+
+def peek_config(path: str | Path) -> dict[str, Any] | None:
+    """The ``config`` entry of a checkpoint, read cheaply (tensors memory-mapped, not verified) so that a resume
+    can be refused before any data is read; None when the file cannot be read that way (the full load, which
+    verifies, then says why)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - load_checkpoint reports it properly
+        return None
+    return state.get("config") if isinstance(state, dict) and isinstance(state.get("config"), dict) else None
 
 
 def load_model_state(net: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:

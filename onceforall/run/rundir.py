@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import torch
 from ..core.registry import space_from_identity
 from ..core.space import Space
 from ..core.supernet import Supernet, build_supernet
-from ..core.util import atomic_write, first_line
+from ..core.util import JSONFileError, atomic_write, first_line, is_number, read_json
 from .checkpoint import load_checkpoint, load_model_state
 from .config import Config, config_from_dict, load_config, to_yaml
 from .setup import TrainData, build_data, image_size, memory_format, report_split, selection_split
@@ -38,6 +40,7 @@ __all__ = [
     "RunError",
     "load_initial_weights",
     "load_run",
+    "read_eval_cache",
     "read_metrics",
     "supernet_of_checkpoint",
 ]
@@ -119,10 +122,39 @@ class RunDir:
         return read_metrics(self.path)
 
     def read_cost(self) -> dict | None:
-        return json.loads(self.cost_file.read_text()) if self.cost_file.exists() else None
+        if not self.cost_file.exists():
+            return None
+        return read_json(self.cost_file, "cost file", fix="it is rewritten when the run trains again; move it "
+                                                          "away to go on without costs")
 
     def write_cost(self, cost: dict) -> None:
-        self.cost_file.write_text(json.dumps(cost, indent=2) + "\n")
+        atomic_write(self.cost_file, lambda tmp: tmp.write_text(json.dumps(cost, indent=2) + "\n"))
+
+    @property
+    def lock_file(self) -> Path:
+        """Held by the process that trains the run (:mod:`onceforall.run.lock`); eval/ and search/ have their own."""
+        return self.path / ".lock"
+
+
+def read_eval_cache(path: Path, values: str) -> dict[str, Any]:
+    """An evaluation cache (``eval/cache.json``: key -> accuracy, ``values="numbers"``; ``eval/correct.json``: key
+    -> packed per-image mask, ``values="strings"``), empty if there is none. A damaged one (not JSON, cut short,
+    wrong shape) holds nothing that can be trusted but nothing that cannot be measured again: it is moved aside
+    to ``<name>.damaged-<time>`` with a one-line warning and the cache starts empty, so eval and export go on."""
+    if not path.exists():
+        return {}
+    ok = is_number if values == "numbers" else (lambda v: isinstance(v, str))
+    try:
+        data = read_json(path, "eval cache")
+        bad = next((k for k, v in data.items() if not ok(v)), None)
+        if bad is not None:
+            raise JSONFileError(f"eval cache {path} holds {data[bad]!r} at {bad!r}, not {values[:-1]}", path)
+    except JSONFileError as e:
+        aside = path.with_name(f"{path.name}.damaged-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
+        os.replace(path, aside)
+        warnings.warn(f"{e}; moved it to {aside.name}, measuring again", stacklevel=2)
+        return {}
+    return data
 
 
 class MetricsError(ValueError):

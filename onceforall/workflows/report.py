@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.pareto import bootstrap_ci
+from ..core.util import JSONFileError, read_json
 from ..run.rundir import LoadedRun, RunDir
 from .scores import curve_scores, read_curve_correct
 
@@ -173,7 +174,12 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
         c = run.read_cost()
         if c is None:
             raise ValueError(f"run {d} has no cost.json; it never finished a training session")
-        r = json.loads(pj.read_text())
+        r = read_json(pj, "eval result", fix=f"run `onceforall eval {d}` again")
+        missing = [k for k in ("strategy", "smallest", "largest", "mean_pareto_acc", "curve", "buckets", "space",
+                               "macs_range") if k not in r]
+        if missing:
+            raise JSONFileError(f"eval result {pj} has no '{missing[0]}': not written by this version's "
+                                f"`onceforall eval`; run `onceforall eval {d}` again", pj)
         results.append(r)
         metrics.append(run.read_metrics())
         rows.append({

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .core.registry import get_space, list_spaces
-from .core.util import ensure_writable, first_line, os_error_text
+from .core.util import ensure_writable, first_line, os_error_text, remove_stale_tmp
 from .core.version import __version__
 
 __all__ = ["main"]
@@ -105,7 +105,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _writer(folder: Path, what: str):
     """The lock of a folder a command writes (one eval, one search of a run at a time), stale temporary files of a
     killed write removed."""
-    from .core.util import remove_stale_tmp
     from .run.lock import RunLock
 
     lock = RunLock(folder, what).acquire()
@@ -146,6 +145,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.front and any(len(b) > 1 or {"memory", "params"} & b.keys() for b in budgets):
         raise CLIError("search: --memory, --params and joint budgets of several kinds are read off a front; "
                        "add --front")
+    if args.memory_dtype is not None and not (args.memory or "memory" in (args.costs or "").split(",")):
+        raise CLIError(f"search: --memory-dtype {args.memory_dtype} applies to the peak-memory cost only; add "
+                       "--front --costs macs,memory or a --memory budget, or drop it")
     run = load_run(args.run)
     ensure_writable(run.dir.search_dir)
     with _writer(run.dir.search_dir, "search"):
@@ -171,7 +173,7 @@ def _search(run, args: argparse.Namespace, budgets: list[dict]) -> int:
     front = load_front(path) if path.exists() and not args.rebuild else None
     if front is None or front["step"] != run.step or not set(costs) <= set(front["costs"]) or \
             (args.costs and costs != front["costs"]):
-        front = build_front(run, costs, latency_table=args.latency_table, memory_dtype=args.memory_dtype,
+        front = build_front(run, costs, latency_table=args.latency_table, memory_dtype=args.memory_dtype or "float32",
                             samples=args.samples or 120,
                             selection_images=args.selection_images or None, measure=args.measure, seed=args.seed,
                             progress=say)
@@ -189,7 +191,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .workflows.export import arch_from_search, export_run, resolve_arch
 
     run = load_run(args.run)
-    ensure_writable(args.out or run.dir.exports_dir)
+    remove_stale_tmp(ensure_writable(args.out or run.dir.exports_dir))  # what a killed export left
     if args.from_front:
         from .workflows.export import archs_from_front
         from .workflows.front import budget_label, parse_budgets
@@ -197,6 +199,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         budgets = parse_budgets(args.macs or args.budgets, args.latency_ms, args.memory, args.params)
         for budget, arch in archs_from_front(run, args.from_front, budgets, progress=None if args.quiet else _say):
             out = Path(args.out or run.dir.exports_dir) / budget_label(budget)
+            remove_stale_tmp(out)
             result = export_run(run, arch, out_dir=out, onnx=args.onnx, torchscript=args.torchscript,
                                 threads=args.threads)
             print(result.describe())
@@ -238,10 +241,8 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     else:
         space = get_space(args.space, args.width_mult, args.resolutions, num_classes=args.num_classes,
                           in_channels=args.in_channels)
-    if args.out:
-        from pathlib import Path
-
-        ensure_writable(Path(args.out).parent)
+    # prove the output folder writable before measuring (minutes), not after
+    ensure_writable(Path(args.out).parent if args.out else (args.run or "."))
     result = make_latency_table(space, backend=args.backend, threads=args.threads, batch=args.batch, out=args.out,
                                 run_dir=args.run, check=args.check, seed=args.seed,
                                 progress=None if args.quiet else _say)
@@ -396,8 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "every budget off it; budgets of several kinds are joint constraints")
     p.add_argument("--costs", help="costs the front minimizes, comma-separated: macs, latency, memory, params "
                                    "(default macs, plus the kinds of the budgets given)")
-    p.add_argument("--memory-dtype", default="float32",
-                   help="element type of the peak-memory cost: float32, float16, bfloat16, int8 (default float32)")
+    p.add_argument("--memory-dtype", default=None,
+                   help="element type of the peak-memory cost: float32, float16, bfloat16, int8 (default float32; "
+                        "only with a memory cost: --costs ...memory or --memory)")
     p.add_argument("--measure", type=int, default=12,
                    help="front members measured on the whole selection and test splits (default 12)")
     p.add_argument("--rebuild", action="store_true", help="search the front again even if RUN/search/front.json fits")
@@ -479,9 +481,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may look like an option to argparse (a negative number: --macs -5M): joined as --macs=-5M so
+# that the value reaches its own check and a one-line error naming it, not argparse's "expected one argument".
+_NUMBER_OPTIONS = ("--macs", "--latency-ms", "--memory", "--params", "--budgets", "--eps", "--seed")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if argv[i] in _NUMBER_OPTIONS and len(nxt) > 1 and nxt[0] == "-" and nxt[1] in ".0123456789":
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     # dotted overrides may come anywhere, also after options (argparse only collects them before)
     if hasattr(args, "overrides"):
         args.overrides = list(args.overrides) + [e for e in extra if "=" in e and not e.startswith("-")]

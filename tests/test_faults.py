@@ -577,3 +577,75 @@ def test_damaged_eval_cache_is_set_aside_with_a_warning_and_rebuilt(tmp_path):
     assert aside == ["cache.json"] * 3 + ["correct.json"] * 3  # nothing deleted
     (eval_dir / "cache.json").write_text('{"k": 81.5}')  # a good cache is read as it is, silently
     assert Evaluator(run).cache == {"k": 81.5}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Silent or unclear cases: one line naming the field or file
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_unusable_checkpoint_files_and_init_from_spaces_are_named(tmp_path):
+    import onceforall as ofa
+    from onceforall.run.rundir import RunError, load_initial_weights
+
+    for name, content, needle in (("empty.pt", b"", "is empty (0 bytes)"),
+                                  ("notes.pt", b"these are my notes\n", "not a torch checkpoint at all")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(tmp_path / name)
+        assert needle in str(e.value) and str(tmp_path / name) in str(e.value) and "weights_only" not in str(e.value)
+    small = ofa.get_space("mbv3-cifar", width_mult=0.25, resolutions=(16,), num_classes=10)
+    theirs = ofa.build_supernet(ofa.get_space("mbv3-cifar", width_mult=0.5, resolutions=(16,), num_classes=10))
+    save_checkpoint(tmp_path / "w05.pt", {"space": theirs.space.identity(), "model": theirs.state_dict()})
+    with pytest.raises(RunError) as e:
+        load_initial_weights(ofa.build_supernet(small), tmp_path / "w05.pt")
+    msg = str(e.value)
+    assert "trained with model.width_mult 0.5, this run builds 0.25" in msg and len(msg) < 300, msg
+
+
+def test_data_root_file_subset_cap_full_disk_and_stale_temporaries(tmp_path):
+    from onceforall.core.util import atomic_write, remove_stale_tmp
+    from onceforall.data import DataError, load_dataset
+
+    f = tmp_path / "fashion.tar"
+    f.write_text("not a folder")
+    with pytest.raises(DataError, match=re.escape(f"data.root {f} is a file, not a folder; expected")):
+        load_dataset("fashion-mnist", str(f), "train", 28)
+
+    def full(tmp):
+        raise OSError(28, "No space left on device")  # what write() raises: no file name
+
+    with pytest.raises(OSError) as e:
+        atomic_write(tmp_path / "cost.json", full)
+    assert e.value.filename == str(tmp_path / "cost.json") and e.value.errno == 28
+    assert not list(tmp_path.glob(".*.tmp"))
+    # a killed writer's temporary file (dead pid in its name) goes; a live writer's stays
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f".model.pt.p{int(dead.stdout)}.x1y2.tmp"
+    live = tmp_path / f".model.pt.p{os.getpid()}.a3b4.tmp"
+    left.write_text("half")
+    live.write_text("half")
+    assert remove_stale_tmp(tmp_path) == [left] and live.exists()
+
+
+@needs_fashion
+def test_train_subset_above_the_dataset_is_pointed_out():
+    from onceforall.run.setup import build_data
+
+    with pytest.warns(UserWarning, match=r"data.train_subset: 100000 is more than the 59\d\d\d training images "
+                                         r"fashion-mnist has after the held-out split; using all of them"):
+        build_data(load_config("fashion-mnist-quick", ["data.train_subset=100000", "data.val_split=1000"]), 16,
+                   training=False)
+
+
+def test_compare_says_why_a_difference_is_missing(tmp_path):
+    from onceforall.workflows.report import _unpaired_reason
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        (d / "eval").mkdir(parents=True)
+    assert _unpaired_reason(b, a, "a") == "a has no eval/curve_correct.json: evaluate it again"
+    (a / "eval" / "curve_correct.json").write_text("{}")
+    assert _unpaired_reason(b, a, "a") == "b has no eval/curve_correct.json: evaluate it again"
+    (b / "eval" / "curve_correct.json").write_text("{}")
+    assert _unpaired_reason(b, a, "a") == "evaluated on other test images than a"

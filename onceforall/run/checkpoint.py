@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +113,17 @@ def _older(path: Path) -> str:
 
 def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     """Load and verify one file (no hint)."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): not a checkpoint, or its write never happened")
+    if not zipfile.is_zipfile(path):  # torch's own message would suggest weights_only=False: never for our files
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated, or not a torch checkpoint at all: a "
+                              "text file or another format)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, bad magic, disallowed global, ...
+        why = "it holds objects other than tensors and plain values" if "weights_only" in str(e) else first_line(e)
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated or not a onceforall checkpoint): "
-                              f"{first_line(e)}") from None
+                              f"{why}") from None
     if not isinstance(state, dict) or state.get("format") not in (1, FORMAT):
         raise CheckpointError(f"checkpoint {path} is not a onceforall training checkpoint (format {FORMAT})")
     if state["format"] == FORMAT:

@@ -334,8 +334,12 @@ def load_initial_weights(net: Supernet, source: str | Path) -> Path:
     if theirs.with_io(num_classes=ours.num_classes).skeleton_key() != ours.skeleton_key() or \
             [(st.depths, st.kernels, st.expands) for st in theirs.stages] != \
             [(st.depths, st.kernels, st.expands) for st in ours.stages]:
-        raise RunError(f"train.init_from: {path} was trained on space {ck['space']}; this run builds "
-                       f"{ours.identity()} (name, width, stage choices and input channels must match)")
+        a, b = ck["space"], ours.identity()
+        diff = [k for k in dict.fromkeys([*a, *b]) if k not in ("num_classes", "resolutions") and a.get(k) != b.get(k)]
+        what = (f"model.{diff[0]} {a.get(diff[0])!r}, this run builds {b.get(diff[0])!r}" if diff else
+                "other stage choices (depths, kernels or expands) than this run's")
+        raise RunError(f"train.init_from: {path} was trained with {what} (space name, width_mult, in_channels and "
+                       "stage choices must match; classes and resolutions may differ)")
     state = dict(ck["model"])
     if theirs.num_classes != ours.num_classes:
         fresh = net.state_dict()

@@ -206,6 +206,9 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
     for row in rows:
         row["cost_ratio"] = row["device_hours"] / ref["device_hours"] if ref["device_hours"] else None
     paired = _paired_correct([Path(d) for d in run_dirs], rows.index(ref))
+    for row, d, data in zip(rows, run_dirs, paired):
+        row["diff_note"] = None if data is not None else _unpaired_reason(Path(d), Path(run_dirs[rows.index(ref)]),
+                                                                         ref["method"])
     _paired_differences(rows, results, paired, rows.index(ref))
     per_point = point_differences(rows, results, paired, rows.index(ref))
     out = Path(out_dir)
@@ -234,6 +237,14 @@ def _paired_correct(run_dirs: list[Path], ref: int) -> list[dict | None]:
     return [c if c is not None and c["fingerprint"] == data[ref]["fingerprint"] else None for c in data]
 
 
+def _unpaired_reason(run: Path, ref_run: Path, ref: str) -> str:
+    """Why a run has no paired Δ against the reference (said in compare.md instead of a bare "–")."""
+    for d in (ref_run, run):
+        if not (d / "eval" / "curve_correct.json").is_file():
+            return f"{d.name} has no eval/curve_correct.json: evaluate it again"
+    return f"evaluated on other test images than {ref}"
+
+
 def _paired_differences(rows: list[dict], results: list[dict], paired: list[dict | None], ref: int) -> None:
     """Mean Pareto accuracy minus the reference run's, with a paired bootstrap interval over the test images,
     for runs evaluated on the same images (same fingerprint); None elsewhere. A run whose space spans another
@@ -248,7 +259,8 @@ def _paired_differences(rows: list[dict], results: list[dict], paired: list[dict
         if r["macs_range"] != r_ref["macs_range"]:
             window = (max(r["macs_range"][0], r_ref["macs_range"][0]), min(r["macs_range"][1], r_ref["macs_range"][1]))
             if window[0] >= window[1]:
-                continue  # no MACs in common
+                row["diff_note"] = "no MACs range in common with the reference"
+                continue
             row["diff_macs_lo"], row["diff_macs_hi"] = window
         diff = (curve_scores(r["curve"], data["correct"], *r["macs_range"], window=window)
                 - curve_scores(r_ref["curve"], ref_data["correct"], *r_ref["macs_range"], window=window))
@@ -341,6 +353,8 @@ def _compare_markdown(rows: list[dict], ref: dict, r0: dict) -> str:
     for r in rows:
         ratio = f"{r['cost_ratio']:.2f}x" if r["cost_ratio"] is not None else "–"
         delta = "–" if r["diff_vs_ref"] is None else f"{r['diff_vs_ref']:+.2f}"
+        if r["diff_vs_ref"] is None and r.get("diff_note"):
+            delta += f" ({r['diff_note']})"
         if r["diff_macs_lo"] is not None:
             delta += f" (over {_m(r['diff_macs_lo'])}–{_m(r['diff_macs_hi'])})"
         lines.append(

@@ -73,11 +73,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: train the quick DεpS preset on Fashion-MNIST, evaluate its Pareto
     front, search two MACs budgets, export the best subnet (safetensors + sidecar + ONNX)."""
+    from .run.progress import Heartbeat
     from .workflows.demo import run_demo
 
-    run_demo(config=args.config, overrides=args.overrides, out_dir=args.out_dir, name=args.name, run=args.run,
-             per_bucket=args.per_bucket, selection_images=args.selection_images, samples=args.samples)
-    return 0
+    with Heartbeat(lambda text: print(text, flush=True)) as say:
+        done = run_demo(config=args.config, overrides=args.overrides, out_dir=args.out_dir, name=args.name,
+                        run=args.run, per_bucket=args.per_bucket, selection_images=args.selection_images,
+                        samples=args.samples, say=say)
+    return 0 if done is not None else 130
 
 
 def _say(text: str) -> None:
@@ -95,8 +98,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    with _writer(run.dir.eval_dir, "eval"):
-        r = _eval(run, args)
+    with _writer(run.dir.eval_dir, "eval"), _heartbeat(args.quiet) as say:
+        r = _eval(run, args, say)
     print(pareto_table(r))
     print(f"wrote {run.dir.eval_dir}/pareto.json, pareto.csv, report.md, pareto.png")
     return 0
@@ -112,14 +115,23 @@ def _writer(folder: Path, what: str):
     return lock
 
 
-def _eval(run, args: argparse.Namespace):
+def _heartbeat(quiet: bool = False):
+    """The progress sink of a long command: stderr lines, and one at least every 30 s while it works."""
+    import contextlib
+
+    from .run.progress import Heartbeat
+
+    return contextlib.nullcontext(None) if quiet else Heartbeat(_say)
+
+
+def _eval(run, args: argparse.Namespace, say):
     from .workflows.evaluate import evaluate_run
 
     return evaluate_run(run, per_bucket=args.per_bucket, uniform=not args.no_uniform,
                         selection_images=None if args.selection_images == 0 else args.selection_images,
                         search_per_bucket=args.search_per_bucket, search_rounds=args.search_rounds,
                         finalists=args.finalists, seed=args.seed,
-                        progress=None if args.quiet else _say)
+                        progress=say)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -150,15 +162,14 @@ def cmd_search(args: argparse.Namespace) -> int:
                        "--front --costs macs,memory or a --memory budget, or drop it")
     run = load_run(args.run)
     ensure_writable(run.dir.search_dir)
-    with _writer(run.dir.search_dir, "search"):
-        return _search(run, args, budgets)
+    with _writer(run.dir.search_dir, "search"), _heartbeat(args.quiet) as say:
+        return _search(run, args, budgets, say)
 
 
-def _search(run, args: argparse.Namespace, budgets: list[dict]) -> int:
+def _search(run, args: argparse.Namespace, budgets: list[dict], say) -> int:
     from .workflows.front import build_front, front_table, load_front, read_budgets
     from .workflows.search import run_search, search_table
 
-    say = None if args.quiet else _say
     if not args.front:
         for b in budgets:
             result = run_search(run, macs=b.get("macs"), latency_ms=b.get("latency"),
@@ -243,9 +254,9 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
                           in_channels=args.in_channels)
     # prove the output folder writable before measuring (minutes), not after
     ensure_writable(Path(args.out).parent if args.out else (args.run or "."))
-    result = make_latency_table(space, backend=args.backend, threads=args.threads, batch=args.batch, out=args.out,
-                                run_dir=args.run, check=args.check, seed=args.seed,
-                                progress=None if args.quiet else _say)
+    with _heartbeat(args.quiet) as say:
+        result = make_latency_table(space, backend=args.backend, threads=args.threads, batch=args.batch,
+                                    out=args.out, run_dir=args.run, check=args.check, seed=args.seed, progress=say)
     table = result.table
     print(f"wrote {result.path}: {len(table.entries)} layers, {table.backend}, {table.threads} thread(s), "
           f"batch {table.batch}, {table.device}")

@@ -649,3 +649,60 @@ def test_compare_says_why_a_difference_is_missing(tmp_path):
     assert _unpaired_reason(b, a, "a") == "b has no eval/curve_correct.json: evaluate it again"
     (b / "eval" / "curve_correct.json").write_text("{}")
     assert _unpaired_reason(b, a, "a") == "evaluated on other test images than a"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Progress that tells the truth
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@needs_fashion
+def test_progress_line_every_step_window_without_nan_before_the_first_row(tmp_path, capsys, monkeypatch):
+    import onceforall.workflows.train as train_mod
+
+    class Every(train_mod.Progress):  # a log file's 30 s, shortened to 0: one line per step
+        def __init__(self, mode, enabled):
+            super().__init__("auto", enabled, every_s=0.0)
+
+    monkeypatch.setattr(train_mod, "Progress", Every)
+    capsys.readouterr()
+    train(_cfg("train.epochs=1", "train.log_every=100", "train.stop_after_steps=4"), tmp_path / "r")  # no row yet
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "ETA" in ln]
+    assert [int(re.search(r"step (\d+)/8", ln).group(1)) for ln in lines] == list(range(1, 5))
+    assert all(re.search(r" loss \d+\.\d{3} .* \d+ img/s ETA", ln) for ln in lines), lines
+    assert not any("nan" in ln or " 0 img/s" in ln for ln in lines), lines
+
+
+def test_progress_text_counters_heartbeat_and_predictor_figures():
+    from onceforall.run.progress import Heartbeat, counter
+    from onceforall.workflows.search import predictor_quality
+    from onceforall.workflows.train import progress_text
+
+    assert progress_text(3, 8, 2, 16, 0.0, 0.1, {}, "?") == "epoch   0.38/2 step 3/16 eps 0 lr 0.1 ETA ?"
+    # OFA-PS expand phases train no full pass: the line shows the role it has
+    assert " loss_max 1.250 " in progress_text(3, 8, 2, 16, 0.0, 0.1, {"loss_max": 1.25, "img_per_s": 9.0}, "1s")
+    said = []
+    tick = counter(said.append, "subnets", every_s=1000)
+    for i in range(1, 6):
+        tick(i, 5)
+    assert said == ["  subnets: 1/5", "  subnets: 5/5"]
+    said.clear()
+    with Heartbeat(said.append, every_s=0.2) as say:
+        say("measuring 12 subnets")
+        time.sleep(0.7)
+    assert said[0] == "measuring 12 subnets" and len(said) >= 3
+    assert all(s.startswith("  ... still at it (") and s.endswith("s): measuring 12 subnets") for s in said[1:])
+    assert predictor_quality({"pairs": 5, "heldout_rmse": None}) == "too few pairs for a held-out error (5 measured)"
+    assert predictor_quality({"pairs": 50, "heldout_rmse": 1.234, "heldout_kendall_tau": None,
+                              "heldout_top10": 0.5}) == "held-out RMSE 1.23 points, top-10% hit rate 0.50"
+
+
+@needs_fashion
+def test_demo_stopped_in_training_says_how_to_go_on(tmp_path):
+    from onceforall.workflows.demo import run_demo
+
+    said = []
+    assert run_demo(overrides=[*TINY, "train.stop_after_steps=2", "train.progress=off"], out_dir=str(tmp_path),
+                    name="d", say=said.append) is None
+    assert f"onceforall train --resume {tmp_path / 'd'}, then onceforall demo --run {tmp_path / 'd'}" in said[-1]
+    assert "train.stop_after_steps" in said[-1]

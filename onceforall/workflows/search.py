@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 
 from ..core.space import Space
+from ..run.progress import counter
 from ..run.rundir import LoadedRun
 from ..specialize.latency import LatencyTable, build_latency_table
 from ..specialize.search import AccuracyPredictor, CostFn, check_budget, evolutionary_search, format_cost, parse_budget
@@ -49,15 +50,28 @@ def fit_predictor(run: LoadedRun, ev: Evaluator, samples: int, images: int | Non
     if len(pairs) < samples:
         extra = [a for a in candidate_archs(run.space, per_bucket=max(2, samples // 6 + 1), uniform=False,
                                             seed=seed + 1) if a not in pairs][: samples - len(pairs)]
-        say(f"measuring {len(extra)} more subnets for the accuracy predictor "
-            f"({images or 'all'} {run.selection_split} images each)")
-        ev.accuracy(extra, "selection", images)
+        n = len(ev.batches("selection", images)[0].ds)  # images beyond the split's size: all of them
+        say(f"measuring {len(extra)} more subnets for the accuracy predictor ({n} images each, of the "
+            f"{run.selection_split})")
+        ev.accuracy(extra, "selection", images, progress=counter(say, "predictor subnets"))
         pairs = ev.measured("selection", images)
     predictor = AccuracyPredictor(run.space, seed=seed)
     report = predictor.fit(list(pairs), list(pairs.values()), seed=seed)
-    say(f"predictor: {report['pairs']} measured subnets, held-out RMSE {report['heldout_rmse']}, Kendall tau "
-        f"{report['heldout_kendall_tau']}, top-10% hit rate {report['heldout_top10']}")
+    say(f"predictor: {report['pairs']} measured subnets, {predictor_quality(report)}")
     return predictor, report
+
+
+def predictor_quality(report: dict) -> str:
+    """The predictor's held-out figures as text; what is missing (too few pairs to hold some out) is said, not
+    printed as None."""
+    if report.get("heldout_rmse") is None:
+        return f"too few pairs for a held-out error ({report.get('pairs')} measured)"
+    text = f"held-out RMSE {report['heldout_rmse']:.2f} points"
+    if report.get("heldout_kendall_tau") is not None:
+        text += f", Kendall tau {report['heldout_kendall_tau']:.2f}"
+    if report.get("heldout_top10") is not None:
+        text += f", top-10% hit rate {report['heldout_top10']:.2f}"
+    return text
 
 
 def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: float | None = None,
@@ -102,8 +116,8 @@ def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: f
         best.append((full, float(predictor.predict([full])[0]), cost_fn(full), "full model"))
     archs = [a for a, *_ in best]
     say(f"measuring the best {len(best)} candidates on the whole {run.selection_split} and test splits")
-    chosen = evaluator.accuracy(archs, "selection")
-    measured = evaluator.accuracy(archs, "test")
+    chosen = evaluator.accuracy(archs, "selection", progress=counter(say, f"on the whole {run.selection_split}"))
+    measured = evaluator.accuracy(archs, "test", progress=counter(say, f"on the whole {run.report_split} split"))
     result = {
         "run": str(run.run_dir), "step": run.step, "budget": budget, "unit": unit,
         "budget_text": format_cost(budget, unit), "seed": seed,
@@ -128,8 +142,7 @@ def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: f
 def search_table(r: dict) -> str:
     """A search result as a plain-text table."""
     p = r["predictor"]
-    err = f"held-out RMSE {p['heldout_rmse']:.2f} points, Kendall tau {p['heldout_kendall_tau']:.2f}" \
-        if p.get("heldout_rmse") is not None else "too few pairs for a held-out error"
+    err = predictor_quality(p)
     es = r["eval_set"]
     rows = [f"budget {r['budget_text']}: predictor trained on {p['pairs']} measured subnets ({err})",
             f"chosen on the {es.get('selection_split', 'test')} split, reported on {es['split']}; * = chosen",

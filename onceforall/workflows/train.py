@@ -136,6 +136,18 @@ def eta(seconds_so_far: float, steps_done: int, steps_left: int) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
+def progress_text(t: int, spe: int, epochs: int, total: int, eps: float, lr: float, row: dict[str, Any],
+                  eta_text: str) -> str:
+    """The progress line after step ``t``: loss (the full model's, else the first role's: OFA-PS's expand phases
+    train no full pass) and throughput only once measured, never as ``nan`` or ``0 img/s``."""
+    losses = [k for k in row if k.startswith("loss_")]
+    key = "loss_full" if "loss_full" in row else (losses[0] if losses else None)
+    loss = f" {key.replace('_full', '')} {row[key]:.3f}" if key else ""
+    speed = f" {row['img_per_s']:.0f} img/s" if row.get("img_per_s") else ""
+    return (f"epoch {t / spe:6.2f}/{epochs} step {t}/{total}{loss} eps {eps:.3g} lr {lr:.3g}{speed} "
+            f"ETA {eta_text}")
+
+
 def write_cost(run: RunDir, state: dict, cfg: Config, d: distributed.Dist, device: str, epochs_done: float) -> dict:
     wall = state["train_seconds"] + state["eval_seconds"]
     hours = wall * d.world / 3600.0
@@ -469,12 +481,11 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
                         metrics.write(row)
                         shown = row
                     end_of_epoch = t % spe == 0
-                    if t % t_cfg.log_every == 0 or t == total or end_of_epoch:  # a log file gets each epoch end
-                        progress.update(f"epoch {t / spe:6.2f}/{t_cfg.epochs} step {t}/{total} "
-                                        f"loss {shown.get('loss_full', float('nan')):.3f} eps {plan.eps:.3g} "
-                                        f"lr {shown.get('lr', 0.0):.3g} {shown.get('img_per_s', 0.0):.0f} img/s "
-                                        f"ETA {eta(state['train_seconds'] - start_seconds, t - start_step, total - t)}",
-                                        epoch_end=end_of_epoch)
+                    # every step: a terminal's line is live, a log file gets one every 30 s and each epoch end
+                    progress.update(progress_text(t, spe, t_cfg.epochs, total, plan.eps, lr_at(t - 1),
+                                                  shown or log.peek(),
+                                                  eta(state['train_seconds'] - start_seconds, t - start_step,
+                                                      total - t)), epoch_end=end_of_epoch)
                     if end_of_epoch or t == total:
                         done = t // spe
                         if t == total:
@@ -538,6 +549,13 @@ class _LogWindow:
         self.seconds += seconds
         self.wait += wait
         self.images += images
+
+    def peek(self) -> dict[str, float]:
+        """The averages so far, without starting a new window (for the progress line before the first row)."""
+        row = {f"loss_{k}": sum(v) / len(v) for k, v in self.losses.items()}
+        if self.seconds:
+            row["img_per_s"] = self.images / self.seconds
+        return row
 
     def flush(self) -> dict[str, float]:
         row = {f"loss_{k}": round(sum(v) / len(v), 5) for k, v in self.losses.items()}

@@ -673,7 +673,7 @@ def test_progress_line_every_step_window_without_nan_before_the_first_row(tmp_pa
     assert not any("nan" in ln or " 0 img/s" in ln for ln in lines), lines
 
 
-def test_progress_text_counters_heartbeat_and_predictor_figures():
+def test_progress_text_counters_heartbeat_and_predictor_figures(capsys):
     from onceforall.run.progress import Heartbeat, counter
     from onceforall.workflows.search import predictor_quality
     from onceforall.workflows.train import progress_text
@@ -692,6 +692,14 @@ def test_progress_text_counters_heartbeat_and_predictor_figures():
         time.sleep(0.7)
     assert said[0] == "measuring 12 subnets" and len(said) >= 3
     assert all(s.startswith("  ... still at it (") and s.endswith("s): measuring 12 subnets") for s in said[1:])
+    from onceforall.workflows.train import Progress
+
+    capsys.readouterr()
+    with Progress("auto", True, every_s=0.2).busy("validating at step 8 (64 images)"):  # a log file: not a tty
+        time.sleep(0.7)
+    beats = capsys.readouterr().err.splitlines()
+    assert len(beats) >= 2 and all(re.fullmatch(r"\[\d\d:\d\d:\d\d\] \.\.\. still at it \(\d+ s\): validating at "
+                                                r"step 8 \(64 images\)", b) for b in beats), beats
     assert predictor_quality({"pairs": 5, "heldout_rmse": None}) == "too few pairs for a held-out error (5 measured)"
     assert predictor_quality({"pairs": 50, "heldout_rmse": 1.234, "heldout_kendall_tau": None,
                               "heldout_top10": 0.5}) == "held-out RMSE 1.23 points, top-10% hit rate 0.50"

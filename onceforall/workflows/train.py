@@ -43,6 +43,7 @@ from ..data import DataError
 from ..run.checkpoint import CheckpointError, load_checkpoint, load_model_state, peek_config, save_checkpoint
 from ..run.config import Config, config_from_dict, resume_differences, to_dict
 from ..run.lock import AgentWatch, RunLock, RunLockError
+from ..run.progress import Heartbeat
 from ..run.rundir import MetricsLog, RunDir, load_initial_weights
 from ..run.setup import (
     build_data,
@@ -124,6 +125,15 @@ class Progress:
     def done(self) -> None:
         if self.bar:
             sys.stderr.write("\n")
+
+    def busy(self, what: str) -> contextlib.AbstractContextManager:
+        """While a long pause of the steps runs (validation), a log file still gets a line every ``every_s``."""
+        if not self.on or self.bar:
+            return contextlib.nullcontext()
+        beat = Heartbeat(lambda text: print(f"[{datetime.now().strftime('%H:%M:%S')}] {text.strip()}",
+                                            file=sys.stderr, flush=True), every_s=self.every_s)
+        beat.text = what  # said only if it takes longer than every_s
+        return beat
 
 
 def eta(seconds_so_far: float, steps_done: int, steps_left: int) -> str:
@@ -437,11 +447,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
             if final:
                 row["final"] = True
             val = data.test if final else data.val  # the end of the run reports on the whole test split
-            for role, arch in (("full", eval_space.max()), ("min", eval_space.min())):
-                hits = evaluate_arch(net, arch, data.bn, val, bn_images=cfg.data.bn_images, device=d.device,
-                                     memory_format=fmt)
-                row[f"acc_{role}"] = round(mask_accuracy(hits), 4)
-                row[f"macs_{role}"] = eval_space.macs(arch)
+            with progress.busy(f"validating at step {t} ({len(val.ds)} images)"):
+                for role, arch in (("full", eval_space.max()), ("min", eval_space.min())):
+                    hits = evaluate_arch(net, arch, data.bn, val, bn_images=cfg.data.bn_images, device=d.device,
+                                         memory_format=fmt)
+                    row[f"acc_{role}"] = round(mask_accuracy(hits), 4)
+                    row[f"macs_{role}"] = eval_space.macs(arch)
             row["split"] = report_split(cfg) if final else selection_split(cfg)
             row["images"] = len(val.ds)
             row["seconds"] = round(time.perf_counter() - tic, 3)

@@ -611,6 +611,9 @@ def test_data_root_file_subset_cap_full_disk_and_stale_temporaries(tmp_path):
     f.write_text("not a folder")
     with pytest.raises(DataError, match=re.escape(f"data.root {f} is a file, not a folder; expected")):
         load_dataset("fashion-mnist", str(f), "train", 28)
+    with pytest.raises(DataError):  # the run's lock made its directory: a start that fails leaves none behind
+        train(_cfg(f"data.root={f}"), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
 
     def full(tmp):
         raise OSError(28, "No space left on device")  # what write() raises: no file name

@@ -339,6 +339,7 @@ def hold_run(run_dir: Path, d: distributed.Dist):
     temporary files of writes that a kill interrupted are removed once the lock is ours."""
     job = elastic_restart()
     lock = RunLock(run_dir, "train", job=job[0] if job else None)
+    created = not run_dir.exists()
     refused = ""
     if d.is_main:
         try:
@@ -356,6 +357,9 @@ def hold_run(run_dir: Path, d: distributed.Dist):
         yield lock
     finally:
         lock.release()
+        if created and d.is_main:  # a start that failed before writing anything leaves no empty run directory
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
 
 
 def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dict[str, Any]:

@@ -251,8 +251,8 @@ def test_init_from_copies_weights_and_reinitializes_a_new_classifier(tmp_path):
     for k, v in other.state_dict().items():
         assert torch.equal(v, fresh[k] if k.startswith("head.classifier.") else src[k]), k
     wide = _cfg("model.width_mult=0.5")
-    with pytest.raises(RunError, match=r"train.init_from: .* was trained on space .*'width_mult': 0.25.*; this run "
-                                       r"builds .*'width_mult': 0.5"):
+    with pytest.raises(RunError, match=r"train.init_from: .* was trained with model.width_mult 0.25, this run "
+                                       r"builds 0.5 \(space name, width_mult"):
         load_initial_weights(build_net(wide, build_space(wide).with_io(10, 1)), tmp_path / "src")
     # end to end: the new run starts from those weights with a fresh schedule, and records where they came from
     out = _run_cli(["train", "--config", "fashion-mnist-quick", "--name", "dst", "--out-dir", str(tmp_path),

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .core.registry import get_space, list_spaces
-from .core.util import ensure_writable, first_line, os_error_text
+from .core.util import ensure_writable, first_line, os_error_text, remove_stale_tmp
 from .core.version import __version__
 
 __all__ = ["main"]
@@ -74,11 +74,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: train the quick DεpS preset on Fashion-MNIST, evaluate its Pareto
     front, search two MACs budgets, export the best subnet (safetensors + sidecar + ONNX)."""
+    from .run.progress import Heartbeat
     from .workflows.demo import run_demo
 
-    run_demo(config=args.config, overrides=args.overrides, out_dir=args.out_dir, name=args.name, run=args.run,
-             per_bucket=args.per_bucket, selection_images=args.selection_images, samples=args.samples)
-    return 0
+    with Heartbeat(lambda text: print(text, flush=True)) as say:
+        done = run_demo(config=args.config, overrides=args.overrides, out_dir=args.out_dir, name=args.name,
+                        run=args.run, per_bucket=args.per_bucket, selection_images=args.selection_images,
+                        samples=args.samples, say=say)
+    return 0 if done is not None else 130
 
 
 def _say(text: str) -> None:
@@ -97,10 +100,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    r = evaluate_run(run, _dataclass_from_args(EvalArgs, args), progress=None if args.quiet else _say)
+    with _writer(run.dir.eval_dir, "eval"), _heartbeat(args.quiet) as say:
+        r = evaluate_run(run, _dataclass_from_args(EvalArgs, args), progress=say)
     print(pareto_table(r))
     print(f"wrote {run.dir.eval_dir}/pareto.json, pareto.csv, report.md, pareto.png")
     return 0
+
+
+def _writer(folder: Path, what: str):
+    """The lock of a folder a command writes (one eval, one search of a run at a time), stale temporary files of a
+    killed write removed."""
+    from .run.lock import RunLock
+
+    lock = RunLock(folder, what).acquire()
+    remove_stale_tmp(folder)
+    return lock
+
+
+def _heartbeat(quiet: bool = False):
+    """The progress sink of a long command: stderr lines, and one at least every 30 s while it works."""
+    import contextlib
+
+    from .run.progress import Heartbeat
+
+    return contextlib.nullcontext(None) if quiet else Heartbeat(_say)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -118,8 +141,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     """Best archs of a run under budgets: one predictor + evolution per budget, or read off the run's front."""
     from .run.rundir import load_run
-    from .workflows.front import build_front, front_table, load_front, parse_budgets, read_budgets
-    from .workflows.search import run_search, search_table
+    from .workflows.front import parse_budgets
 
     budgets = parse_budgets(args.macs, args.latency_ms, args.memory, args.params)
     if not args.front and not budgets:
@@ -127,9 +149,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.front and any(len(b) > 1 or {"memory", "params"} & b.keys() for b in budgets):
         raise CLIError("search: --memory, --params and joint budgets of several kinds are read off a front; "
                        "add --front")
+    if args.memory_dtype is not None and not (args.memory or "memory" in (args.costs or "").split(",")):
+        raise CLIError(f"search: --memory-dtype {args.memory_dtype} applies to the peak-memory cost only; add "
+                       "--front --costs macs,memory or a --memory budget, or drop it")
     run = load_run(args.run, overrides=args.overrides)
     ensure_writable(run.dir.search_dir)
-    say = None if args.quiet else _say
+    with _writer(run.dir.search_dir, "search"), _heartbeat(args.quiet) as say:
+        return _search(run, args, budgets, say)
+
+
+def _search(run, args: argparse.Namespace, budgets: list[dict], say) -> int:
+    from .workflows.front import build_front, front_table, load_front, read_budgets
+    from .workflows.search import run_search, search_table
+
     if not args.front:
         for b in budgets:
             result = run_search(run, macs=b.get("macs"), latency_ms=b.get("latency"),
@@ -148,7 +180,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             (args.costs and costs != front["costs"]) or front.get("resolution") != args.resolution or \
             args.predictor is not None:
         front = build_front(run, costs, latency_table=args.latency_table, accept_noisy_table=args.accept_noisy_table,
-                            memory_dtype=args.memory_dtype, predictor=args.predictor, resolution=args.resolution,
+                            memory_dtype=args.memory_dtype or "float32", predictor=args.predictor,
+                            resolution=args.resolution,
                             samples=args.samples or 120,
                             selection_images=args.selection_images or None, measure=args.measure, seed=args.seed,
                             progress=say)
@@ -166,7 +199,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .workflows.export import arch_from_search, export_run, resolve_arch
 
     run = load_run(args.run)
-    ensure_writable(args.out or run.dir.exports_dir)
+    remove_stale_tmp(ensure_writable(args.out or run.dir.exports_dir))  # what a killed export left
     if args.from_front:
         from .workflows.export import archs_from_front
         from .workflows.front import budget_label, parse_budgets
@@ -174,6 +207,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         budgets = parse_budgets(args.macs or args.budgets, args.latency_ms, args.memory, args.params)
         for budget, arch in archs_from_front(run, args.from_front, budgets, progress=None if args.quiet else _say):
             out = Path(args.out or run.dir.exports_dir) / budget_label(budget)
+            remove_stale_tmp(out)
             result = export_run(run, arch, out_dir=out, onnx=args.onnx, torchscript=args.torchscript,
                                 threads=args.threads)
             print(result.describe())
@@ -215,14 +249,13 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     else:
         space = get_space(args.space, args.width_mult, args.resolutions, num_classes=args.num_classes,
                           in_channels=args.in_channels)
-    if args.out:
-        from pathlib import Path
-
-        ensure_writable(Path(args.out).parent)
-    result = make_latency_table(space, backend=args.backend, threads=args.threads, batch=args.batch, out=args.out,
-                                run_dir=args.run, check=args.check, seed=args.seed, repeats=args.repeats,
-                                min_seconds=args.min_seconds, max_error_pct=args.max_error,
-                                progress=None if args.quiet else _say)
+    # prove the output folder writable before measuring (minutes), not after
+    ensure_writable(Path(args.out).parent if args.out else (args.run or "."))
+    with _heartbeat(args.quiet) as say:
+        result = make_latency_table(space, backend=args.backend, threads=args.threads, batch=args.batch,
+                                    out=args.out, run_dir=args.run, check=args.check, seed=args.seed,
+                                    repeats=args.repeats, min_seconds=args.min_seconds, max_error_pct=args.max_error,
+                                    progress=say)
     table = result.table
     print(f"wrote {result.path}: {len(table.entries)} layers, {table.backend}, {table.threads} thread(s), "
           f"batch {table.batch}, {table.device}")
@@ -258,17 +291,11 @@ def cmd_analyze_gradients(args: argparse.Namespace) -> int:
     return 0
 
 
-# Overrides that may change when resuming (they do not change what is computed).
-RESUME_SAFE = ("train.log_every", "train.progress", "train.tensorboard", "train.threads", "data.workers",
-               "train.stop_after_steps", "train.checkpoint_every_steps", "train.eval_every_steps",
-               "data.eval_batch_size")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a supernet (see onceforall.workflows.train for the launch commands)."""
     from pathlib import Path
 
-    from .run.config import field_docs, load_config
+    from .run.config import RESUME_SAFE, field_docs, load_config
     from .run.rundir import RunDir
     from .workflows.train import train
 
@@ -360,7 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset name or YAML file (default fashion-mnist-quick); see `onceforall presets`")
     p.add_argument("--name", default=None, help="run name (default: the preset's name plus a timestamp)")
     p.add_argument("--out-dir", default=None, help="folder of run directories (default train.out_dir, 'runs')")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR exactly (refused while another process writes it; config.yaml "
+                        "and overrides may change only resume-safe fields: logging, threads, device, paths, "
+                        "cadences, stop_after_steps)")
     p.add_argument("--init-from", default=None, metavar="RUN_OR_CHECKPOINT",
                    help="start from another run's weights (fresh optimizer and schedule; train.init_from)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -398,8 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "every budget off it; budgets of several kinds are joint constraints")
     p.add_argument("--costs", help="costs the front minimizes, comma-separated: macs, latency, memory, params "
                                    "(default macs, plus the kinds of the budgets given)")
-    p.add_argument("--memory-dtype", default="float32",
-                   help="element type of the peak-memory cost: float32, float16, bfloat16, int8 (default float32)")
+    p.add_argument("--memory-dtype", default=None,
+                   help="element type of the peak-memory cost: float32, float16, bfloat16, int8 (default float32; "
+                        "only with a memory cost: --costs ...memory or --memory)")
     p.add_argument("--measure", type=int, default=12,
                    help="front members measured on the whole selection and test splits (default 12)")
     p.add_argument("--rebuild", action="store_true", help="search the front again even if RUN/search/front.json fits")
@@ -504,9 +535,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may look like an option to argparse (a negative number: --macs -5M): joined as --macs=-5M so
+# that the value reaches its own check and a one-line error naming it, not argparse's "expected one argument".
+_NUMBER_OPTIONS = ("--macs", "--latency-ms", "--memory", "--params", "--budgets", "--eps", "--seed")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if argv[i] in _NUMBER_OPTIONS and len(nxt) > 1 and nxt[0] == "-" and nxt[1] in ".0123456789":
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     # dotted overrides may come anywhere, also after options (argparse only collects them before)
     if hasattr(args, "overrides"):
         args.overrides = list(args.overrides) + [e for e in extra if "=" in e and not e.startswith("-")]

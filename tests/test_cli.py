@@ -76,3 +76,28 @@ def test_demo_prints_ofa_range_and_trains(tmp_path, capsys):
     assert "k7 e3 d2: 151.29M MACs" in out and "566.17M MACs" in out
     assert re.search(r"full model \d+\.\d+%, smallest subnet \d+\.\d+%", out)
     assert (tmp_path / "d" / "cost.json").exists()
+
+
+def test_unclear_inputs_get_a_one_line_error_naming_the_option(capsys, tmp_path, monkeypatch):
+    """A negative budget reaches its own check (not argparse's "expected one argument"); --memory-dtype without a
+    memory cost is refused instead of ignored; latency-table --run proves the run writable before measuring."""
+    assert main(["search", str(tmp_path), "--macs", "-5M"]) == 2
+    assert "error: --macs: '-5M' is not valid; expected positive numbers" in capsys.readouterr().err
+    assert main(["export", str(tmp_path), "--from-front", "f.json", "--latency-ms", "-2"]) == 2
+    assert "expected one argument" not in capsys.readouterr().err
+    assert main(["search", str(tmp_path), "--macs", "5M", "--memory-dtype", "int4"]) == 2
+    err = capsys.readouterr().err
+    assert "--memory-dtype int4 applies to the peak-memory cost only" in err and err.count("\n") == 1
+    import onceforall.cli as cli
+    import onceforall.run.rundir as rundir
+    import onceforall.workflows.latency as latency
+
+    def readonly(folder):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    measured = []
+    monkeypatch.setattr(rundir, "load_run", lambda *a, **k: type("R", (), {"space": ofa.get_space("mbv3-cifar")}))
+    monkeypatch.setattr(cli, "ensure_writable", readonly)
+    monkeypatch.setattr(latency, "make_latency_table", lambda *a, **k: measured.append(1))
+    assert main(["latency-table", "--run", str(tmp_path)]) == 2
+    assert f"Permission denied: {tmp_path}" in capsys.readouterr().err and not measured

@@ -3,6 +3,7 @@ after a killed worker, image folders with missing, empty or corrupt classes, OS 
 (benchmarks/faults.py repeats the injections many times and counts.)"""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from onceforall.run.checkpoint import (
     save_checkpoint,
 )
 from onceforall.run.config import load_config
-from onceforall.run.rundir import MetricsError, read_metrics
+from onceforall.run.rundir import MetricsError, RunDir, read_metrics
 from onceforall.workflows.train import train
 
 from .helpers import TINY, needs_fashion
@@ -374,3 +375,345 @@ def test_image_that_fails_to_decode_mid_run_stops_with_a_checkpoint(tmp_path):
     out = _cli(["train", "--resume", run])
     assert out.returncode == 0, out.stderr
     assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == 4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One writer per run; resume keeps the run's config
+# ---------------------------------------------------------------------------------------------------------------
+
+# a lock record as RunLock writes it, by a process that does not import torch (fast to start)
+_HOLD = ("import json, os, socket, sys, time\nos.makedirs(sys.argv[1], exist_ok=True)\n"
+         "st = int(open(f'/proc/{os.getpid()}/stat').read().rsplit(')', 1)[1].split()[19])\n"
+         "rec = dict(pid=os.getpid(), host=socket.gethostname(), proc_start=st, started='now', what=sys.argv[2])\n"
+         "open(os.path.join(sys.argv[1], '.lock'), 'x').write(json.dumps(rec))\n"
+         "print('held', flush=True)\ntime.sleep(300)\n")
+
+
+def _holder(folder: Path, what: str = "train") -> subprocess.Popen:
+    """Another process holding ``folder``'s lock (a second writer, as seen from this one)."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder), what], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_run_lock_names_its_holder_and_takes_over_only_dead_or_same_job_locks(tmp_path, capsys):
+    import json
+    import socket
+
+    from onceforall.run.lock import RunLock, RunLockError
+
+    holder = _holder(tmp_path)
+    try:
+        with pytest.raises(RunLockError, match=rf"in use by train \(pid {holder.pid} on {socket.gethostname()}, since"):
+            RunLock(tmp_path, "eval").acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(tmp_path, "train") as lock:  # the holder died without releasing: stale, taken over with a note
+        assert f"stale lock of train (pid {holder.pid}" in capsys.readouterr().err
+        assert lock.note and json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    assert not (tmp_path / ".lock").exists()  # released
+    # a live pid whose process started at another time is a reused pid: stale too
+    live = os.getppid()
+    (tmp_path / ".lock").write_text(json.dumps({"pid": live, "host": socket.gethostname(), "proc_start": 1,
+                                                "started": "x", "what": "train", "job": "J"}))
+    assert RunLock(tmp_path, "train").acquire().note
+    # the live holder itself: refused, unless this is the same torchrun job (its restart)
+    from onceforall.run.lock import _proc_start
+    rec = {"pid": live, "host": socket.gethostname(), "proc_start": _proc_start(live), "started": "x",
+           "what": "train", "job": "J"}
+    (tmp_path / ".lock").write_text(json.dumps(rec))
+    with pytest.raises(RunLockError, match=f"pid {live} "):
+        RunLock(tmp_path, "train", job="K").acquire()
+    assert "earlier attempt" in RunLock(tmp_path, "train", job="J").acquire().note
+    # another host's lock cannot be checked: refused, naming the file to delete
+    (tmp_path / ".lock").write_text(json.dumps({**rec, "host": "elsewhere", "job": None}))
+    with pytest.raises(RunLockError, match=f"delete {tmp_path / '.lock'}"):
+        RunLock(tmp_path, "train").acquire()
+
+
+@needs_fashion
+def test_second_writer_refused_stale_lock_taken_over_and_resume_checks_the_whole_config(tmp_path, capsys):
+    from onceforall.run.lock import RunLockError
+
+    run = tmp_path / "r"
+    holder = _holder(run)
+    try:
+        with pytest.raises(RunLockError, match=re.escape(f"{run} is in use by train (pid {holder.pid} on ")):
+            train(_cfg("train.epochs=1"), run)
+    finally:
+        holder.kill()
+        holder.wait()
+    capsys.readouterr()
+    train(_cfg("train.epochs=1", "train.stop_after_steps=3", "train.progress=off"), run)
+    assert f"taking over a stale lock of train (pid {holder.pid}" in capsys.readouterr().err
+    assert not (run / ".lock").exists()
+    resume = lambda: train(RunDir(run).read_config(), run, resume=True)  # noqa: E731 (what --resume runs)
+    holder = _holder(run)  # a second --resume while one runs: refused, nothing touched
+    try:
+        with pytest.raises(RunLockError, match=f"pid {holder.pid} "):
+            resume()
+    finally:
+        holder.kill()
+        holder.wait()
+    # config.yaml edited between stop and resume: refused outside the resume-safe fields, naming field and values
+    text = (run / "config.yaml").read_text()
+    for edit, needle in (
+        (("  lr: 0.2\n", "  lr: 0.05\n"), "optim.lr is 0.05 in config.yaml but 0.2 in checkpoint"),
+        (("  label_smoothing: 0.1\n", "  label_smoothing: 0.0\n"),
+         "optim.label_smoothing is 0.0 in config.yaml but 0.1"),
+        (("  seed: 0\n", "  seed: 7\n"), "train.seed is 7 in config.yaml but 0"),
+    ):
+        assert edit[0] in text, edit
+        (run / "config.yaml").write_text(text.replace(*edit))
+        with pytest.raises(CheckpointError, match=re.escape(needle)):
+            resume()
+    # resume-safe edits pass; stop_after_steps holds for its invocation only: the resume runs to the end
+    (run / "config.yaml").write_text(text.replace("  log_every: 1\n", "  log_every: 2\n"))
+    resume()
+    assert [r["step"] for r in read_metrics(run) if r["event"] in ("stopped", "end")] == [3, 8]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == 8
+
+
+@needs_fashion
+def test_workers_of_a_dead_torchrun_agent_stop_with_a_checkpoint(tmp_path):
+    """SIGKILL to the torchrun agent: its workers (orphans now) stop together at the next step with a checkpoint
+    and a ``stopped`` row, and release the run's lock, instead of training on unsupervised."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m",
+           "onceforall", "train", "--config", "fashion-mnist-quick", *TINY, "train.progress=off", "--out-dir",
+           tmp_path, "--name", "r"]
+    agent = subprocess.Popen(list(map(str, cmd)), env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = tmp_path / "r"
+    deadline = time.time() + 300
+    while not any(r.get("step", 0) >= 3 for r in read_metrics(run)):
+        assert agent.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    workers = _children(agent.pid)
+    assert len(workers) == 2 and (run / ".lock").exists()
+    agent.kill()
+    agent.wait()
+    deadline = time.time() + 120
+    while any(Path(f"/proc/{w}").exists() for w in workers):
+        assert time.time() < deadline, "orphaned workers still running"
+        time.sleep(0.1)
+    rows = read_metrics(run)
+    assert rows[-1]["event"] == "stopped" and rows[-1]["reason"] == "torchrun agent gone"
+    assert 3 <= rows[-1]["step"] < 16
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == rows[-1]["step"]
+    assert not (run / ".lock").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# JSON files: a bad one is named; a damaged eval cache is set aside and rebuilt
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_every_json_read_names_its_file(tmp_path):
+    from types import SimpleNamespace
+
+    from onceforall.core.util import JSONFileError, read_json
+    from onceforall.workflows.export import arch_from_search
+    from onceforall.workflows.report import compare_runs
+    from onceforall.workflows.scores import read_curve_correct
+
+    f = tmp_path / "x.json"
+    f.write_text('{"a": "unterminated')
+    with pytest.raises(JSONFileError, match=re.escape(f"cache {f} is not valid JSON (Unterminated string")):
+        read_json(f, "cache")
+    f.write_text("[1, 2]")
+    with pytest.raises(JSONFileError, match=re.escape(f"cache {f} holds an array, not an object")):
+        read_json(f, "cache")
+    f.write_bytes(b"\x80\x81 binary")
+    with pytest.raises(JSONFileError, match=re.escape(f"{f} is not valid JSON")):
+        read_json(f, "cache")
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "cost.json").write_text('{"wall_seconds": 1')
+    with pytest.raises(JSONFileError, match=re.escape(f"cost file {run / 'cost.json'} is not valid JSON")):
+        RunDir(run).read_cost()
+    (run / "cost.json").write_text('{"wall_seconds": 1}')
+    (run / "eval" / "pareto.json").write_text('{"strategy": "deps", "smal')
+    with pytest.raises(JSONFileError, match=re.escape(f"eval result {run / 'eval' / 'pareto.json'} is not valid")):
+        compare_runs([run], tmp_path / "cmp")
+    (run / "eval" / "pareto.json").write_text('{"strategy": "deps"}')
+    with pytest.raises(JSONFileError, match="has no 'smallest'"):
+        compare_runs([run], tmp_path / "cmp")
+    cc = run / "eval" / "curve_correct.json"
+    for text, needle in (('{"images": 5, "corr', "is not valid JSON"), ('{"images": "5", "correct": {}}', "lack"),
+                         ('{"images": 5, "correct": {"a": "!!"}}', "does not unpack")):
+        cc.write_text(text)
+        with pytest.raises(JSONFileError, match=re.escape(str(cc)) + ".*" + needle):
+            read_curve_correct(run)
+    with pytest.raises(JSONFileError, match=re.escape(f"search result {f} is not valid JSON")):
+        arch_from_search(SimpleNamespace(), f)
+    f.write_text('{"best": null, "candidates": 3}')
+    with pytest.raises(JSONFileError, match=re.escape(f"--from-search: {f} has no 'best' and no 'candidates'")):
+        arch_from_search(SimpleNamespace(), f)
+
+
+def test_damaged_eval_cache_is_set_aside_with_a_warning_and_rebuilt(tmp_path):
+    from types import SimpleNamespace
+
+    from onceforall.workflows.evaluate import Evaluator
+
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    run = SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(bn_images=8)), dir=RunDir(tmp_path))
+    cases = [('{"step1|test|64|bn8|r16": 81.5, "step1|te', '[]'),   # cut by a crash; a list
+             ('{"k": "81.5"}', '{"k": 3}'),                         # values of the wrong type
+             ('"just a string"', '{"k": "AAE="} trailing')]
+    for cache, correct in cases:
+        (eval_dir / "cache.json").write_text(cache)
+        (eval_dir / "correct.json").write_text(correct)
+        with pytest.warns(UserWarning) as got:
+            ev = Evaluator(run)
+        assert ev.cache == {} and ev.hits == {}
+        msgs = [str(w.message) for w in got]
+        assert len(msgs) == 2 and all("moved it to" in m and "measuring again" in m for m in msgs), msgs
+        assert str(eval_dir / "cache.json") in msgs[0] and str(eval_dir / "correct.json") in msgs[1]
+        assert not (eval_dir / "cache.json").exists() and not (eval_dir / "correct.json").exists()
+    aside = sorted(p.name.split(".damaged-")[0] for p in eval_dir.glob("*.damaged-*"))
+    assert aside == ["cache.json"] * 3 + ["correct.json"] * 3  # nothing deleted
+    (eval_dir / "cache.json").write_text('{"k": 81.5}')  # a good cache is read as it is, silently
+    assert Evaluator(run).cache == {"k": 81.5}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Silent or unclear cases: one line naming the field or file
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_unusable_checkpoint_files_and_init_from_spaces_are_named(tmp_path):
+    import onceforall as ofa
+    from onceforall.run.rundir import RunError, load_initial_weights
+
+    for name, content, needle in (("empty.pt", b"", "is empty (0 bytes)"),
+                                  ("notes.pt", b"these are my notes\n", "not a torch checkpoint at all")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(tmp_path / name)
+        assert needle in str(e.value) and str(tmp_path / name) in str(e.value) and "weights_only" not in str(e.value)
+    small = ofa.get_space("mbv3-cifar", width_mult=0.25, resolutions=(16,), num_classes=10)
+    theirs = ofa.build_supernet(ofa.get_space("mbv3-cifar", width_mult=0.5, resolutions=(16,), num_classes=10))
+    save_checkpoint(tmp_path / "w05.pt", {"space": theirs.space.identity(), "model": theirs.state_dict()})
+    with pytest.raises(RunError) as e:
+        load_initial_weights(ofa.build_supernet(small), tmp_path / "w05.pt")
+    msg = str(e.value)
+    assert "trained with model.width_mult 0.5, this run builds 0.25" in msg and len(msg) < 300, msg
+
+
+def test_data_root_file_subset_cap_full_disk_and_stale_temporaries(tmp_path):
+    from onceforall.core.util import atomic_write, remove_stale_tmp
+    from onceforall.data import DataError, load_dataset
+
+    f = tmp_path / "fashion.tar"
+    f.write_text("not a folder")
+    with pytest.raises(DataError, match=re.escape(f"data.root {f} is a file, not a folder; expected")):
+        load_dataset("fashion-mnist", str(f), "train", 28)
+    with pytest.raises(DataError):  # the run's lock made its directory: a start that fails leaves none behind
+        train(_cfg(f"data.root={f}"), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+    def full(tmp):
+        raise OSError(28, "No space left on device")  # what write() raises: no file name
+
+    with pytest.raises(OSError) as e:
+        atomic_write(tmp_path / "cost.json", full)
+    assert e.value.filename == str(tmp_path / "cost.json") and e.value.errno == 28
+    assert not list(tmp_path.glob(".*.tmp"))
+    # a killed writer's temporary file (dead pid in its name) goes; a live writer's stays
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f".model.pt.p{int(dead.stdout)}.x1y2.tmp"
+    live = tmp_path / f".model.pt.p{os.getpid()}.a3b4.tmp"
+    left.write_text("half")
+    live.write_text("half")
+    assert remove_stale_tmp(tmp_path) == [left] and live.exists()
+
+
+@needs_fashion
+def test_train_subset_above_the_dataset_is_pointed_out():
+    from onceforall.run.setup import build_data
+
+    with pytest.warns(UserWarning, match=r"data.train_subset: 100000 is more than the 59\d\d\d training images "
+                                         r"fashion-mnist has after the held-out split; using all of them"):
+        build_data(load_config("fashion-mnist-quick", ["data.train_subset=100000", "data.val_split=1000"]), 16,
+                   training=False)
+
+
+def test_compare_says_why_a_difference_is_missing(tmp_path):
+    from onceforall.workflows.report import _unpaired_reason
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        (d / "eval").mkdir(parents=True)
+    assert _unpaired_reason(b, a, "a") == "a has no eval/curve_correct.json: evaluate it again"
+    (a / "eval" / "curve_correct.json").write_text("{}")
+    assert _unpaired_reason(b, a, "a") == "b has no eval/curve_correct.json: evaluate it again"
+    (b / "eval" / "curve_correct.json").write_text("{}")
+    assert _unpaired_reason(b, a, "a") == "evaluated on other test images than a"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Progress that tells the truth
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@needs_fashion
+def test_progress_line_every_step_window_without_nan_before_the_first_row(tmp_path, capsys, monkeypatch):
+    import onceforall.workflows.train as train_mod
+
+    class Every(train_mod.Progress):  # a log file's 30 s, shortened to 0: one line per step
+        def __init__(self, mode, enabled):
+            super().__init__("auto", enabled, every_s=0.0)
+
+    monkeypatch.setattr(train_mod, "Progress", Every)
+    capsys.readouterr()
+    train(_cfg("train.epochs=1", "train.log_every=100", "train.stop_after_steps=4"), tmp_path / "r")  # no row yet
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "ETA" in ln]
+    assert [int(re.search(r"step (\d+)/8", ln).group(1)) for ln in lines] == list(range(1, 5))
+    assert all(re.search(r" loss \d+\.\d{3} .* \d+ img/s ETA", ln) for ln in lines), lines
+    assert not any("nan" in ln or " 0 img/s" in ln for ln in lines), lines
+
+
+def test_progress_text_counters_heartbeat_and_predictor_figures(capsys):
+    from onceforall.run.progress import Heartbeat, counter
+    from onceforall.workflows.search import predictor_quality
+    from onceforall.workflows.train import progress_text
+
+    assert progress_text(3, 8, 2, 16, 0.0, 0.1, {}, "?") == "epoch   0.38/2 step 3/16 eps 0 lr 0.1 ETA ?"
+    # OFA-PS expand phases train no full pass: the line shows the role it has
+    assert " loss_max 1.250 " in progress_text(3, 8, 2, 16, 0.0, 0.1, {"loss_max": 1.25, "img_per_s": 9.0}, "1s")
+    said = []
+    tick = counter(said.append, "subnets", every_s=1000)
+    for i in range(1, 6):
+        tick(i, 5)
+    assert said == ["  subnets: 1/5", "  subnets: 5/5"]
+    said.clear()
+    with Heartbeat(said.append, every_s=0.2) as say:
+        say("measuring 12 subnets")
+        time.sleep(0.7)
+    assert said[0] == "measuring 12 subnets" and len(said) >= 3
+    assert all(s.startswith("  ... still at it (") and s.endswith("s): measuring 12 subnets") for s in said[1:])
+    from onceforall.workflows.train import Progress
+
+    capsys.readouterr()
+    with Progress("auto", True, every_s=0.2).busy("validating at step 8 (64 images)"):  # a log file: not a tty
+        time.sleep(0.7)
+    beats = capsys.readouterr().err.splitlines()
+    assert len(beats) >= 2 and all(re.fullmatch(r"\[\d\d:\d\d:\d\d\] \.\.\. still at it \(\d+ s\): validating at "
+                                                r"step 8 \(64 images\)", b) for b in beats), beats
+    assert predictor_quality({"pairs": 5, "heldout_rmse": None}) == "too few pairs for a held-out error (5 measured)"
+    assert predictor_quality({"pairs": 50, "heldout_rmse": 1.234, "heldout_kendall_tau": None,
+                              "heldout_top10": 0.5}) == "held-out RMSE 1.23 points, top-10% hit rate 0.50"
+
+
+@needs_fashion
+def test_demo_stopped_in_training_says_how_to_go_on(tmp_path):
+    from onceforall.workflows.demo import run_demo
+
+    said = []
+    assert run_demo(overrides=[*TINY, "train.stop_after_steps=2", "train.progress=off"], out_dir=str(tmp_path),
+                    name="d", say=said.append) is None
+    assert f"onceforall train --resume {tmp_path / 'd'}, then onceforall demo --run {tmp_path / 'd'}" in said[-1]
+    assert "train.stop_after_steps" in said[-1]

@@ -71,6 +71,15 @@ class Dist:
         if int(t[0]) != digest or int(t[1]) != -digest:
             raise RuntimeError(f"ranks disagree on {what}: rank {self.rank} has {value[:200]}")
 
+    def any(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is true on any (a stop one rank saw, e.g. a signal, taken by all at the
+        same step, so that the checkpoint's collectives meet)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([int(flag)], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def broadcast_module(self, module: torch.nn.Module) -> None:
         """Make every rank start from rank 0's parameters and buffers."""
         if not self.enabled:

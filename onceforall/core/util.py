@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "ensure_writable", "first_line", "is_int", "is_number", "nonfinite_keys", "os_error_text"]
+__all__ = ["atomic_write", "ensure_writable", "first_line", "is_int", "is_number", "nonfinite_keys", "os_error_text",
+           "read_json", "remove_stale_tmp", "JSONFileError"]
+
+
+class JSONFileError(ValueError):
+    """A JSON file that cannot be used (not JSON, cut short, or of the wrong shape); the message names it."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
+def read_json(path: str | Path, what: str, *, expect: type | tuple[type, ...] | None = dict, fix: str = "") -> Any:
+    """The JSON value in file ``path`` (``what`` it is, e.g. "eval cache"), or a one-line :class:`JSONFileError`
+    naming the file when it is not JSON (cut by a crash, not a JSON file at all) or not an ``expect`` (dict: an
+    object, list: an array); ``fix`` (e.g. "run onceforall eval again") ends the message. OS errors propagate."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise JSONFileError(f"{what} {path} is not valid JSON ({first_line(e)}): cut short by a crash or a full "
+                            f"disk, or not a {what} file{'; ' + fix if fix else ''}", path) from None
+    if expect is not None and not isinstance(data, expect):
+        want = {dict: "an object", list: "an array"}.get(expect, str(expect)) if isinstance(expect, type) else \
+            " or ".join({dict: "an object", list: "an array"}.get(t, t.__name__) for t in expect)
+        raise JSONFileError(f"{what} {path} holds {_kind(data)}, not {want}: not a {what} file"
+                            f"{'; ' + fix if fix else ''}", path)
+    return data
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", type(None): "null", bool: "a boolean"}.get(
+        type(v), "a number")
 
 
 def first_line(e: BaseException) -> str:
@@ -67,7 +102,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` for a temporary file next to ``path``, fsync it, then rename it over ``path``:
     readers see the old file or the new one, never a half-written one."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's pid in the name: remove_stale_tmp can tell a killed writer's leftover from a live one's file
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.p{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -75,6 +111,41 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make shared files unreadable to others
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a failed write() (a full disk) names no file: name the one being written
+            raise OSError(e.errno, e.strerror or first_line(e), str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_TMP = re.compile(r"^\..+\.p(\d+)\.[^.]+\.tmp$")
+
+
+def remove_stale_tmp(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` calls left in ``folder`` when they were killed (their
+    writer's pid, in the name, is no longer running); returns the files removed. Files of live writers stay."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob(".*.tmp"):
+        m = _TMP.match(p.name)
+        if m is None or _pid_running(int(m.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -117,6 +117,8 @@ def load_dataset(name: str, root: str | None, split: str, image_size: int) -> Da
     if root is None:
         raise data_error(f"{name}: no root given; expected {entry.layout('<root>')} (set data.root)")
     root = os.fspath(root)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise data_error(f"{name}: data.root {root} is a file, not a folder; expected {entry.layout(root)}")
     if not os.path.isdir(root):
         raise data_error(f"{name}: {root} not found; expected {entry.layout(root)}")
     return entry.reader(root, split, image_size)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from torch import nn
 from ..core.space import Space
 from ..core.util import atomic_write, first_line, nonfinite_keys
 
-__all__ = ["CheckpointError", "content_checksum", "load_checkpoint", "load_model_state", "previous_checkpoint",
+__all__ = ["CheckpointError", "content_checksum", "load_checkpoint", "load_model_state", "peek_config",
+           "previous_checkpoint",
            "save_checkpoint"]
 
 FORMAT = 2
@@ -111,11 +113,17 @@ def _older(path: Path) -> str:
 
 def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     """Load and verify one file (no hint)."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): not a checkpoint, or its write never happened")
+    if not zipfile.is_zipfile(path):  # torch's own message would suggest weights_only=False: never for our files
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated, or not a torch checkpoint at all: a "
+                              "text file or another format)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, bad magic, disallowed global, ...
+        why = "it holds objects other than tensors and plain values" if "weights_only" in str(e) else first_line(e)
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated or not a onceforall checkpoint): "
-                              f"{first_line(e)}") from None
+                              f"{why}") from None
     if not isinstance(state, dict) or state.get("format") not in (1, FORMAT):
         raise CheckpointError(f"checkpoint {path} is not a onceforall training checkpoint (format {FORMAT})")
     if state["format"] == FORMAT:
@@ -147,6 +155,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"checkpoint {path} was trained on space {state.get('space')}; this run builds "
                               f"{space.identity()}")
     return state
+
+
+def peek_config(path: str | Path) -> dict[str, Any] | None:
+    """The ``config`` entry of a checkpoint, read cheaply (tensors memory-mapped, not verified) so that a resume
+    can be refused before any data is read; None when the file cannot be read that way (the full load, which
+    verifies, then says why)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - load_checkpoint reports it properly
+        return None
+    return state.get("config") if isinstance(state, dict) and isinstance(state.get("config"), dict) else None
 
 
 def load_model_state(net: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:

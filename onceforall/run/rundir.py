@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import yaml
 from ..core.registry import space_from_identity
 from ..core.space import Space
 from ..core.supernet import Supernet, build_supernet
-from ..core.util import atomic_write, first_line
+from ..core.util import JSONFileError, atomic_write, first_line, is_number, read_json
 from .checkpoint import content_checksum, load_checkpoint, load_model_state
 from .config import Config, ConfigError, apply_overrides, config_from_dict, load_config, to_dict, to_yaml
 from .setup import (
@@ -47,6 +49,7 @@ __all__ = [
     "RunError",
     "load_initial_weights",
     "load_run",
+    "read_eval_cache",
     "read_metrics",
     "supernet_of_checkpoint",
 ]
@@ -135,10 +138,39 @@ class RunDir:
         return read_metrics(self.path)
 
     def read_cost(self) -> dict | None:
-        return json.loads(self.cost_file.read_text()) if self.cost_file.exists() else None
+        if not self.cost_file.exists():
+            return None
+        return read_json(self.cost_file, "cost file", fix="it is rewritten when the run trains again; move it "
+                                                          "away to go on without costs")
 
     def write_cost(self, cost: dict) -> None:
-        self.cost_file.write_text(json.dumps(cost, indent=2) + "\n")
+        atomic_write(self.cost_file, lambda tmp: tmp.write_text(json.dumps(cost, indent=2) + "\n"))
+
+    @property
+    def lock_file(self) -> Path:
+        """Held by the process that trains the run (:mod:`onceforall.run.lock`); eval/ and search/ have their own."""
+        return self.path / ".lock"
+
+
+def read_eval_cache(path: Path, values: str) -> dict[str, Any]:
+    """An evaluation cache (``eval/cache.json``: key -> accuracy, ``values="numbers"``; ``eval/correct.json``: key
+    -> packed per-image mask, ``values="strings"``), empty if there is none. A damaged one (not JSON, cut short,
+    wrong shape) holds nothing that can be trusted but nothing that cannot be measured again: it is moved aside
+    to ``<name>.damaged-<time>`` with a one-line warning and the cache starts empty, so eval and export go on."""
+    if not path.exists():
+        return {}
+    ok = is_number if values == "numbers" else (lambda v: isinstance(v, str))
+    try:
+        data = read_json(path, "eval cache")
+        bad = next((k for k, v in data.items() if not ok(v)), None)
+        if bad is not None:
+            raise JSONFileError(f"eval cache {path} holds {data[bad]!r} at {bad!r}, not {values[:-1]}", path)
+    except JSONFileError as e:
+        aside = path.with_name(f"{path.name}.damaged-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
+        os.replace(path, aside)
+        warnings.warn(f"{e}; moved it to {aside.name}, measuring again", stacklevel=2)
+        return {}
+    return data
 
 
 LEGACY_SETTINGS = {"strategy.reorganize_mode": "global", "strategy.reorganize_momentum": "true",
@@ -355,8 +387,12 @@ def load_initial_weights(net: Supernet, source: str | Path, say: Any = None) -> 
     if theirs.with_io(num_classes=ours.num_classes).skeleton_key() != ours.skeleton_key() or \
             [(st.depths, st.kernels, st.expands) for st in theirs.stages] != \
             [(st.depths, st.kernels, st.expands) for st in ours.stages]:
-        raise RunError(f"train.init_from: {path} was trained on space {ck['space']}; this run builds "
-                       f"{ours.identity()} (name, width, stage choices and input channels must match)")
+        a, b = ck["space"], ours.identity()
+        diff = [k for k in dict.fromkeys([*a, *b]) if k not in ("num_classes", "resolutions") and a.get(k) != b.get(k)]
+        what = (f"model.{diff[0]} {a.get(diff[0])!r}, this run builds {b.get(diff[0])!r}" if diff else
+                "other stage choices (depths, kernels or expands) than this run's")
+        raise RunError(f"train.init_from: {path} was trained with {what} (space name, width_mult, in_channels and "
+                       "stage choices must match; classes and resolutions may differ)")
     state = dict(ck["model"])
     fresh_keys = []
     if theirs.num_classes != ours.num_classes:

@@ -7,6 +7,7 @@ same thing to each of them.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -105,6 +106,10 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
         train, val = split_holdout(train, holdout, seed=DATA_SEED)
     else:
         val = test
+    if d.train_subset is not None and d.train_subset > len(train):
+        warnings.warn(f"data.train_subset: {d.train_subset} is more than the {len(train)} training images "
+                      f"{d.dataset} has{' after the held-out split' if d.val_split else ''}; using all of them "
+                      f"(valid: 1..{len(train)}, or null for all)", stacklevel=2)
     if d.train_subset is not None and d.train_subset < len(train):
         train = bn_subset(train, d.train_subset, seed=derive_seed(DATA_SEED, "train_subset"))
     val_full = val

@@ -49,7 +49,7 @@ from ..core.seeds import derive_seed
 from ..core.space import Space
 from ..core.util import atomic_write
 from ..data import EvalBatches, subset_order
-from ..run.rundir import LoadedRun
+from ..run.rundir import LoadedRun, read_eval_cache
 from ..specialize.search import AccuracyPredictor, evolutionary_search, nsga2_search
 from .report import write_run_report
 from .scores import curve_scores, fingerprint, pack_mask, unpack_mask, write_curve_correct
@@ -91,8 +91,8 @@ class Evaluator:
         self.bn_images = bn_images or run.cfg.data.bn_images
         self.path = run.dir.eval_dir / "cache.json"
         self.correct_path = run.dir.eval_dir / "correct.json"
-        self.cache: dict[str, float] = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.hits: dict[str, str] = json.loads(self.correct_path.read_text()) if self.correct_path.exists() else {}
+        self.cache: dict[str, float] = read_eval_cache(self.path, "numbers")  # a damaged one: set aside, warned
+        self.hits: dict[str, str] = read_eval_cache(self.correct_path, "strings")
         self.seconds: dict[str, float] = defaultdict(float)
         self.images: dict[str, int] = defaultdict(int)
         self.macs: dict[str, int] = defaultdict(int)

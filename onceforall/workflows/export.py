@@ -3,7 +3,6 @@ written as safetensors + JSON sidecar (+ ONNX, TorchScript) with the run's accur
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from ..core.arch import Arch
 from ..core.bn import recalibrate_bn
 from ..core.devices import device_name
 from ..core.evaluation import at_resolution
+from ..core.util import JSONFileError, read_json
 from ..data.recipe import eval_recipe
 from ..run.rundir import LoadedRun
 from ..specialize.export import export_subnet
@@ -68,10 +68,17 @@ def archs_from_front(run: LoadedRun, path: str | Path, budgets: list[dict[str, f
 def arch_from_search(run: LoadedRun, path: str | Path) -> Arch:
     """The arch a ``search/<budget>.json`` result chose: the candidate best on the selection split (not on the
     test split it reports)."""
-    found = json.loads(Path(path).read_text())
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--from-search: {path} not found (a RUN/search/<budget>.json written by onceforall search)")
+    found = read_json(path, "search result", fix="give a RUN/search/<budget>.json written by onceforall search")
     if found.get("best"):
         return run.space.parse(found["best"])
-    measured = [c for c in found["candidates"] if c.get("measured_acc") is not None]
+    cands = found.get("candidates")
+    if not isinstance(cands, list) or not all(isinstance(c, dict) for c in cands):
+        raise JSONFileError(f"--from-search: {path} has no 'best' and no 'candidates' list: not a search result "
+                            "(a RUN/search/<budget>.json written by onceforall search)", path)
+    measured = [c for c in cands if c.get("measured_acc") is not None]
     if not measured:
         raise ValueError(f"--from-search: {path} has no measured candidate")
     return run.space.parse(max(measured, key=lambda c: c["measured_acc"])["arch"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.pareto import bootstrap_ci
+from ..core.util import JSONFileError, read_json
 from ..run.rundir import LoadedRun, RunDir
 from .scores import curve_scores, read_curve_correct
 
@@ -208,7 +209,12 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
         c = run.read_cost()
         if c is None:
             raise ValueError(f"run {d} has no cost.json; it never finished a training session")
-        r = json.loads(pj.read_text())
+        r = read_json(pj, "eval result", fix=f"run `onceforall eval {d}` again")
+        missing = [k for k in ("strategy", "smallest", "largest", "mean_pareto_acc", "curve", "buckets", "space",
+                               "macs_range") if k not in r]
+        if missing:
+            raise JSONFileError(f"eval result {pj} has no '{missing[0]}': not written by this version's "
+                                f"`onceforall eval`; run `onceforall eval {d}` again", pj)
         results.append(r)
         metrics.append(run.read_metrics())
         rows.append({
@@ -235,6 +241,9 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
     for row in rows:
         row["cost_ratio"] = row["device_hours"] / ref["device_hours"] if ref["device_hours"] else None
     paired = _paired_correct([Path(d) for d in run_dirs], rows.index(ref))
+    for row, d, data in zip(rows, run_dirs, paired):
+        row["diff_note"] = None if data is not None else _unpaired_reason(Path(d), Path(run_dirs[rows.index(ref)]),
+                                                                         ref["method"])
     _paired_differences(rows, results, paired, rows.index(ref))
     per_point = point_differences(rows, results, paired, rows.index(ref))
     out = Path(out_dir)
@@ -263,6 +272,14 @@ def _paired_correct(run_dirs: list[Path], ref: int) -> list[dict | None]:
     return [c if c is not None and c["fingerprint"] == data[ref]["fingerprint"] else None for c in data]
 
 
+def _unpaired_reason(run: Path, ref_run: Path, ref: str) -> str:
+    """Why a run has no paired Δ against the reference (said in compare.md instead of a bare "–")."""
+    for d in (ref_run, run):
+        if not (d / "eval" / "curve_correct.json").is_file():
+            return f"{d.name} has no eval/curve_correct.json: evaluate it again"
+    return f"evaluated on other test images than {ref}"
+
+
 def _paired_differences(rows: list[dict], results: list[dict], paired: list[dict | None], ref: int) -> None:
     """Mean Pareto accuracy minus the reference run's, with a paired bootstrap interval over the test images,
     for runs evaluated on the same images (same fingerprint); None elsewhere. A run whose space spans another
@@ -277,7 +294,8 @@ def _paired_differences(rows: list[dict], results: list[dict], paired: list[dict
         if r["macs_range"] != r_ref["macs_range"]:
             window = (max(r["macs_range"][0], r_ref["macs_range"][0]), min(r["macs_range"][1], r_ref["macs_range"][1]))
             if window[0] >= window[1]:
-                continue  # no MACs in common
+                row["diff_note"] = "no MACs range in common with the reference"
+                continue
             row["diff_macs_lo"], row["diff_macs_hi"] = window
         diff = (curve_scores(r["curve"], data["correct"], *r["macs_range"], window=window)
                 - curve_scores(r_ref["curve"], ref_data["correct"], *r_ref["macs_range"], window=window))
@@ -370,6 +388,8 @@ def _compare_markdown(rows: list[dict], ref: dict, r0: dict) -> str:
     for r in rows:
         ratio = f"{r['cost_ratio']:.2f}x" if r["cost_ratio"] is not None else "–"
         delta = "–" if r["diff_vs_ref"] is None else f"{r['diff_vs_ref']:+.2f}"
+        if r["diff_vs_ref"] is None and r.get("diff_note"):
+            delta += f" ({r['diff_note']})"
         if r["diff_macs_lo"] is not None:
             delta += f" (over {_m(r['diff_macs_lo'])}–{_m(r['diff_macs_hi'])})"
         lines.append(

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.pareto import curve_weights, window_weights
-from ..core.util import atomic_write
+from ..core.util import JSONFileError, atomic_write, first_line, is_int, read_json
 from ..data import EvalBatches
 
 __all__ = ["curve_scores", "fingerprint", "pack_mask", "read_curve_correct", "unpack_mask", "write_curve_correct"]
@@ -23,7 +23,10 @@ def pack_mask(mask: np.ndarray) -> str:
 
 
 def unpack_mask(text: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), count=n).astype(bool)
+    raw = base64.b64decode(text, validate=True)  # binascii.Error (a ValueError) on damaged text
+    if len(raw) != (n + 7) // 8:
+        raise ValueError(f"a mask of {len(raw)} bytes for {n} images")
+    return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n).astype(bool)
 
 
 def fingerprint(batches: EvalBatches) -> str:
@@ -51,8 +54,16 @@ def read_curve_correct(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / "eval" / "curve_correct.json"
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    data["correct"] = {a: unpack_mask(b, data["images"]) for a, b in data["correct"].items()}
+    data = read_json(path, "eval per-image results", fix=f"run `onceforall eval {run_dir}` again")
+    if not is_int(data.get("images")) or not isinstance(data.get("correct"), dict) or \
+            not all(isinstance(v, str) for v in data["correct"].values()):
+        raise JSONFileError(f"eval per-image results {path} lack 'images' (an integer) or 'correct' (arch -> packed "
+                            f"mask): run `onceforall eval {run_dir}` again", path)
+    try:
+        data["correct"] = {a: unpack_mask(b, data["images"]) for a, b in data["correct"].items()}
+    except ValueError as e:
+        raise JSONFileError(f"eval per-image results {path}: a mask does not unpack ({first_line(e)}): run "
+                            f"`onceforall eval {run_dir}` again", path) from None
     return data
 
 

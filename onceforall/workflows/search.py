@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..core.space import Space
+from ..run.progress import counter
 from ..run.rundir import LoadedRun
 from ..specialize.latency import LatencyTable, build_latency_table
 from ..specialize.ofa_formats import load_ofa_latency_lut
@@ -90,15 +91,28 @@ def fit_predictor(run: LoadedRun, ev: Evaluator, samples: int, images: int | Non
     if len(pairs) < samples:
         extra = [a for a in candidate_archs(run.space, per_bucket=max(2, samples // 6 + 1), uniform=False,
                                             seed=seed + 1) if a not in pairs][: samples - len(pairs)]
-        say(f"measuring {len(extra)} more subnets for the accuracy predictor "
-            f"({images or 'all'} {run.selection_split} images each)")
-        ev.accuracy(extra, "selection", images)
+        n = len(ev.batches("selection", images)[0].ds)  # images beyond the split's size: all of them
+        say(f"measuring {len(extra)} more subnets for the accuracy predictor ({n} images each, of the "
+            f"{run.selection_split})")
+        ev.accuracy(extra, "selection", images, progress=counter(say, "predictor subnets"))
         pairs = ev.measured("selection", images)
     predictor = AccuracyPredictor(run.space, seed=seed)
     report = predictor.fit(list(pairs), list(pairs.values()), seed=seed)
-    say(f"predictor: {report['pairs']} measured subnets, held-out RMSE {report['heldout_rmse']}, Kendall tau "
-        f"{report['heldout_kendall_tau']}, top-10% hit rate {report['heldout_top10']}")
+    say(f"predictor: {report['pairs']} measured subnets, {predictor_quality(report)}")
     return predictor, report
+
+
+def predictor_quality(report: dict) -> str:
+    """The predictor's held-out figures as text; what is missing (too few pairs to hold some out) is said, not
+    printed as None."""
+    if report.get("heldout_rmse") is None:
+        return f"too few pairs for a held-out error ({report.get('pairs')} measured)"
+    text = f"held-out RMSE {report['heldout_rmse']:.2f} points"
+    if report.get("heldout_kendall_tau") is not None:
+        text += f", Kendall tau {report['heldout_kendall_tau']:.2f}"
+    if report.get("heldout_top10") is not None:
+        text += f", top-10% hit rate {report['heldout_top10']:.2f}"
+    return text
 
 
 def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: float | None = None,
@@ -148,8 +162,8 @@ def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: f
         best.append((full, float(predictor_obj.predict([full])[0]), cost_fn(full), "full model"))
     archs = [a for a, *_ in best]
     say(f"measuring the best {len(best)} candidates on the whole {run.selection_split} and test splits")
-    chosen = evaluator.accuracy(archs, "selection")
-    measured = evaluator.accuracy(archs, "test")
+    chosen = evaluator.accuracy(archs, "selection", progress=counter(say, f"on the whole {run.selection_split}"))
+    measured = evaluator.accuracy(archs, "test", progress=counter(say, f"on the whole {run.report_split} split"))
     result = {
         "run": str(run.run_dir), "step": run.step, "budget": budget, "unit": unit,
         "budget_text": format_cost(budget, unit), "seed": seed, "resolution": resolution,
@@ -173,12 +187,10 @@ def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: f
 
 def predictor_text(p: dict) -> str:
     """One phrase on where the predictor came from and how well it ranks held-out subnets."""
-    err = f"held-out RMSE {p['heldout_rmse']:.2f} points, Kendall tau {p['heldout_kendall_tau']:.2f}" \
-        if p.get("heldout_rmse") is not None else "too few pairs for a held-out error"
     if p.get("kind") == "ofa":
         return f"OFA's accuracy predictor from {p['source']} (no held-out error: not fitted here)"
     loaded = f" (loaded from {p['source']})" if p.get("kind") == "onceforall" else ""
-    return f"predictor trained on {p['pairs']} measured subnets{loaded} ({err})"
+    return f"predictor trained on {p['pairs']} measured subnets{loaded} ({predictor_quality(p)})"
 
 
 def search_table(r: dict) -> str:

@@ -14,6 +14,7 @@ every rank of a distributed run samples the same archs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import signal
@@ -37,10 +38,12 @@ from ..core.space import Space
 from ..core.step import begin_step, frozen_copy, train_step
 from ..core.strategies import Plan, Strategy
 from ..core.supernet import Supernet
-from ..core.util import atomic_write
+from ..core.util import atomic_write, remove_stale_tmp
 from ..data import DataError
-from ..run.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
-from ..run.config import Config, config_from_dict, to_dict
+from ..run.checkpoint import CheckpointError, load_checkpoint, load_model_state, peek_config, save_checkpoint
+from ..run.config import Config, config_from_dict, resume_differences, to_dict
+from ..run.lock import AgentWatch, RunLock, RunLockError
+from ..run.progress import Heartbeat
 from ..run.rundir import MetricsLog, RunDir, load_initial_weights
 from ..run.setup import (
     build_data,
@@ -123,6 +126,15 @@ class Progress:
         if self.bar:
             sys.stderr.write("\n")
 
+    def busy(self, what: str) -> contextlib.AbstractContextManager:
+        """While a long pause of the steps runs (validation), a log file still gets a line every ``every_s``."""
+        if not self.on or self.bar:
+            return contextlib.nullcontext()
+        beat = Heartbeat(lambda text: print(f"[{datetime.now().strftime('%H:%M:%S')}] {text.strip()}",
+                                            file=sys.stderr, flush=True), every_s=self.every_s)
+        beat.text = what  # said only if it takes longer than every_s
+        return beat
+
 
 def eta(seconds_so_far: float, steps_done: int, steps_left: int) -> str:
     """Remaining time at the pace so far, as 1h02m / 3m05s / 12s."""
@@ -132,6 +144,18 @@ def eta(seconds_so_far: float, steps_done: int, steps_left: int) -> str:
     h, rest = divmod(left, 3600)
     m, sec = divmod(rest, 60)
     return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
+
+
+def progress_text(t: int, spe: int, epochs: int, total: int, eps: float, lr: float, row: dict[str, Any],
+                  eta_text: str) -> str:
+    """The progress line after step ``t``: loss (the full model's, else the first role's: OFA-PS's expand phases
+    train no full pass) and throughput only once measured, never as ``nan`` or ``0 img/s``."""
+    losses = [k for k in row if k.startswith("loss_")]
+    key = "loss_full" if "loss_full" in row else (losses[0] if losses else None)
+    loss = f" {key.replace('_full', '')} {row[key]:.3f}" if key else ""
+    speed = f" {row['img_per_s']:.0f} img/s" if row.get("img_per_s") else ""
+    return (f"epoch {t / spe:6.2f}/{epochs} step {t}/{total}{loss} eps {eps:.3g} lr {lr:.3g}{speed} "
+            f"ETA {eta_text}")
 
 
 def write_cost(run: RunDir, state: dict, cfg: Config, d: distributed.Dist, device: str, epochs_done: float) -> dict:
@@ -180,10 +204,7 @@ def checkpoint_state(net, opt, strategy, teacher, state, cfg, space) -> dict:
 
 def restore(path: Path, net, opt, strategy: Strategy, cfg: Config, space: Space, device) -> tuple[dict, Any]:
     ck = load_checkpoint(path, map_location=device, space=space)
-    saved_cfg = config_from_dict(ck["config"])
-    if to_dict(saved_cfg)["strategy"] != to_dict(cfg)["strategy"] or saved_cfg.train.epochs != cfg.train.epochs:
-        raise CheckpointError(f"checkpoint {path} belongs to a run with another strategy or length; resume it with "
-                              "its own config.yaml")
+    check_resume_config(config_from_dict(ck["config"]), cfg, path)
     load_model_state(net, ck["model"], path)
     opt.load_state_dict(ck["optimizer"])
     strategy.load_state_dict(ck["strategy"])
@@ -196,6 +217,19 @@ def restore(path: Path, net, opt, strategy: Strategy, cfg: Config, space: Space,
     if "cuda" in ck["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng"]["cuda"]])
     return dict(ck["state"]), teacher
+
+
+def check_resume_config(saved: Config, cfg: Config, path: Path) -> None:
+    """Refuse to resume with a config that differs from the checkpoint's outside the resume-safe fields
+    (:data:`~onceforall.run.config.RESUME_SAFE`), naming the first such field and both values."""
+    diff = resume_differences(saved, cfg)
+    if diff:
+        key, old, new = diff[0]
+        more = f" (and {len(diff) - 1} more field{'s' if len(diff) > 2 else ''})" if len(diff) > 1 else ""
+        raise CheckpointError(f"resume: {key} is {new!r} in config.yaml but {old!r} in checkpoint {path}{more}; a "
+                              "resumed run keeps its config (only log, progress, thread, device, path and cadence "
+                              "fields may change): put the value back, or start a new run from its weights with "
+                              "--init-from")
 
 
 def _as_tuple(x):
@@ -226,6 +260,20 @@ class _StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+ORPHANED = "torchrun agent gone"
+
+
+def stop_reason(signum: int | None, agent: AgentWatch, t: int, stop_after: int | None,
+                d: distributed.Dist) -> str | None:
+    """Why the loop stops after step ``t`` (None: it goes on): a signal, ``train.stop_after_steps``, or the
+    torchrun agent's death (an orphaned worker). Under torchrun every rank stops at the same step if any must."""
+    reason = (f"signal {signum}" if signum is not None else ORPHANED if agent.gone() else
+              "train.stop_after_steps" if stop_after is not None and t >= stop_after else None)
+    if d.enabled and d.any(reason is not None) and reason is None:
+        reason = "another rank stopped"
+    return reason
 
 
 def threading_is_main() -> bool:
@@ -275,12 +323,43 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = Fals
     d = distributed.setup(cfg.train.device)
     try:
         chosen, continues = decide_run_dir(cfg, Path(run_dir) if run_dir is not None else None, d)
-        if continues and not resume:
-            print(f"torchrun restart {os.environ.get('TORCHELASTIC_RESTART_COUNT')}: resuming {chosen} from its last "
-                  "checkpoint", file=sys.stderr, flush=True)
-        return _train(cfg, chosen, resume or continues, d)
+        with hold_run(chosen, d):
+            if continues and not resume:
+                print(f"torchrun restart {os.environ.get('TORCHELASTIC_RESTART_COUNT')}: resuming {chosen} from its "
+                      "last checkpoint", file=sys.stderr, flush=True)
+            return _train(cfg, chosen, resume or continues, d)
     finally:
         distributed.teardown(d)
+
+
+@contextlib.contextmanager
+def hold_run(run_dir: Path, d: distributed.Dist):
+    """Rank 0 holds the run's lock (:class:`~onceforall.run.lock.RunLock`) for the whole job; a refusal is raised
+    on every rank. A torchrun restart of the same job takes over the lock of its earlier attempt. Leftover
+    temporary files of writes that a kill interrupted are removed once the lock is ours."""
+    job = elastic_restart()
+    lock = RunLock(run_dir, "train", job=job[0] if job else None)
+    created = not run_dir.exists()
+    refused = ""
+    if d.is_main:
+        try:
+            lock.acquire()
+            for folder in (run_dir, RunDir(run_dir).checkpoints):
+                remove_stale_tmp(folder)
+        except (RunLockError, OSError) as e:
+            if not d.enabled:
+                raise
+            refused = f"{type(e).__name__}: {e}"
+    refused = d.broadcast_str(refused)
+    if refused:
+        raise RunLockError(refused.split(": ", 1)[1])
+    try:
+        yield lock
+    finally:
+        lock.release()
+        if created and d.is_main:  # a start that failed before writing anything leaves no empty run directory
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
 
 
 def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dict[str, Any]:
@@ -297,6 +376,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
     if not resume and ckpt_path.exists():
         raise ValueError(f"run directory {run_dir} already holds a checkpoint; use --resume or another --name")
 
+    if resume and (saved := peek_config(ckpt_path)) is not None:  # refused before any data is read
+        check_resume_config(config_from_dict(saved), cfg, ckpt_path)
     if not resume:  # an image folder's resolution and normalization, decided once and kept in config.yaml
         cfg, notes = data_defaults(cfg)
         for note in notes if d.is_main else []:
@@ -326,8 +407,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
                 print(f"{run_dir}: already finished; nothing to resume", file=sys.stderr, flush=True)
             return {"run_dir": str(run_dir), "stopped": False, "finished_before": True}
     d.broadcast_module(net)
+    kept = dataclasses.replace(cfg, train=dataclasses.replace(t_cfg, stop_after_steps=None))  # per invocation
     if d.is_main:
-        run.write_config(cfg)
+        run.write_config(kept)
     metrics = MetricsLog(run, enabled=d.is_main, tensorboard=t_cfg.tensorboard,
                          resume_step=state["step"] if resume else None)
     dev_name = device_name(d.device, threads)
@@ -356,7 +438,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
     def save(tag: str | None = None) -> None:
         saved_at[0] = t
         if d.is_main:
-            ck = checkpoint_state(net, opt, strategy, teacher, state, cfg, space)
+            ck = checkpoint_state(net, opt, strategy, teacher, state, kept, space)
             save_checkpoint(ckpt_path, ck)
             if tag is not None:
                 save_checkpoint(run.checkpoint(tag), ck, keep_previous=False)
@@ -369,11 +451,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
             if final:
                 row["final"] = True
             val = data.test if final else data.val  # the end of the run reports on the whole test split
-            for role, arch in (("full", eval_space.max()), ("min", eval_space.min())):
-                hits = evaluate_arch(net, arch, data.bn, val, bn_images=cfg.data.bn_images, device=d.device,
-                                     memory_format=fmt)
-                row[f"acc_{role}"] = round(mask_accuracy(hits), 4)
-                row[f"macs_{role}"] = eval_space.macs(arch)
+            with progress.busy(f"validating at step {t} ({len(val.ds)} images)"):
+                for role, arch in (("full", eval_space.max()), ("min", eval_space.min())):
+                    hits = evaluate_arch(net, arch, data.bn, val, bn_images=cfg.data.bn_images, device=d.device,
+                                         memory_format=fmt)
+                    row[f"acc_{role}"] = round(mask_accuracy(hits), 4)
+                    row[f"macs_{role}"] = eval_space.macs(arch)
             row["split"] = report_split(cfg) if final else selection_split(cfg)
             row["images"] = len(val.ds)
             row["seconds"] = round(time.perf_counter() - tic, 3)
@@ -382,6 +465,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
         d.barrier()
         state["eval_seconds"] += time.perf_counter() - tic
 
+    agent = AgentWatch(elastic_restart() is not None)
     with _StopFlag() as stop:
         try:
             while t < total:
@@ -412,12 +496,11 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
                         metrics.write(row)
                         shown = row
                     end_of_epoch = t % spe == 0
-                    if t % t_cfg.log_every == 0 or t == total or end_of_epoch:  # a log file gets each epoch end
-                        progress.update(f"epoch {t / spe:6.2f}/{t_cfg.epochs} step {t}/{total} "
-                                        f"loss {shown.get('loss_full', float('nan')):.3f} eps {plan.eps:.3g} "
-                                        f"lr {shown.get('lr', 0.0):.3g} {shown.get('img_per_s', 0.0):.0f} img/s "
-                                        f"ETA {eta(state['train_seconds'] - start_seconds, t - start_step, total - t)}",
-                                        epoch_end=end_of_epoch)
+                    # every step: a terminal's line is live, a log file gets one every 30 s and each epoch end
+                    progress.update(progress_text(t, spe, t_cfg.epochs, total, plan.eps, lr_at(t - 1),
+                                                  shown or log.peek(),
+                                                  eta(state['train_seconds'] - start_seconds, t - start_step,
+                                                      total - t)), epoch_end=end_of_epoch)
                     if end_of_epoch or t == total:
                         done = t // spe
                         if t == total:
@@ -433,8 +516,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
                         if t_cfg.checkpoint_every_steps and t % t_cfg.checkpoint_every_steps == 0:
                             save()
                         tic = time.perf_counter()
-                    if stop.raised is not None or (t_cfg.stop_after_steps is not None and t >= t_cfg.stop_after_steps):
-                        summary["stopped"] = True
+                    reason = stop_reason(stop.raised, agent, t, t_cfg.stop_after_steps, d)
+                    if reason is not None:
+                        summary.update(stopped=True, reason=reason)
                         break
                     if end_of_epoch:
                         break  # next epoch: new batch iterator
@@ -453,8 +537,11 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
     if d.is_main:
         summary["cost"] = write_cost(run, state, cfg, d, dev_name, t / spe)
         metrics.write({"event": "end" if t == total else "stopped", "step": t, "epoch": round(t / spe, 4),
-                       **{k: summary[k] for k in ("acc_full", "acc_min") if k in summary}})
+                       **{k: summary[k] for k in ("acc_full", "acc_min", "reason") if k in summary}})
     metrics.close()
+    if summary.get("reason") == ORPHANED and d.is_main:
+        print(f"rank {d.rank}: the torchrun agent is gone; stopped at step {t} with a checkpoint instead of training "
+              f"on unsupervised: onceforall train --resume {run_dir}", file=sys.stderr, flush=True)
     if stop.raised is not None:
         summary["signal"] = stop.raised
     return summary
@@ -477,6 +564,13 @@ class _LogWindow:
         self.seconds += seconds
         self.wait += wait
         self.images += images
+
+    def peek(self) -> dict[str, float]:
+        """The averages so far, without starting a new window (for the progress line before the first row)."""
+        row = {f"loss_{k}": sum(v) / len(v) for k, v in self.losses.items()}
+        if self.seconds:
+            row["img_per_s"] = self.images / self.seconds
+        return row
 
     def flush(self) -> dict[str, float]:
         row = {f"loss_{k}": round(sum(v) / len(v), 5) for k, v in self.losses.items()}

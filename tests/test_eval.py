@@ -123,6 +123,10 @@ def test_compare_table_and_plots(runs, tmp_path):
     by = {r["strategy"]: r for r in rows}
     assert by["deps"]["cost_ratio"] == pytest.approx(1.0)  # the DεpS run is the reference
     assert by["bignas"]["cost_ratio"] == pytest.approx(by["bignas"]["device_hours"] / by["deps"]["device_hours"])
+    # the MACs cost ratio: cost.json's train_macs over the reference's, exact
+    macs = {n: json.loads((runs / n / "cost.json").read_text())["train_macs"] for n in ("deps", "bignas")}
+    assert by["bignas"]["train_macs"] == macs["bignas"] > 0 and by["deps"]["macs_cost_ratio"] == 1.0
+    assert by["bignas"]["macs_cost_ratio"] == macs["bignas"] / macs["deps"]
     assert by["deps"]["diff_vs_ref"] == 0 and by["deps"]["diff_ci_lo"] == by["deps"]["diff_ci_hi"] == 0
     # paired: the difference's interval is centred on the difference of the two mean Pareto accuracies
     d = by["bignas"]
@@ -135,6 +139,8 @@ def test_compare_table_and_plots(runs, tmp_path):
     assert "| deps | deps |" in md and "| bignas | bignas |" in md and "mean Pareto acc" in md
     table = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
     assert [t["method"] for t in table] == ["bignas", "deps"]
+    assert float(table[0]["macs_cost_ratio"]) == pytest.approx(macs["bignas"] / macs["deps"])
+    assert f"{macs['bignas'] / macs['deps']:.2f}x" in md and "MACs ratio" in md
     assert (tmp_path / "cmp" / "fronts.png").stat().st_size > 1000
     assert (tmp_path / "cmp" / "training.png").stat().st_size > 1000
     # per point (smallest, bucket winners, largest): the paired difference is the two reported accuracies' one

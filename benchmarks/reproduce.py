@@ -98,13 +98,13 @@ def summarize(out: Path, names_by_seed: dict[int, list[str]]) -> None:
     for seed in names_by_seed:
         for row in csv.DictReader((out / f"compare-s{seed}" / "compare.csv").open()):
             per_method.setdefault(row["method"].rsplit("-s", 1)[0], []).append(row)  # "deps-s0" -> "deps"
-    keys = ["epochs", "wall_min", "device_hours", "dollars", "cost_ratio", "smallest_acc", "smallest_macs",
-            "largest_acc", "largest_macs", "mean_pareto_acc"]
+    keys = ["epochs", "wall_min", "device_hours", "dollars", "cost_ratio", "macs_cost_ratio", "smallest_acc",
+            "smallest_macs", "largest_acc", "largest_macs", "mean_pareto_acc"]
     lines = ["| method | seeds | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for method, rows in per_method.items():
         cells = []
         for k in keys:
-            vals = [float(r[k]) for r in rows if r[k] not in ("", "None")]
+            vals = [float(r[k]) for r in rows if r.get(k, "") not in ("", "None")]  # older compare.csv: no MACs
             if not vals:
                 cells.append("–")
             elif k.endswith("_macs") or k == "epochs":  # the same for every seed

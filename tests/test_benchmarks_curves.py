@@ -119,6 +119,10 @@ def test_report_on_synthetic_records(out):
     assert reach["deps"][2].cost == cr.NOT_REACHED and reach["compofa"][0].cost == cr.BELOW
     ratio = next(r for r in got["ratios"] if r.other == "ofa-ps" and r.target == 76.0)
     assert ratio.ratio == pytest.approx(2.0) and 1 < ratio.lo <= 2.0 <= ratio.hi and ratio.verdict == "holds"
+    assert ratio.paper_verdict == ("holds" if ratio.lo > 1.8 else "not shown")  # the paper's 1.8x
+    assert cr.Ratio("ofa-ps", 76.0, 1.5, 1.3, 1.7, 5, "holds").paper_verdict == "contradicted"  # below 1.8x
+    assert cr.Ratio("ofa-ps", 76.0, 2.0, None, None, 1, "suggestive").paper_verdict == "suggestive"
+    assert cr.Ratio("compofa", 76.0, 2.0, 1.5, 2.5, 5, "holds").paper_verdict == "–"  # no claim in the paper
     assert next(r for r in got["ratios"] if r.other == "ofa-ps" and r.target == 90.0).verdict == "not shown"
     # differences at equal cost, at 3 levels inside each overlap, paired by seed
     d = got["diffs"][("deps", "ofa-ps")]

@@ -34,6 +34,9 @@ from pathlib import Path
 from common import FMNIST20_R10, QUICK, eval_and_record, recorded, train_run
 
 OUT = Path("benchmarks/results/curves-quick-fmnist20-r10")
+# reproduce.py's quick runs in the same setting (4 DεpS epochs, 2 threads): the plan's estimate for a method this
+# suite has not measured yet
+REPRODUCE_DURATIONS = Path(__file__).resolve().parent / "results" / "quick-fmnist20-r10" / "durations.csv"
 SEEDS = (0, 1, 2, 3, 4)
 # method -> (preset, epochs per budget level, cheapest first)
 POINTS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -109,22 +112,40 @@ def estimate(job: Job, durations: dict[tuple[str, str], float]) -> tuple[float |
             statistics.fmean(evals) if evals else None)
 
 
+def reproduce_durations(path: Path) -> dict[tuple[str, str], float]:
+    """reproduce.py's durations (runs named <method>-s<seed>), renamed as this suite's runs of the same epochs."""
+    from reproduce import METHODS
+
+    out = {}
+    for (run, part), seconds in read_durations(path).items():
+        method, _, seed = run.rpartition("-s")
+        if method in POINTS and seed.isdigit():
+            out[(Job(method, round(QUICK["epochs"] * METHODS[method][1]), int(seed)).name, part)] = seconds
+    return out
+
+
 def plan(out: Path, todo: list[Job]) -> list[str]:
-    """The runs left, in order, each with its estimated time (from <out>/durations.csv) and the running total."""
+    """The runs left, in order, each with its estimated time (from <out>/durations.csv; for a method not measured
+    there yet, from reproduce.py's quick runs, marked *) and the running total."""
     durations = read_durations(out / "durations.csv")
+    fallback = reproduce_durations(REPRODUCE_DURATIONS)
     left = [j for j in todo if not recorded(out, j.name)]
     lines = [f"{len(left)} of {len(todo)} runs left (estimates from {out / 'durations.csv'}: each method's "
-             "measured seconds per training epoch and per evaluation):"]
+             "measured seconds per training epoch and per evaluation; * from reproduce.py's quick runs of the "
+             "same setting at 2 threads):"]
     total, unknown = 0.0, 0
     for j in left:
         tr, ev = estimate(j, durations)
+        mark = " "
+        if tr is None or ev is None:
+            (tr, ev), mark = estimate(j, fallback), "*"
         state = "resumes" if (out / "runs" / j.name / "checkpoints" / "last.pt").is_file() else "new"
         if tr is None or ev is None:
             unknown += 1
             est = "?"
         else:
             total += tr + ev
-            est = f"{(tr + ev) / 60:.0f} min"
+            est = f"{(tr + ev) / 60:.0f} min{mark}"
         lines.append(f"  {j.name:24s} {state:8s} {est:>8s}   total {total / 3600:5.1f} h")
     if unknown:
         lines.append(f"  ({unknown} runs without a measured duration for their method are not in the total)")

@@ -401,3 +401,9 @@ def test_report_says_when_selection_and_report_share_images(tmp_path):
     write_run_report(run, result)
     text = (tmp_path / "r" / "eval" / "report.md").read_text()
     assert "No held-out split" not in text and "played no part in choosing them" in text
+
+
+def test_training_macs_are_shown_with_an_si_prefix():
+    from onceforall.workflows.report import big_number
+
+    assert [big_number(x) for x in (2.5e17, 1.234e12, 9.99e9, 5e6, 12)] == ["250P", "1.234T", "9.99G", "5M", "12"]

@@ -107,7 +107,9 @@ def _run_markdown(run: LoadedRun, r: dict) -> str:
         c = run.cost
         lines += [f"Training cost: {c['wall_seconds'] / 60:.1f} min wall, {c['epochs']:g} epochs, "
                   f"{c['seconds_per_epoch']:.1f} s/epoch, {c['device_hours']:.4f} device-hours on {c['devices']} x "
-                  f"{c['device']}, ${c['dollars']:.4f}.", ""]
+                  f"{c['device']}, ${c['dollars']:.4f}"
+                  + (f"; {big_number(c['train_macs'])} training MACs." if c.get("train_macs") is not None else "."),
+                  ""]
     lines += ["![Pareto front](pareto.png)", ""]
     return "\n".join(lines)
 

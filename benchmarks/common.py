@@ -59,11 +59,16 @@ def strip_paths(text: str) -> str:
 
 
 def sh(cmd: list[str], log: Path) -> None:
-    """Run a onceforall command, appending its output to ``log``; stop the benchmark if it fails."""
+    """Run a onceforall command, appending its output to ``log`` line by line without machine paths; stop the
+    benchmark if it fails."""
     with log.open("a") as f:
         f.write(f"\n$ {strip_paths(' '.join(cmd))}\n")
         f.flush()
-        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            for line in proc.stdout:
+                f.write(strip_paths(line))
+                f.flush()
+        code = proc.returncode
     if code != 0:
         sys.exit(f"failed ({code}): {' '.join(cmd)}; see {log}")
 

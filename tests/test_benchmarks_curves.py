@@ -213,3 +213,13 @@ def test_records_keep_no_machine_paths(tmp_path, monkeypatch):
     assert str(common.REPO) not in (rec / "metrics.jsonl").read_text() and '"python": "python"' in (
         rec / "metrics.jsonl").read_text()
     assert not (rec.parent / "r.partial").exists()
+
+
+def test_logs_keep_no_machine_paths(tmp_path):
+    log = tmp_path / "log.txt"
+    common.sh([sys.executable, "-c", f"print('run at {common.REPO}/benchmarks/results/x')"], log)
+    text = log.read_text()
+    assert str(common.REPO) not in text and sys.executable not in text
+    assert "$ python -c" in text and "run at benchmarks/results/x\n" in text
+    with pytest.raises(SystemExit, match=r"failed \(3\)"):
+        common.sh([sys.executable, "-c", "raise SystemExit(3)"], log)

@@ -223,3 +223,38 @@ def test_logs_keep_no_machine_paths(tmp_path):
     assert "$ python -c" in text and "run at benchmarks/results/x\n" in text
     with pytest.raises(SystemExit, match=r"failed \(3\)"):
         common.sh([sys.executable, "-c", "raise SystemExit(3)"], log)
+
+
+def test_the_suite_skips_recorded_runs_and_trains_the_rest_in_order(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(name, preset, overrides, out, log, threads):
+        calls.append(("train", name, preset, threads))
+        return out / "runs" / name
+
+    def fake_eval(run, out, name, log, threads):
+        calls.append(("eval", name))
+        job = curves.parse_name(name)
+        _write(out / "records", job.method, job.epochs, job.seed, job.epochs * T, 70.0 + job.epochs)
+
+    monkeypatch.setattr(curves, "train_run", fake_train)
+    monkeypatch.setattr(curves, "eval_and_record", fake_eval)
+    _write(tmp_path / "records", "deps", 4, 0, 4 * T, 74.0)  # recorded in an earlier session: skipped
+    curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps,compofa", "--train-only"])
+    assert calls == [("train", n, p, 1) for n, p in [("compofa-e5-s0", "fashion-mnist-compofa"),
+                                                     ("deps-e8-s0", "fashion-mnist"),
+                                                     ("compofa-e10-s0", "fashion-mnist-compofa"),
+                                                     ("deps-e16-s0", "fashion-mnist")]]
+    assert not (tmp_path / "curves.md").exists()  # --train-only: no evaluation, no report
+    calls.clear()
+    curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps,compofa", "--threads", "2"])
+    assert [c[:2] for c in calls] == [("train", "compofa-e5-s0"), ("eval", "compofa-e5-s0"),
+                                      ("train", "deps-e8-s0"), ("eval", "deps-e8-s0"),
+                                      ("train", "compofa-e10-s0"), ("eval", "compofa-e10-s0"),
+                                      ("train", "deps-e16-s0"), ("eval", "deps-e16-s0")]
+    assert calls[0][3] == 2
+    md = (tmp_path / "curves.md").read_text()
+    assert "| deps | 16 | 1 | 16T (same) |" in md and "| deps − compofa |" in md
+    calls.clear()
+    curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps,compofa"])  # everything recorded
+    assert calls == []

@@ -288,3 +288,19 @@ def test_init_from_copies_weights_and_reinitializes_a_new_classifier(tmp_path):
     assert _rows(tmp_path / "dst", "step")[0]["lr"] == pytest.approx(_rows(tmp_path / "src", "step")[0]["lr"])
     out = _run_cli(["train", "--resume", str(tmp_path / "dst"), "--init-from", str(tmp_path / "src")])
     assert out.returncode == 2 and "drop --init-from" in out.stderr
+
+
+def test_a_run_resumed_from_a_checkpoint_without_macs_reports_them_unknown(tmp_path):
+    """A checkpoint written before the MACs accounting: a partial count would understate the cost, so None."""
+    from onceforall.run.checkpoint import save_checkpoint
+
+    train(_cfg("train.epochs=1", "train.stop_after_steps=3"), tmp_path / "old")
+    path = tmp_path / "old" / "checkpoints" / "last.pt"
+    ck = load_checkpoint(path)
+    assert ck["state"]["train_macs"] > 0
+    for key in ("train_macs", "teacher_macs", "eval_macs"):
+        del ck["state"][key]
+    save_checkpoint(path, ck)
+    train(_cfg("train.epochs=1"), tmp_path / "old", resume=True)
+    cost = json.loads((tmp_path / "old" / "cost.json").read_text())
+    assert cost["epochs"] == 1 and cost["train_macs"] is None and cost["eval_macs"] is None

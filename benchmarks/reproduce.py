@@ -34,14 +34,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import FMNIST20_R10, QUICK
+from common import (
+    FMNIST20_R10,
+    QUICK,
+    VERDICT_RULE,
+    eval_and_record,
+    record,
+    recorded,
+    seed_verdict,
+    sh,
+    t_interval,
+    train_run,
+)
 
 from onceforall.run.rundir import read_metrics
 
@@ -81,70 +90,6 @@ SETTINGS = {
 }
 
 
-def sh(cmd: list[str], log: Path) -> None:
-    """Run a onceforall command, appending its output to ``log``; stop the benchmark if it fails."""
-    with log.open("a") as f:
-        f.write(f"\n$ {' '.join(cmd)}\n")
-        f.flush()
-        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
-    if code != 0:
-        sys.exit(f"failed ({code}): {' '.join(cmd)}; see {log}")
-
-
-def finished(run: Path) -> bool:
-    return any(r["event"] == "end" for r in read_metrics(run)) and (run / "cost.json").exists()
-
-
-# What a record keeps of a run directory: everything `onceforall compare` reads, and the eval report.
-RECORD_FILES = ("config.yaml", "metrics.jsonl", "cost.json", "eval/pareto.json", "eval/curve_correct.json",
-                "eval/pareto.csv", "eval/report.md")
-
-
-def record(out: Path, name: str) -> Path:
-    return out / "records" / name
-
-
-def keep_record(run: Path, rec: Path) -> None:
-    """Copy what compare needs of a trained and evaluated run into its record (written whole, then renamed)."""
-    tmp = rec.with_name(rec.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for f in RECORD_FILES:
-        if (run / f).is_file():
-            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(run / f, tmp / f)
-    shutil.rmtree(rec, ignore_errors=True)
-    tmp.rename(rec)
-
-
-def timed(out: Path, name: str, part: str, seconds: float) -> None:
-    """Append how long a part took (this call; a resumed part adds a row) to <out>/durations.csv."""
-    path = out / "durations.csv"
-    new = not path.exists()
-    with path.open("a") as f:
-        if new:
-            f.write("run,part,seconds,finished_at\n")
-        f.write(f"{name},{part},{seconds:.0f},{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-
-
-def train_run(name: str, preset: str, overrides: list[str], out: Path, log: Path, threads: int) -> Path:
-    run = out / "runs" / name
-    ofa = [sys.executable, "-m", "onceforall"]
-    tic = time.time()
-    if finished(run):
-        print(f"  {name}: done", flush=True)
-        return run
-    if (run / "checkpoints" / "last.pt").exists():
-        print(f"  {name}: resuming", flush=True)
-        sh([*ofa, "train", "--resume", str(run), "train.progress=off"], log)
-    else:
-        print(f"  {name}: training ({preset} {' '.join(overrides)})", flush=True)
-        sh([*ofa, "train", "--config", preset, "--name", name, "--out-dir", str(out / "runs"), *overrides,
-            f"train.threads={threads}", "train.progress=off", "train.checkpoint_every_steps=100",
-            "train.keep_checkpoints=true"], log)
-    timed(out, name, "train", time.time() - tic)
-    return run
-
-
 def summarize(out: Path, names_by_seed: dict[int, list[str]]) -> None:
     """Mean ± std over seeds of each method's numbers (from each seed's compare.csv)."""
     import csv
@@ -153,13 +98,13 @@ def summarize(out: Path, names_by_seed: dict[int, list[str]]) -> None:
     for seed in names_by_seed:
         for row in csv.DictReader((out / f"compare-s{seed}" / "compare.csv").open()):
             per_method.setdefault(row["method"].rsplit("-s", 1)[0], []).append(row)  # "deps-s0" -> "deps"
-    keys = ["epochs", "wall_min", "device_hours", "dollars", "cost_ratio", "smallest_acc", "smallest_macs",
-            "largest_acc", "largest_macs", "mean_pareto_acc"]
+    keys = ["epochs", "wall_min", "device_hours", "dollars", "cost_ratio", "macs_cost_ratio", "smallest_acc",
+            "smallest_macs", "largest_acc", "largest_macs", "mean_pareto_acc"]
     lines = ["| method | seeds | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for method, rows in per_method.items():
         cells = []
         for k in keys:
-            vals = [float(r[k]) for r in rows if r[k] not in ("", "None")]
+            vals = [float(r[k]) for r in rows if r.get(k, "") not in ("", "None")]  # older compare.csv: no MACs
             if not vals:
                 cells.append("–")
             elif k.endswith("_macs") or k == "epochs":  # the same for every seed
@@ -174,18 +119,13 @@ def summarize(out: Path, names_by_seed: dict[int, list[str]]) -> None:
     print("\n".join(lines))
 
 
-# two-sided 95 % quantiles of Student's t by degrees of freedom (seeds - 1)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
 def _over_seeds(vals: list[float]) -> str:
     """Mean and 95 % t-interval over seeds (seed-to-seed variation; each seed's own paired interval over test
     images is in its compare-s<seed>/compare.md)."""
-    if len(vals) < 2:
-        return f"{vals[0]:+.2f}" if vals else "–"
-    t = T95.get(len(vals) - 1, T95[9])  # beyond the table: df=9's quantile, wider than the true one (conservative)
-    m, half = statistics.mean(vals), t * statistics.stdev(vals) / len(vals) ** 0.5
-    return f"{m:+.2f} [{m - half:+.2f}, {m + half:+.2f}]"
+    if not vals:
+        return "–"
+    m, lo, hi = t_interval(vals)
+    return f"{m:+.2f}" if lo is None else f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def seed_differences(per_method: dict[str, list[dict]]) -> list[str]:
@@ -195,9 +135,11 @@ def seed_differences(per_method: dict[str, list[dict]]) -> list[str]:
     if not ref:
         return []
     lines = ["Differences to deps (points), per seed and over seeds (mean [95 % t-interval over seeds]); "
-             "'above/below' counts the seeds whose paired interval over test images excludes 0:", "",
-             "| method | seeds | Δ mean Pareto per seed | Δ mean Pareto | above/below | Δ smallest | Δ largest |",
-             "|---|---|---|---|---|---|---|"]
+             "'above/below' counts the seeds whose paired interval over test images excludes 0; the verdict is on "
+             "the claim \"DεpS ahead\" (Δ < 0) on mean Pareto accuracy. " + VERDICT_RULE, "",
+             "| method | seeds | Δ mean Pareto per seed | Δ mean Pareto | above/below | verdict: DεpS ahead | "
+             "Δ smallest | Δ largest |",
+             "|---|---|---|---|---|---|---|---|"]
     seed = lambda r: r["method"].rsplit("-s", 1)[1]  # noqa: E731  "deps-s0" -> "0"
     by_seed = {seed(r): r for r in ref}
     for method, rows in per_method.items():
@@ -212,8 +154,10 @@ def seed_differences(per_method: dict[str, list[dict]]) -> list[str]:
         large = [float(r["largest_acc"]) - float(d["largest_acc"]) for r, d in pairs
                  if r["largest_macs"] == d["largest_macs"]]
         shared = " (shared MACs range)" if any(r["diff_macs_lo"] not in ("", "None") for r, _ in pairs) else ""
+        single = (float(pairs[0][0]["diff_ci_lo"]), float(pairs[0][0]["diff_ci_hi"])) if len(pairs) == 1 else None
         lines.append(f"| {method} | {len(pairs)} | {', '.join(f'{d:+.2f}' for d in diffs)} | "
-                     f"{_over_seeds(diffs)}{shared} | {above}/{below} | {_over_seeds(small)} | {_over_seeds(large)} |")
+                     f"{_over_seeds(diffs)}{shared} | {above}/{below} | {seed_verdict(diffs, '<', single=single)} | "
+                     f"{_over_seeds(small)} | {_over_seeds(large)} |")
     return lines
 
 
@@ -308,7 +252,7 @@ def main() -> None:
         names = []
         seed_jobs = dict(jobs)
         fig2 = [n for n in chosen if n in FIG2] if args.ablations else []
-        untrained = [n for n in fig2 if not (record(out, f"{n}-s{seed}") / "eval" / "pareto.json").is_file()]
+        untrained = [n for n in fig2 if not recorded(out, f"{n}-s{seed}")]
         seed_jobs.update({n: ("fashion-mnist", []) for n in fig2})  # recorded ones are neither trained nor evaluated
         if untrained:  # the full model trained alone, whose mid-run and final checkpoints start the Fig. 2 runs
             source = train_run(f"full-only-s{seed}", "fashion-mnist-full-only",
@@ -322,19 +266,14 @@ def main() -> None:
         for name, (preset, overrides) in seed_jobs.items():
             run_name = f"{name}-s{seed}"
             names.append(run_name)
-            if (record(out, run_name) / "eval" / "pareto.json").is_file():
+            if recorded(out, run_name):
                 print(f"  {run_name}: recorded", flush=True)
                 continue
             run = train_run(run_name, preset, [*setting, *overrides, f"data.train_subset={size['train_subset']}",
                                                f"train.seed={seed}"], out, log, args.threads)
             if args.train_only:
                 continue
-            if not (run / "eval" / "pareto.json").exists():
-                print(f"  {run_name}: evaluating", flush=True)
-                tic = time.time()
-                sh([*ofa, "eval", str(run), "--quiet", "--threads", str(args.threads)], log)
-                timed(out, run_name, "eval", time.time() - tic)
-            keep_record(run, record(out, run_name))
+            eval_and_record(run, out, run_name, log, args.threads)
         if args.train_only:
             continue
         sh([*ofa, "compare", *[str(record(out, n)) for n in names], "--out", str(out / f"compare-s{seed}")], log)

@@ -64,9 +64,11 @@ def cmd_presets(args: argparse.Namespace) -> int:
     """List the shipped presets with their space, strategy and length."""
     from .run.config import list_presets, load_config
 
-    for name in list_presets():
+    names = list_presets()
+    width = max(map(len, names))
+    for name in names:
         c = load_config(name)
-        print(f"{name:24s} {c.data.dataset:14s} {c.model.space:12s} w{c.model.width_mult:<5g} "
+        print(f"{name:{width}s} {c.data.dataset:14s} {c.model.space:12s} w{c.model.width_mult:<5g} "
               f"{c.strategy.name:10s} {c.train.epochs:4d} epochs, batch {c.train.batch_size}")
     return 0
 

@@ -147,7 +147,7 @@ def test_model_kernel_choices_restrict_the_space():
 
     fixed = model_space(load_config("fashion-mnist-quick", ["model.kernels=[7]"]).model)
     assert all(st.kernels == (7,) for st in fixed.stages) and fixed.restricted
-    compofa = load_config("fashion-mnist-compofa")
+    compofa = load_config("fashion-mnist-compofa-own")
     space = model_space(compofa.model)
     assert [st.kernels for st in space.stages] == [(3,), (5,), (3,), (3,), (5,)]
     for overrides, message in [
@@ -157,3 +157,26 @@ def test_model_kernel_choices_restrict_the_space():
     ]:
         with pytest.raises(ConfigError, match=message):
             load_config("fashion-mnist-quick", overrides)
+
+
+@pytest.mark.parametrize("family", ["fashion-mnist", "imagenet"])
+def test_compofa_presets_train_the_kernel7_space_over_the_deps_macs_range(family):
+    """CompOFA as the DεpS paper ran it: compound sampling on the kernel-7 space, so the coupled space's smallest
+    and largest subnets are the whole space's (its front spans the same MACs as DεpS's); CompOFA's own per-stage
+    kernels (the -own preset, or the override in the imagenet preset's comment) give a narrower range."""
+    from onceforall.core.strategies import Schedule, get_strategy
+    from onceforall.run.config import model_space
+
+    deps, compofa = load_config(family), load_config(f"{family}-compofa")
+    space = model_space(deps.model)
+    assert model_space(compofa.model) == space and all(st.kernels == (7,) for st in space.stages)
+    sched = Schedule(compofa.train.epochs, 10, compofa.optim.lr)
+    trained = get_strategy(compofa.strategy, space, sched, 0).trained_space()
+    assert trained.coupling == ((2, 3), (3, 4), (4, 6))
+    assert trained.min() == space.min() and trained.max() == space.max()
+    assert trained.macs_range() == get_strategy(deps.strategy, space, sched, 0).trained_space().macs_range()
+    own = load_config(f"{family}-compofa", ["model.kernels=null", "model.stage_kernels=[3,5,3,3,5]"]) \
+        if family == "imagenet" else load_config("fashion-mnist-compofa-own")
+    own_trained = get_strategy(own.strategy, model_space(own.model), sched, 0).trained_space()
+    lo, hi = own_trained.macs_range()
+    assert lo < space.macs(space.min()) and hi < space.macs(space.max())  # smaller kernels: fewer MACs at both ends

@@ -192,6 +192,10 @@ def test_compare_table_and_plots(runs, tmp_path):
     by = {r["strategy"]: r for r in rows}
     assert by["deps"]["cost_ratio"] == pytest.approx(1.0)  # the DεpS run is the reference
     assert by["bignas"]["cost_ratio"] == pytest.approx(by["bignas"]["device_hours"] / by["deps"]["device_hours"])
+    # the MACs cost ratio: cost.json's train_macs over the reference's, exact
+    macs = {n: json.loads((runs / n / "cost.json").read_text())["train_macs"] for n in ("deps", "bignas")}
+    assert by["bignas"]["train_macs"] == macs["bignas"] > 0 and by["deps"]["macs_cost_ratio"] == 1.0
+    assert by["bignas"]["macs_cost_ratio"] == macs["bignas"] / macs["deps"]
     assert by["deps"]["diff_vs_ref"] == 0 and by["deps"]["diff_ci_lo"] == by["deps"]["diff_ci_hi"] == 0
     # paired: the difference's interval is centred on the difference of the two mean Pareto accuracies
     d = by["bignas"]
@@ -204,6 +208,8 @@ def test_compare_table_and_plots(runs, tmp_path):
     assert "| deps | deps |" in md and "| bignas | bignas |" in md and "mean Pareto acc" in md
     table = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
     assert [t["method"] for t in table] == ["bignas", "deps"]
+    assert float(table[0]["macs_cost_ratio"]) == pytest.approx(macs["bignas"] / macs["deps"])
+    assert f"{macs['bignas'] / macs['deps']:.2f}x" in md and "MACs ratio" in md
     assert (tmp_path / "cmp" / "fronts.png").stat().st_size > 1000
     assert (tmp_path / "cmp" / "training.png").stat().st_size > 1000
     # per point (smallest, bucket winners, largest): the paired difference is the two reported accuracies' one
@@ -464,3 +470,9 @@ def test_report_says_when_selection_and_report_share_images(tmp_path):
     write_run_report(run, result)
     text = (tmp_path / "r" / "eval" / "report.md").read_text()
     assert "No held-out split" not in text and "played no part in choosing them" in text
+
+
+def test_training_macs_are_shown_with_an_si_prefix():
+    from onceforall.workflows.report import big_number
+
+    assert [big_number(x) for x in (2.5e17, 1.234e12, 9.99e9, 5e6, 12)] == ["250P", "1.234T", "9.99G", "5M", "12"]

@@ -74,6 +74,23 @@ def test_run_directory_metrics_eps_and_cost(tmp_path):
     assert summary["acc_full"] == evals[-1]["acc_full"]
     ck = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ck["state"]["step"] == 16 and ck["space"]["in_channels"] == 1
+    # training MACs: every logged step's archs x 32 images x 3 (forward + backward); in-place KD adds nothing
+    assert cost["train_macs"] == _expected_macs(_cfg(), steps)[0] and cost["teacher_macs"] == 0
+    assert ck["state"]["train_macs"] == cost["train_macs"]
+    # validation apart: full + min, each on 64 BN images + the evaluated images
+    assert cost["eval_macs"] == sum((e["macs_full"] + e["macs_min"]) * (64 + e["images"]) for e in evals)
+
+
+def _expected_macs(cfg, steps, batch=32):
+    """(train_macs, teacher_macs) recomputed from the step rows' archs (log_every=1) and the space's analytic MACs:
+    each pass x images x 3; a frozen teacher (the full model, in every phase with subnets) x images x 1."""
+    from onceforall.run.setup import build_space
+
+    space = build_space(cfg).with_io(num_classes=10, in_channels=1)
+    passes = sum(space.macs(space.parse(a)) for r in steps for a in r["archs"]) * batch * 3
+    phased = cfg.strategy.name in ("ofa-ps", "compofa")  # their phases after "full" train subnets with KD
+    teacher = sum(space.macs(space.max()) * batch for r in steps if phased and r["phase"] != "full")
+    return passes + teacher, teacher
 
 
 def test_resume_is_bitwise_identical(tmp_path):
@@ -87,6 +104,11 @@ def test_resume_is_bitwise_identical(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("img_per_s", "data_wait", "seconds")} for r in rows]  # noqa: E731
     assert strip(_rows(tmp_path / "straight", "step")) == strip(_rows(tmp_path / "split", "step"))
     assert strip(_rows(tmp_path / "straight", "eval")) == strip(_rows(tmp_path / "split", "eval"))
+    # the MACs count survives the stop (kept in the checkpoint's state) exactly
+    cost = lambda run: json.loads((tmp_path / run / "cost.json").read_text())  # noqa: E731
+    assert cost("split")["train_macs"] == cost("straight")["train_macs"] == _expected_macs(
+        _cfg(), _rows(tmp_path / "straight", "step"))[0]
+    assert cost("split")["eval_macs"] == cost("straight")["eval_macs"] > 0
 
 
 def test_validation_every_n_steps_does_not_change_training(tmp_path):
@@ -157,6 +179,8 @@ def test_torchrun_two_ranks_equal_one_process_with_the_global_batch(tmp_path, st
     assert [r["archs"] for r in ddp_rows] == [r["archs"] for r in single_rows]  # ranks also checked agreement
     assert len(ddp_rows[-1]["archs"]) == (4 if strategy == "deps" else 1)
     assert json.loads((tmp_path / "ddp" / "cost.json").read_text())["devices"] == 2
+    macs = [json.loads((tmp_path / r / "cost.json").read_text())["train_macs"] for r in ("ddp", "single")]
+    assert macs[0] == macs[1] > 0  # counted on the global batch, whatever the number of ranks
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -215,6 +239,10 @@ def test_phased_strategies_log_their_phases_and_archs(tmp_path, strategy):
             assert s.spaces[i].contains(space.parse(text)), (r["phase"], text)
     ck = load_checkpoint(tmp_path / strategy / "checkpoints" / "last.pt")
     assert ck["teacher"] is not None
+    # the frozen teacher's forwards (the full model, 1x per image) are counted apart and in the total
+    cost = json.loads((tmp_path / strategy / "cost.json").read_text())
+    train_macs, teacher_macs = _expected_macs(cfg, rows)
+    assert teacher_macs > 0 and (cost["train_macs"], cost["teacher_macs"]) == (train_macs, teacher_macs)
     # the run is evaluated on the space it trained: CompOFA's coupled one, OFA-PS's last phase
     from onceforall.run.rundir import load_run
 
@@ -280,3 +308,19 @@ def test_runs_written_before_the_official_defaults_resume_as_they_trained(tmp_pa
     s = run.read_config().strategy
     assert (s.reorganize_mode, s.reorganize_momentum, run.read_config().model.bn_momentum) == ("global", True, 0.1)
     assert run.read_config(["train.epochs=1"]).model.bn_momentum == 0.1
+
+
+def test_a_run_resumed_from_a_checkpoint_without_macs_reports_them_unknown(tmp_path):
+    """A checkpoint written before the MACs accounting: a partial count would understate the cost, so None."""
+    from onceforall.run.checkpoint import save_checkpoint
+
+    train(_cfg("train.epochs=1", "train.stop_after_steps=3"), tmp_path / "old")
+    path = tmp_path / "old" / "checkpoints" / "last.pt"
+    ck = load_checkpoint(path)
+    assert ck["state"]["train_macs"] > 0
+    for key in ("train_macs", "teacher_macs", "eval_macs"):
+        del ck["state"][key]
+    save_checkpoint(path, ck)
+    train(_cfg("train.epochs=1"), tmp_path / "old", resume=True)
+    cost = json.loads((tmp_path / "old" / "cost.json").read_text())
+    assert cost["epochs"] == 1 and cost["train_macs"] is None and cost["eval_macs"] is None

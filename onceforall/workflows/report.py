@@ -17,7 +17,7 @@ from ..core.util import JSONFileError, read_json
 from ..run.rundir import LoadedRun, RunDir
 from .scores import curve_scores, read_curve_correct
 
-__all__ = ["compare_runs", "pareto_table", "point_differences", "pyplot", "write_run_report"]
+__all__ = ["big_number", "compare_runs", "pareto_table", "point_differences", "pyplot", "write_run_report"]
 
 
 def pyplot():
@@ -32,6 +32,14 @@ def pyplot():
 
 def _m(macs: float) -> str:
     return f"{macs / 1e6:.2f}M"
+
+
+def big_number(x: float) -> str:
+    """A training cost in MACs with an SI prefix: 1.23T, 456.7P (3-4 significant digits)."""
+    for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if abs(x) >= scale:
+            return f"{x / scale:.4g}{unit}"
+    return f"{x:.4g}"
 
 
 _PER_RESOLUTION = (" Images are decoded at each subnet's resolution r (shorter side ceil(r / 0.875), center crop r: "
@@ -101,7 +109,9 @@ def _run_markdown(run: LoadedRun, r: dict) -> str:
         c = run.cost
         lines += [f"Training cost: {c['wall_seconds'] / 60:.1f} min wall, {c['epochs']:g} epochs, "
                   f"{c['seconds_per_epoch']:.1f} s/epoch, {c['device_hours']:.4f} device-hours on {c['devices']} x "
-                  f"{c['device']}, ${c['dollars']:.4f}.", ""]
+                  f"{c['device']}, ${c['dollars']:.4f}"
+                  + (f"; {big_number(c['train_macs'])} training MACs." if c.get("train_macs") is not None else "."),
+                  ""]
     lines += ["![Pareto front](pareto.png)", ""]
     return "\n".join(lines)
 
@@ -192,14 +202,17 @@ def pareto_table(r: dict) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 COLUMNS = ["method", "strategy", "epochs", "wall_min", "s_per_epoch", "device_hours", "dollars", "cost_ratio",
-           "smallest_acc", "smallest_macs", "largest_acc", "largest_macs", "mean_pareto_acc", "mean_pareto_ci_lo",
-           "mean_pareto_ci_hi", "diff_vs_ref", "diff_ci_lo", "diff_ci_hi", "diff_macs_lo", "diff_macs_hi"]
+           "train_macs", "macs_cost_ratio", "smallest_acc", "smallest_macs", "largest_acc", "largest_macs",
+           "mean_pareto_acc", "mean_pareto_ci_lo", "mean_pareto_ci_hi", "diff_vs_ref", "diff_ci_lo", "diff_ci_hi",
+           "diff_macs_lo", "diff_macs_hi"]
 
 
 def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str | None = None) -> list[dict]:
     """Table 2 for several runs (markdown + CSV), one plot with every run's curve, one with the full model's
     validation accuracy over epochs and ε over training. ``cost_ratio`` is each run's device-hours divided by
-    the reference run's (default: the first DεpS run, else the first run)."""
+    the reference run's (default: the first DεpS run, else the first run); ``macs_cost_ratio`` the same for the
+    training MACs of cost.json (``train_macs``, teacher forwards included: exact and independent of the machine's
+    load; None for runs recorded before the MACs accounting)."""
     rows, results, metrics = [], [], []
     for run in map(RunDir, run_dirs):
         d = run.path
@@ -220,6 +233,7 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
         rows.append({
             "method": run.name, "strategy": r["strategy"], "epochs": c["epochs"], "wall_min": c["wall_seconds"] / 60,
             "s_per_epoch": c["seconds_per_epoch"], "device_hours": c["device_hours"], "dollars": c["dollars"],
+            "train_macs": c.get("train_macs"),
             "smallest_acc": r["smallest"]["acc"], "smallest_macs": r["smallest"]["macs"],
             "largest_acc": r["largest"]["acc"], "largest_macs": r["largest"]["macs"],
             "mean_pareto_acc": r["mean_pareto_acc"],
@@ -240,6 +254,8 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
         ref = matches[0]
     for row in rows:
         row["cost_ratio"] = row["device_hours"] / ref["device_hours"] if ref["device_hours"] else None
+        row["macs_cost_ratio"] = (row["train_macs"] / ref["train_macs"]
+                                  if row["train_macs"] is not None and ref["train_macs"] else None)
     paired = _paired_correct([Path(d) for d in run_dirs], rows.index(ref))
     for row, d, data in zip(rows, run_dirs, paired):
         row["diff_note"] = None if data is not None else _unpaired_reason(Path(d), Path(run_dirs[rows.index(ref)]),
@@ -375,18 +391,23 @@ def _compare_markdown(rows: list[dict], ref: dict, r0: dict) -> str:
         "",
         f"Space `{r0['space']['name']}` width {r0['space']['width_mult']:g}; accuracy = top-1 on {es['images']} "
         f"{es['split']} images after BN recalibration (subnets chosen on the {es.get('selection_split', 'test')} "
-        f"split); cost ratio = device-hours / those of `{ref['method']}`. Intervals: 95 % bootstrap over test "
+        f"split); cost ratio = device-hours / those of `{ref['method']}`; MACs ratio = training MACs (each pass's "
+        "arch MACs x images x 3 for forward + backward, a frozen teacher's forward x 1; exact, independent of "
+        f"the machine's load) / those of `{ref['method']}`. Intervals: 95 % bootstrap over test "
         f"images; Δ = mean Pareto accuracy minus `{ref['method']}`'s with a paired interval (same test images). "
         "A Δ whose interval contains 0 is a tie. Each run's mean Pareto accuracy is over the MACs range of the "
         "space it trained; a run whose range differs from the reference's is compared over the MACs both span "
         "(each curve's mean accuracy there; the range is shown with its Δ).",
         "",
-        "| method | strategy | epochs | wall (min) | s/epoch | device-hours | $ | cost ratio | smallest acc | "
-        "smallest MACs | largest acc | largest MACs | mean Pareto acc | 95 % CI | Δ vs ref | Δ 95 % CI |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | strategy | epochs | wall (min) | s/epoch | device-hours | $ | cost ratio | train MACs "
+        "| MACs ratio | smallest acc | smallest MACs | largest acc | largest MACs | mean Pareto acc | 95 % CI "
+        "| Δ vs ref | Δ 95 % CI |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = f"{r['cost_ratio']:.2f}x" if r["cost_ratio"] is not None else "–"
+        macs = "–" if r["train_macs"] is None else big_number(r["train_macs"])
+        macs_ratio = "–" if r["macs_cost_ratio"] is None else f"{r['macs_cost_ratio']:.2f}x"
         delta = "–" if r["diff_vs_ref"] is None else f"{r['diff_vs_ref']:+.2f}"
         if r["diff_vs_ref"] is None and r.get("diff_note"):
             delta += f" ({r['diff_note']})"
@@ -394,8 +415,9 @@ def _compare_markdown(rows: list[dict], ref: dict, r0: dict) -> str:
             delta += f" (over {_m(r['diff_macs_lo'])}–{_m(r['diff_macs_hi'])})"
         lines.append(
             f"| {r['method']} | {r['strategy']} | {r['epochs']:g} | {r['wall_min']:.1f} | {r['s_per_epoch']:.1f} | "
-            f"{r['device_hours']:.4f} | {r['dollars']:.4f} | {ratio} | {r['smallest_acc']:.2f}% | "
-            f"{_m(r['smallest_macs'])} | {r['largest_acc']:.2f}% | {_m(r['largest_macs'])} | "
+            f"{r['device_hours']:.4f} | {r['dollars']:.4f} | {ratio} | {macs} | {macs_ratio} | "
+            f"{r['smallest_acc']:.2f}% | {_m(r['smallest_macs'])} | {r['largest_acc']:.2f}% | "
+            f"{_m(r['largest_macs'])} | "
             f"{r['mean_pareto_acc']:.2f}% | {_ci(r['mean_pareto_ci_lo'], r['mean_pareto_ci_hi'])} | {delta} | "
             f"{_ci(r['diff_ci_lo'], r['diff_ci_hi'])} |"
         )

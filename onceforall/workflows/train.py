@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..core import distributed
+from ..core.cost import add_eval_macs, add_step_macs
 from ..core.devices import device_name
 from ..core.evaluation import evaluate_arch, mask_accuracy
 from ..core.seeds import dropout_seed
@@ -166,6 +167,7 @@ def write_cost(run: RunDir, state: dict, cfg: Config, d: distributed.Dist, devic
         "train_seconds": round(state["train_seconds"], 3),
         "eval_seconds": round(state["eval_seconds"], 3),
         "epochs": round(epochs_done, 4),
+        **macs_cost(state),
         "seconds_per_epoch": round(state["train_seconds"] / epochs_done, 3) if epochs_done else None,
         "device": device,
         "devices": d.world,
@@ -175,6 +177,12 @@ def write_cost(run: RunDir, state: dict, cfg: Config, d: distributed.Dist, devic
     }
     run.write_cost(cost)
     return cost
+
+
+def macs_cost(state: dict) -> dict:
+    """The run's cost in MACs (:mod:`onceforall.core.cost`): train_macs (teacher_macs included) and eval_macs;
+    None for a run resumed from a checkpoint older than the MACs accounting (its total would be partial)."""
+    return {k: state.get(k) for k in ("train_macs", "teacher_macs", "eval_macs")}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -394,11 +402,13 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
     eval_space = strategy.trained_space()  # what the run is validated (and later evaluated) on
     lr_at = strategy.lr_at
     teacher: nn.Module | None = None
-    state = {"step": 0, "train_seconds": 0.0, "eval_seconds": 0.0, "steps_per_epoch": spe}
+    state = {"step": 0, "train_seconds": 0.0, "eval_seconds": 0.0, "steps_per_epoch": spe,
+             "train_macs": 0, "teacher_macs": 0, "eval_macs": 0}
     if t_cfg.init_from and not resume:  # weights only; optimizer, schedule and strategy start fresh
         load_initial_weights(net, t_cfg.init_from, say=lambda s: print(s, file=sys.stderr) if d.is_main else None)
     if resume:
         state, teacher = restore(ckpt_path, net, opt, strategy, cfg, space, d.device)
+        state = {"train_macs": None, "teacher_macs": None, "eval_macs": None, **state}  # older checkpoints: unknown
         if state["steps_per_epoch"] != spe:
             raise CheckpointError(f"checkpoint {ckpt_path}: {state['steps_per_epoch']} steps per epoch, this data "
                                   f"gives {spe}; the dataset or batch size changed")
@@ -457,6 +467,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
                                          memory_format=fmt)
                     row[f"acc_{role}"] = round(mask_accuracy(hits), 4)
                     row[f"macs_{role}"] = eval_space.macs(arch)
+                    add_eval_macs(state, eval_space, arch, min(cfg.data.bn_images, len(data.bn.ds)) + len(val.ds))
             row["split"] = report_split(cfg) if final else selection_split(cfg)
             row["images"] = len(val.ds)
             row["seconds"] = round(time.perf_counter() - tic, 3)
@@ -479,6 +490,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, d: distributed.Dist) -> dic
                     step = step_once(cfg, strategy, t, net, opt, teacher, x, y, rank=d.rank,
                                      sync_grads=lambda: d.sync_grads(params), autocast=autocast)
                     plan, losses, teacher = step.plan, step.losses, step.teacher
+                    add_step_macs(state, space, plan, x.shape[0] * d.world)  # the global batch: same on any ranks
                     if plan.phase != last_phase:
                         metrics.write({"event": "phase", "step": t, "epoch": round(t / spe, 4), "phase": plan.phase})
                         last_phase = plan.phase

@@ -1,0 +1,207 @@
+"""Which method for my budget: accuracy–cost curves across training budgets, on 5 seeds (issue 22).
+
+    python benchmarks/curves.py --plan                  # the runs left, in order, with an estimated time
+    python benchmarks/curves.py                         # train, evaluate and record what is left, then report
+    python benchmarks/curves.py --seeds 0 --only deps,ofa-ps   # a subset
+    python benchmarks/curves.py --train-only            # train (or resume) only; evaluate in a later call
+    python benchmarks/curves.py --report-only           # curves.md / curves.csv / curves.png from the records
+
+The setting is reproduce.py's quick capacity setting (fashion-mnist presets with elastic resolution {10, 15, 20},
+10k training images). Each method trains at several budgets (epochs), chosen so that the curves' training costs
+overlap: DεpS 4/8/16, OFA-PS with its preset's phase fractions at 9/18/35 (2.2x each DεpS budget), BigNAS 3/6/12,
+CompOFA 5/10 and the full model alone 4/8/16, each on seeds 0..4. The order is seed-major (seed 0's cheapest budget
+level for every method, then its next level, ..., then seed 1, ...), so every session adds complete curves.
+
+Every run is `onceforall train` (1 thread by default: the suite runs in the background beside other work), then
+`onceforall eval` (default settings), then its record, <out>/records/<name>/ (config, metrics, cost.json with the
+training MACs, eval/pareto.json, curve_correct.json, pareto.csv, report.md: small, committed, no machine paths),
+and a row per part in <out>/durations.csv. A run with a record is skipped; an unfinished run resumes from its last
+checkpoint (<out>/runs/, not committed). The analysis (curves_report.py) reads the records alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import FMNIST20_R10, QUICK, eval_and_record, recorded, train_run
+
+OUT = Path("benchmarks/results/curves-quick-fmnist20-r10")
+# reproduce.py's quick runs in the same setting (4 DεpS epochs, 2 threads): the plan's estimate for a method this
+# suite has not measured yet
+REPRODUCE_DURATIONS = Path(__file__).resolve().parent / "results" / "quick-fmnist20-r10" / "durations.csv"
+SEEDS = (0, 1, 2, 3, 4)
+# method -> (preset, epochs per budget level, cheapest first)
+POINTS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "deps": ("fashion-mnist", (4, 8, 16)),
+    "ofa-ps": ("fashion-mnist-ofa-ps", (9, 18, 35)),  # 2.2x DεpS's epochs (paper Table 2: 605 / 270)
+    "bignas": ("fashion-mnist-bignas", (3, 6, 12)),
+    "compofa": ("fashion-mnist-compofa", (5, 10)),  # 1.2x (330 / 270)
+    "full-only": ("fashion-mnist-full-only", (4, 8, 16)),
+}
+NAME = re.compile(r"^(?P<method>.+)-e(?P<epochs>\d+)-s(?P<seed>\d+)$")
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    epochs: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-e{self.epochs}-s{self.seed}"
+
+    @property
+    def preset(self) -> str:
+        return POINTS[self.method][0]
+
+    def overrides(self) -> list[str]:
+        return [*FMNIST20_R10, f"data.train_subset={QUICK['train_subset']}", f"train.epochs={self.epochs}",
+                f"train.seed={self.seed}"]
+
+
+def parse_name(name: str) -> Job | None:
+    """The job of a run or record name ``<method>-e<epochs>-s<seed>``; None for another name."""
+    m = NAME.match(name)
+    return Job(m["method"], int(m["epochs"]), int(m["seed"])) if m else None
+
+
+def jobs(seeds: list[int], methods: list[str]) -> list[Job]:
+    """Every run, seed-major: for each seed, budget level 0 of every method, then level 1, ..."""
+    levels = max(len(POINTS[m][1]) for m in methods)
+    return [Job(m, POINTS[m][1][level], s) for s in seeds for level in range(levels) for m in methods
+            if level < len(POINTS[m][1])]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plan: what is left, with a time estimate from the durations measured so far
+# ---------------------------------------------------------------------------------------------------
+
+
+def read_durations(path: Path) -> dict[tuple[str, str], float]:
+    """Seconds per (run, part) of a durations.csv, summed over its rows (a resumed part adds a row)."""
+    total: dict[tuple[str, str], float] = {}
+    if path.is_file():
+        for row in csv.DictReader(path.open()):
+            key = (row["run"], row["part"])
+            total[key] = total.get(key, 0.0) + float(row["seconds"])
+    return total
+
+
+def estimate(job: Job, durations: dict[tuple[str, str], float]) -> tuple[float | None, float | None]:
+    """(train seconds, eval seconds) estimated for ``job``: the method's mean training seconds per epoch and
+    mean evaluation seconds over its measured runs (any seed and budget); None where none is measured."""
+    per_epoch, evals = [], []
+    for (run, part), seconds in durations.items():
+        other = parse_name(run)
+        if other is None or other.method != job.method:
+            continue
+        if part == "train":
+            per_epoch.append(seconds / other.epochs)
+        elif part == "eval":
+            evals.append(seconds)
+    return (statistics.fmean(per_epoch) * job.epochs if per_epoch else None,
+            statistics.fmean(evals) if evals else None)
+
+
+def reproduce_durations(path: Path) -> dict[tuple[str, str], float]:
+    """reproduce.py's durations (runs named <method>-s<seed>), renamed as this suite's runs of the same epochs."""
+    from reproduce import METHODS
+
+    out = {}
+    for (run, part), seconds in read_durations(path).items():
+        method, _, seed = run.rpartition("-s")
+        if method in POINTS and seed.isdigit():
+            out[(Job(method, round(QUICK["epochs"] * METHODS[method][1]), int(seed)).name, part)] = seconds
+    return out
+
+
+def plan(out: Path, todo: list[Job]) -> list[str]:
+    """The runs left, in order, each with its estimated time (from <out>/durations.csv; for a method not measured
+    there yet, from reproduce.py's quick runs, marked *) and the running total."""
+    durations = read_durations(out / "durations.csv")
+    fallback = reproduce_durations(REPRODUCE_DURATIONS)
+    left = [j for j in todo if not recorded(out, j.name)]
+    lines = [f"{len(left)} of {len(todo)} runs left (estimates from {out / 'durations.csv'}: each method's "
+             "measured seconds per training epoch and per evaluation; * from reproduce.py's quick runs of the "
+             "same setting at 2 threads):"]
+    total, unknown = 0.0, 0
+    for j in left:
+        tr, ev = estimate(j, durations)
+        mark = " "
+        if tr is None or ev is None:
+            (tr, ev), mark = estimate(j, fallback), "*"
+        state = "resumes" if (out / "runs" / j.name / "checkpoints" / "last.pt").is_file() else "new"
+        if tr is None or ev is None:
+            unknown += 1
+            est = "?"
+        else:
+            total += tr + ev
+            est = f"{(tr + ev) / 60:.0f} min{mark}"
+        lines.append(f"  {j.name:24s} {state:8s} {est:>8s}   total {total / 3600:5.1f} h")
+    if unknown:
+        lines.append(f"  ({unknown} runs without a measured duration for their method are not in the total)")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0,1,2,3,4)")
+    p.add_argument("--only", help=f"comma-separated methods (default all: {','.join(POINTS)})")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads per training and evaluation (default 1: runs in the background beside other work)")
+    p.add_argument("--out", default=str(OUT), help=f"output folder (default {OUT})")
+    p.add_argument("--plan", action="store_true", help="print the runs left, in order, with estimated times; run "
+                                                       "nothing")
+    p.add_argument("--train-only", action="store_true", help="train (or resume) the runs left; evaluate none")
+    p.add_argument("--report-only", action="store_true", help="write curves.md/.csv/.png from the records only")
+    args = p.parse_args(argv)
+    methods = args.only.split(",") if args.only else list(POINTS)
+    bad = [m for m in methods if m not in POINTS]
+    if bad:
+        sys.exit(f"--only: unknown method '{bad[0]}'; valid: {', '.join(POINTS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        sys.exit(f"--seeds: '{args.seeds}' is not valid; expected comma-separated integers, e.g. 0,1,2")
+    out = Path(args.out)
+    todo = jobs(seeds, methods)
+    if args.plan:
+        print("\n".join(plan(out, todo)))
+        return
+    if not args.report_only:
+        out.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+        log = out / "log.txt"
+        started = time.time()
+        for j in todo:
+            if recorded(out, j.name):
+                print(f"  {j.name}: recorded", flush=True)
+                continue
+            run = train_run(j.name, j.preset, j.overrides(), out, log, args.threads)
+            if not args.train_only:
+                eval_and_record(run, out, j.name, log, args.threads)
+        print(f"runs done in {(time.time() - started) / 60:.1f} min", flush=True)
+        if args.train_only:
+            return
+    from curves_report import write_report
+
+    write_report(out, {m: POINTS[m][1] for m in methods}, seeds)
+    print(f"report in {out / 'curves.md'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

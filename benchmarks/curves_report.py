@@ -1,0 +1,478 @@
+"""The analysis of the accuracy–cost curves (curves.py --report-only), from the records alone.
+
+Cost is each run's training MACs (cost.json ``train_macs``: passes x images x 3, a frozen teacher's forwards
+included; validation not). Every interval is over seeds (95 %): t-intervals for per-point means and for paired
+differences, bootstrap over seeds (resampled independently at each budget point) for the cost to reach an accuracy
+and cost ratios. Every claim gets its verdict from the one rule in common.py (:func:`common.verdict`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from common import VERDICT_RULE, t_interval, verdict
+
+METRICS = {"pareto": "mean Pareto", "smallest": "smallest subnet", "full": "full model"}
+BELOW, NOT_REACHED = "below the cheapest budget", "not reached"
+PAIRS = (("deps", "ofa-ps"), ("deps", "bignas"), ("deps", "compofa"))
+# the paper's "same accuracy at N x less cost" (DεpS vs OFA-PS 1.8x, vs BigNAS 2.5x), for context
+PAPER_RATIOS = {"ofa-ps": 1.8, "bignas": 2.5}
+LEVELS = (1 / 6, 1 / 2, 5 / 6)  # equal-cost levels: fractions of the curves' overlap, in log cost
+BOOTSTRAP = 2000
+
+
+@dataclass
+class Rec:
+    """One recorded run: its training MACs, wall minutes and accuracies (%)."""
+
+    method: str
+    epochs: int
+    seed: int
+    macs: float
+    wall_min: float
+    acc: dict[str, float]
+
+
+@dataclass
+class Point:
+    """One (method, budget) over its seeds."""
+
+    method: str
+    epochs: int
+    recs: list[Rec]
+    missing: list[int] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.recs]
+
+    @property
+    def macs(self) -> float:
+        return statistics.fmean(r.macs for r in self.recs)
+
+    def stat(self, metric: str) -> tuple[float, float | None, float | None]:
+        return t_interval([r.acc[metric] for r in self.recs])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------------
+
+
+def load_records(records: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int]
+                 ) -> tuple[dict[str, list[Point]], list[str]]:
+    """Each method's points (cheapest first) from <records>/<method>-e<epochs>-s<seed>/, and the problems found
+    (missing records, records without training MACs): reported, never fatal. A point without any seed is left
+    out of its curve."""
+    from curves import parse_name
+
+    problems: list[str] = []
+    found: dict[tuple[str, int, int], Rec] = {}
+    for d in sorted(records.iterdir()) if records.is_dir() else []:
+        job = parse_name(d.name)
+        if job is None or job.method not in budgets or not (d / "eval" / "pareto.json").is_file():
+            continue
+        cost_file = d / "cost.json"
+        cost = json.loads(cost_file.read_text()) if cost_file.is_file() else {}
+        if cost.get("train_macs") is None:
+            problems.append(f"{d.name}: no train_macs in cost.json (recorded before the MACs accounting); left out")
+            continue
+        r = json.loads((d / "eval" / "pareto.json").read_text())
+        found[(job.method, job.epochs, job.seed)] = Rec(
+            job.method, job.epochs, job.seed, float(cost["train_macs"]), cost.get("wall_seconds", 0.0) / 60,
+            {"pareto": r["mean_pareto_acc"], "smallest": r["smallest"]["acc"], "full": r["largest"]["acc"]})
+    curves: dict[str, list[Point]] = {}
+    for method, epochs_list in budgets.items():
+        for e in epochs_list:
+            recs = [found[(method, e, s)] for s in seeds if (method, e, s) in found]
+            missing = [s for s in seeds if (method, e, s) not in found]
+            if missing:
+                problems.append(f"{method} at {e} epochs: missing seed(s) {', '.join(map(str, missing))}")
+            if recs:
+                curves.setdefault(method, []).append(Point(method, e, recs, missing))
+        if method in curves:
+            curves[method].sort(key=lambda p: p.macs)
+    return curves, problems
+
+
+# ---------------------------------------------------------------------------------------------------
+# Interpolation in log cost
+# ---------------------------------------------------------------------------------------------------
+
+
+def interp_log(costs: list[float], accs: list[float], cost: float) -> float | None:
+    """Accuracy at ``cost`` on the curve through (costs, accs) (costs ascending), linear in log cost; None outside
+    the curve."""
+    if not costs or cost < costs[0] * (1 - 1e-12) or cost > costs[-1] * (1 + 1e-12):
+        return None
+    for (c0, a0), (c1, a1) in zip(zip(costs, accs), zip(costs[1:], accs[1:])):
+        if c0 <= cost <= c1:
+            t = 0.0 if c1 == c0 else (math.log(cost) - math.log(c0)) / (math.log(c1) - math.log(c0))
+            return a0 + t * (a1 - a0)
+    return accs[0] if len(costs) == 1 or cost <= costs[0] else accs[-1]
+
+
+def cost_to_reach(costs: list[float], accs: list[float], target: float) -> float | str:
+    """The smallest cost at which the curve (linear in log cost between its points) reaches ``target``; BELOW
+    when its cheapest point is already above it, NOT_REACHED when no point reaches it (both outside the curve)."""
+    if accs[0] >= target:
+        return costs[0] if accs[0] == target else BELOW
+    for (c0, a0), (c1, a1) in zip(zip(costs, accs), zip(costs[1:], accs[1:])):
+        if a0 < target <= a1:
+            t = (target - a0) / (a1 - a0)
+            return math.exp(math.log(c0) + t * (math.log(c1) - math.log(c0)))
+    return NOT_REACHED
+
+
+def _as_number(c: float | str) -> float:
+    return 0.0 if c == BELOW else math.inf if c == NOT_REACHED else float(c)
+
+
+def mean_curve(points: list[Point], metric: str = "pareto") -> tuple[list[float], list[float]]:
+    """The over-seed mean curve: (mean training MACs, mean accuracy) per budget point, cheapest first."""
+    pts = sorted(points, key=lambda p: p.macs)
+    return [p.macs for p in pts], [p.stat(metric)[0] for p in pts]
+
+
+def _resampled_curves(points: list[Point], rng: np.random.Generator, metric: str, n: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` bootstrap curves: at each point, its seeds resampled with replacement (independently of the other
+    points); (mean MACs, mean accuracy), each of shape (n, points)."""
+    xs, ys = [], []
+    for p in points:
+        idx = rng.integers(0, len(p.recs), (n, len(p.recs)))
+        xs.append(np.array([r.macs for r in p.recs])[idx].mean(axis=1))
+        ys.append(np.array([r.acc[metric] for r in p.recs])[idx].mean(axis=1))
+    return np.stack(xs, axis=1), np.stack(ys, axis=1)
+
+
+@dataclass
+class Reach:
+    """The cost for a method to reach a mean accuracy, with its bootstrap interval over seeds."""
+
+    method: str
+    target: float
+    cost: float | str
+    lo: float | None
+    hi: float | None
+    seeds: int
+    """The fewest seeds of any of its points."""
+    samples: np.ndarray | None = None
+    """The bootstrap resamples (0: below the curve, inf: not reached)."""
+
+
+def reach(points: list[Point], target: float, metric: str = "pareto", rng: np.random.Generator | None = None,
+          n: int = BOOTSTRAP) -> Reach:
+    """Cost to reach ``target`` on the over-seed mean curve; interval: percentile bootstrap over seeds, each point's
+    seeds resampled independently (none with one seed at any point). A bound is 0 or inf when that share of the
+    resamples is below or beyond the curve."""
+    costs, accs = mean_curve(points, metric)
+    seeds = min(len(p.recs) for p in points)
+    out = Reach(points[0].method, target, cost_to_reach(costs, accs, target), None, None, seeds)
+    if seeds >= 2:
+        xs, ys = _resampled_curves(points, rng or np.random.default_rng(0), metric, n)
+        samples = []
+        for x, y in zip(xs, ys):
+            order = np.argsort(x)
+            samples.append(_as_number(cost_to_reach(x[order].tolist(), y[order].tolist(), target)))
+        out.samples = np.array(samples)
+        out.lo = float(np.quantile(out.samples, 0.025, method="lower"))
+        out.hi = float(np.quantile(out.samples, 0.975, method="higher"))
+    return out
+
+
+@dataclass
+class Ratio:
+    """Cost of ``other`` over the reference's to reach the same mean accuracy, with its bootstrap interval."""
+
+    other: str
+    target: float
+    ratio: float | None
+    lo: float | None
+    hi: float | None
+    seeds: int
+    verdict: str
+    note: str = ""
+
+    @property
+    def paper_verdict(self) -> str:
+        """The verdict on the paper's own claim, "at least N x less cost" (ratio > N), where the paper gives N."""
+        n = PAPER_RATIOS.get(self.other)
+        if n is None or self.ratio is None:
+            return "–"
+        lo, hi, seeds = (self.lo, self.hi, self.seeds) if self.lo is not None else (self.ratio, self.ratio, 1)
+        return verdict(lo, hi, seeds, ">", n) if self.lo is not None or self.seeds == 1 else "not shown"
+
+
+def cost_ratio(ref: Reach, other: Reach) -> Ratio:
+    """other / ref cost to reach the same accuracy; the claim "the reference needs less" is ratio > 1. The interval
+    (both curves' resamples, independent) is given when at least 97.5 % of the resamples reach the target inside
+    both curves; otherwise the share outside is noted and the verdict is "not shown"."""
+    seeds = min(ref.seeds, other.seeds)
+    point = other.cost / ref.cost if isinstance(ref.cost, float) and isinstance(other.cost, float) else None
+    if point is None:
+        return Ratio(other.method, ref.target, None, None, None, seeds, "not shown",
+                     f"{ref.method} {ref.cost if isinstance(ref.cost, str) else 'reached'}, "
+                     f"{other.method} {other.cost if isinstance(other.cost, str) else 'reached'}")
+    if ref.samples is None or other.samples is None:  # one seed: at most suggestive
+        return Ratio(other.method, ref.target, point, None, None, seeds, verdict(point, point, 1, ">", 1.0))
+    a, b = other.samples, ref.samples
+    ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    if ok.mean() < 0.975:
+        return Ratio(other.method, ref.target, point, None, None, seeds, "not shown",
+                     f"{100 * (1 - ok.mean()):.0f} % of resamples outside a curve")
+    r = a[ok] / b[ok]
+    lo, hi = float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))
+    return Ratio(other.method, ref.target, point, lo, hi, seeds, verdict(lo, hi, seeds, ">", 1.0))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Differences at equal cost
+# ---------------------------------------------------------------------------------------------------
+
+
+def seed_curve(points: list[Point], seed: int, metric: str = "pareto") -> tuple[list[float], list[float]]:
+    """One seed's own curve: its (training MACs, accuracy) at the budget points it has, cheapest first."""
+    pts = sorted((r.macs, r.acc[metric]) for p in points for r in p.recs if r.seed == seed)
+    return [c for c, _ in pts], [a for _, a in pts]
+
+
+def overlap(a: list[Point], b: list[Point]) -> tuple[float, float] | None:
+    """The training costs both over-seed mean curves span; None if they share less than a point."""
+    lo, hi = max(a[0].macs, b[0].macs), min(a[-1].macs, b[-1].macs)
+    return (lo, hi) if hi > lo else None
+
+
+@dataclass
+class Diff:
+    """a − b at one training cost, paired by seed index (same seed: same initial weights and data order)."""
+
+    a: str
+    b: str
+    cost: float
+    per_seed: dict[int, float]
+    missing: list[int]
+    mean: float | None
+    lo: float | None
+    hi: float | None
+    verdict: str
+
+
+def diff_at(a: list[Point], b: list[Point], cost: float, seeds: list[int], metric: str = "pareto") -> Diff:
+    """a's minus b's accuracy at ``cost``, each seed's curve interpolated in log cost; t-interval over seeds; the
+    claim is a > b. A seed whose curve (of either method) does not span ``cost`` is missing."""
+    per_seed, missing = {}, []
+    for s in seeds:
+        va, vb = interp_log(*seed_curve(a, s, metric), cost), interp_log(*seed_curve(b, s, metric), cost)
+        if va is None or vb is None:
+            missing.append(s)
+        else:
+            per_seed[s] = round(va - vb, 9)  # float noise of the interpolation is no difference
+    vals = list(per_seed.values())
+    if not vals:
+        return Diff(a[0].method, b[0].method, cost, {}, missing, None, None, None, "not shown")
+    m, lo, hi = t_interval(vals)
+    v = verdict(lo, hi, len(vals), ">") if lo is not None else verdict(m, m, 1, ">")
+    return Diff(a[0].method, b[0].method, cost, per_seed, missing, m, lo, hi, v)
+
+
+def equal_cost_levels(a: list[Point], b: list[Point]) -> list[float]:
+    """Costs inside the overlap of two curves, evenly spread in log cost (:data:`LEVELS`); none without overlap."""
+    ov = overlap(a, b)
+    if ov is None:
+        return []
+    lo, hi = math.log(ov[0]), math.log(ov[1])
+    return [math.exp(lo + f * (hi - lo)) for f in LEVELS]
+
+
+def trend(diffs: list[Diff]) -> tuple[float | None, float | None, float | None, int, str]:
+    """How a difference moves with the budget: per seed, the difference at the highest cost level minus at the
+    lowest; (mean, lo, hi, seeds, verdict on the claim "it grows")."""
+    if len(diffs) < 2:
+        return None, None, None, 0, "not shown"
+    first, last = diffs[0].per_seed, diffs[-1].per_seed
+    vals = [round(last[s] - first[s], 9) for s in first if s in last]
+    if not vals:
+        return None, None, None, 0, "not shown"
+    m, lo, hi = t_interval(vals)
+    return m, lo, hi, len(vals), verdict(lo, hi, len(vals), ">") if lo is not None else verdict(m, m, 1, ">")
+
+
+def crossings(a: list[Point], b: list[Point], metric: str = "pareto", grid: int = 200) -> list[float] | None:
+    """Training costs inside the overlap where the over-seed mean curves cross (a − b changes sign), linear in log
+    cost; None without overlap."""
+    ov = overlap(a, b)
+    if ov is None:
+        return None
+    ca, cb = mean_curve(a, metric), mean_curve(b, metric)
+    xs = np.exp(np.linspace(math.log(ov[0]), math.log(ov[1]), grid))
+    d = [round(interp_log(*ca, float(x)) - interp_log(*cb, float(x)), 9) for x in xs]
+    out = []
+    for i in range(grid - 1):
+        if d[i] == 0 and (i == 0 or d[i - 1] != 0):
+            out.append(float(xs[i]))
+        elif d[i] * d[i + 1] < 0:
+            t = d[i] / (d[i] - d[i + 1])
+            out.append(float(math.exp(math.log(xs[i]) + t * (math.log(xs[i + 1]) - math.log(xs[i])))))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------
+
+
+def _t(macs: float | None) -> str:
+    return "–" if macs is None else "0" if macs == 0 else "∞" if math.isinf(macs) else f"{macs / 1e12:.3g}T"
+
+
+def _ci(m: float | None, lo: float | None, hi: float | None, fmt: str = "{:.2f}") -> str:
+    if m is None:
+        return "missing"
+    return fmt.format(m) + ("" if lo is None else f" [{fmt.format(lo)}, {fmt.format(hi)}]")
+
+
+def default_targets(curves: dict[str, list[Point]]) -> list[float]:
+    """Five mean Pareto accuracies (at 10, 30, 50, 70, 90 % of the range) that every supernet method's over-seed
+    mean curve spans (from the highest cheapest point to the lowest best point; the full model trained alone has
+    no front to speak of); where they share no range, the range all of them cover."""
+    means = {m: [p.stat("pareto")[0] for p in pts] for m, pts in curves.items() if m != "full-only"}
+    if not means:
+        return []
+    lo, hi = max(v[0] for v in means.values()), min(max(v) for v in means.values())
+    if hi <= lo:
+        lo, hi = min(min(v) for v in means.values()), max(max(v) for v in means.values())
+    return sorted({round(lo + f * (hi - lo), 1) for f in (0.1, 0.3, 0.5, 0.7, 0.9)})
+
+
+def point_rows(curves: dict[str, list[Point]]) -> list[dict]:
+    rows = []
+    for method, pts in curves.items():
+        for p in pts:
+            macs = [r.macs for r in p.recs]
+            row = {"method": method, "epochs": p.epochs, "seeds": " ".join(map(str, p.seeds)),
+                   "missing_seeds": " ".join(map(str, p.missing)), "train_macs_mean": p.macs,
+                   "train_macs_min": min(macs), "train_macs_max": max(macs),
+                   "wall_min_mean": statistics.fmean(r.wall_min for r in p.recs)}
+            for metric in METRICS:
+                m, lo, hi = p.stat(metric)
+                row.update({f"{metric}_mean": m, f"{metric}_lo": lo, f"{metric}_hi": hi})
+            rows.append(row)
+    return rows
+
+
+def write_report(out: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int],
+                 targets: list[float] | None = None) -> dict:
+    """curves.md, curves.csv and curves.png in ``out`` from <out>/records; returns what they show."""
+    curves, problems = load_records(out / "records", budgets, seeds)
+    rows = point_rows(curves)
+    with (out / "curves.csv").open("w", newline="") as f:
+        cols = ["method", "epochs", "seeds", "missing_seeds", "train_macs_mean", "train_macs_min", "train_macs_max",
+                "wall_min_mean", *[f"{m}_{k}" for m in METRICS for k in ("mean", "lo", "hi")]]
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    targets = default_targets(curves) if targets is None else targets
+    rng = np.random.default_rng(0)
+    reaches = {m: [reach(pts, a, rng=rng) for a in targets] for m, pts in curves.items() if len(pts) >= 1}
+    ratios = [cost_ratio(reaches[a][i], reaches[b][i]) for a, b in PAIRS if a in reaches and b in reaches
+              for i in range(len(targets))]
+    diffs = {(a, b): [diff_at(curves[a], curves[b], c, seeds) for c in equal_cost_levels(curves[a], curves[b])]
+             for a, b in PAIRS if a in curves and b in curves}
+    cross = {k: crossings(curves[k[0]], curves[k[1]]) for k in diffs}
+    md = _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross)
+    (out / "curves.md").write_text(md)
+    if curves:
+        plot(curves, out / "curves.png")
+    return {"curves": curves, "problems": problems, "reaches": reaches, "ratios": ratios, "diffs": diffs,
+            "crossings": cross}
+
+
+def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) -> str:
+    lines = ["# Accuracy–cost curves", "",
+             "Cost = training MACs (cost.json `train_macs`: each pass's arch MACs x the step's images x 3 for "
+             "forward + backward, a frozen teacher's forward x 1 included; validation during training not). "
+             "Accuracies: top-1 % on the test split after BN recalibration (mean Pareto = area under the bucket "
+             f"winners' curve). Intervals: 95 % over seeds ({', '.join(map(str, seeds))} expected). {VERDICT_RULE}",
+             ""]
+    if problems:
+        lines += ["**Missing** (reported, not fatal):", "", *[f"- {p}" for p in problems], ""]
+    lines += ["## Per method and budget", "",
+              "| method | epochs | seeds | train MACs (mean; same on every seed?) | wall min (mean) | mean Pareto | "
+              "smallest subnet | full model |", "|---|---|---|---|---|---|---|---|"]
+    for method, pts in curves.items():
+        for p in pts:
+            macs = [r.macs for r in p.recs]
+            same = "same" if len(set(macs)) == 1 else f"{_t(min(macs))}–{_t(max(macs))}"
+            lines.append(f"| {method} | {p.epochs} | {len(p.recs)} | {_t(p.macs)} ({same}) | "
+                         f"{statistics.fmean(r.wall_min for r in p.recs):.1f} | "
+                         + " | ".join(_ci(*p.stat(m)) for m in METRICS) + " |")
+    lines += ["", "![curves](curves.png)", "", "## Cost to reach a mean Pareto accuracy", "",
+              "Over-seed mean curve, linear in log cost between budget points; 95 % bootstrap over seeds (each "
+              "point's seeds resampled independently; 0 / ∞ bounds: that share of resamples below / beyond the curve).",
+              "", "| method | " + " | ".join(f"{a:.1f} %" for a in targets) + " |", "|---|" + "---|" * len(targets)]
+    for method, rs in reaches.items():
+        cells = [r.cost if isinstance(r.cost, str) else f"{_t(r.cost)}" + (
+            "" if r.lo is None else f" [{_t(r.lo)}, {_t(r.hi)}]") for r in rs]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "## Cost ratio to reach the same accuracy (method / deps; claim: DεpS needs less, ratio > 1)", "",
+              "| method | accuracy | ratio [95 % bootstrap] | seeds | verdict: > 1 | paper's N | verdict: > N | note |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in ratios:
+        cell = "–" if r.ratio is None else _ci(r.ratio, r.lo, r.hi, "{:.2f}x")
+        paper = f"{PAPER_RATIOS[r.other]}x" if r.other in PAPER_RATIOS else "–"
+        lines.append(f"| {r.other} | {r.target:.1f} % | {cell} | {r.seeds} | {r.verdict} | {paper} | "
+                     f"{r.paper_verdict} | {r.note} |")
+    lines += ["", "## Differences at equal training cost (mean Pareto, points; claim: DεpS ahead, Δ > 0)", "",
+              "Each seed's accuracy interpolated in log cost on its own curve, paired by seed (same seed: same initial "
+              "weights and data order); t-interval over seeds.", "",
+              "| pair | train MACs | seeds | per seed | Δ [95 % t] | verdict | missing seeds |",
+              "|---|---|---|---|---|---|---|"]
+    for (a, b), ds in diffs.items():
+        if not ds:
+            lines.append(f"| {a} − {b} | no overlap of the two curves' costs | | | | not shown | |")
+        for d in ds:
+            per = ", ".join(f"{v:+.2f}" for v in d.per_seed.values())
+            lines.append(f"| {a} − {b} | {_t(d.cost)} | {len(d.per_seed)} | {per} | "
+                         f"{_ci(d.mean, d.lo, d.hi, '{:+.2f}')} | {d.verdict} | "
+                         f"{' '.join(map(str, d.missing)) or '–'} |")
+    lines += ["", "## How the differences move with the budget, and crossings", "",
+              "| pair | Δ at highest − lowest level [95 % t] | seeds | verdict (claim: grows) | mean curves cross at |",
+              "|---|---|---|---|---|"]
+    for (a, b), ds in diffs.items():
+        m, lo, hi, n, v = trend(ds)
+        cr = cross[(a, b)]
+        where = "no overlap" if cr is None else ", ".join(_t(c) for c in cr) or "no crossing in the overlap"
+        lines.append(f"| {a} − {b} | {_ci(m, lo, hi, '{:+.2f}')} | {n} | {v} | {where} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(curves: dict[str, list[Point]], path: Path) -> None:
+    """Mean Pareto, smallest subnet and full model vs training MACs (log x), one curve per method with over-seed
+    95 % t-interval bars."""
+    from onceforall.workflows.report import pyplot
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, (metric, label) in zip(axes, METRICS.items()):
+        for i, (method, pts) in enumerate(curves.items()):
+            xs = [p.macs for p in pts]
+            stats = [p.stat(metric) for p in pts]
+            ys = [s[0] for s in stats]
+            err = [[0.0 if s[1] is None else s[0] - s[1] for s in stats],
+                   [0.0 if s[2] is None else s[2] - s[0] for s in stats]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=f"C{i}", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("training MACs")
+        ax.set_ylabel(f"{label} accuracy (%)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,260 @@
+"""The accuracy–cost curve suite's machinery (benchmarks/curves.py, curves_report.py, common.py) on synthetic
+records with known numbers: t-intervals, the verdict rule, cost to reach an accuracy, equal-cost differences, the
+run order and plan, missing data reported rather than fatal, records without machine paths."""
+
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import common  # noqa: E402
+import curves  # noqa: E402
+import curves_report as cr  # noqa: E402
+
+T = 1e12
+DELTA = [-0.2, -0.1, 0.0, 0.1, 0.2]  # per-seed offsets of DεpS's curves (mean 0, sd 0.1581)
+
+
+def _deps(c: float, s: int) -> float:
+    """The synthetic DεpS curve: 70 % at 1T MACs, +4 points per doubling of the cost, plus the seed's offset."""
+    return 70 + 4 * math.log2(c / T) + DELTA[s]
+
+
+def _write(records: Path, method: str, epochs: int, seed: int, macs: float, acc: float, **cost) -> None:
+    d = records / f"{method}-e{epochs}-s{seed}"
+    (d / "eval").mkdir(parents=True)
+    (d / "eval" / "pareto.json").write_text(json.dumps(
+        {"mean_pareto_acc": acc, "smallest": {"acc": acc - 5}, "largest": {"acc": acc + 2}}))
+    (d / "cost.json").write_text(json.dumps({"train_macs": macs, "wall_seconds": 60 * epochs, **cost}))
+
+
+BUDGETS = {"deps": (4, 8, 16), "ofa-ps": (9, 18, 35), "bignas": (3, 6, 12), "compofa": (5, 10), "full-only": (4, 8)}
+SEEDS = [0, 1, 2, 3, 4]
+BIGNAS = [1.0, -1.0, 1.0, -1.0, 0.0]  # deps − bignas per seed: mean 0, a tie
+
+
+@pytest.fixture()
+def out(tmp_path):
+    rec = tmp_path / "records"
+    for s in SEEDS:
+        for e, c in zip(BUDGETS["deps"], (1 * T, 2 * T, 4 * T)):
+            _write(rec, "deps", e, s, c, _deps(c, s))
+        for e, c in zip(BUDGETS["ofa-ps"], (2 * T, 4 * T, 8 * T)):  # 4 points below DεpS at equal cost
+            if (e, s) != (18, 4):  # a missing point: seed 4 of ofa-ps at 18 epochs
+                _write(rec, "ofa-ps", e, s, c, 66 + 4 * math.log2(c / T))  # no seed offset: deps − it = 4 + δ
+        for e, c in zip(BUDGETS["bignas"], (1.5 * T, 3 * T, 6 * T)):
+            _write(rec, "bignas", e, s, c, _deps(c, s) - BIGNAS[s])
+        for e, c in zip(BUDGETS["compofa"], (1.2 * T, 2.4 * T)):  # 3 points above DεpS: contradicts "DεpS ahead"
+            _write(rec, "compofa", e, s, c, _deps(c, s) + 3)
+    for e, c in zip(BUDGETS["full-only"], (1 * T, 2 * T)):  # one seed only
+        _write(rec, "full-only", e, 0, c, 60.0)
+    # a record from before the MACs accounting, and an unevaluated folder: reported / ignored, never fatal
+    _write(rec, "full-only", 4, 1, 0, 61.0)
+    json.dump({"wall_seconds": 60}, (rec / "full-only-e4-s1" / "cost.json").open("w"))
+    (rec / "full-only-e8-s1").mkdir()
+    return tmp_path
+
+
+def test_t_interval_and_the_verdict_rule():
+    m, lo, hi = common.t_interval([1, 2, 3, 4, 5])
+    half = 2.776 * statistics.stdev([1, 2, 3, 4, 5]) / math.sqrt(5)
+    assert (m, lo, hi) == pytest.approx((3, 3 - half, 3 + half))
+    assert common.t_interval([2.5]) == (2.5, None, None)
+    assert common.t95(11) == 2.201 and common.t95(40) == 2.042 and common.t95(22) == 2.086  # conservative between
+    # the four outcomes
+    assert common.verdict(0.1, 0.9, 5) == "holds"
+    assert common.verdict(-0.9, -0.1, 5) == "contradicted"
+    assert common.verdict(-0.5, 0.5, 5) == "not shown"  # a tie never "does not hold"
+    assert common.verdict(0.1, 0.9, 1) == "suggestive"  # one seed: never holds
+    assert common.verdict(-0.9, -0.1, 1) == "not shown"
+    assert common.verdict(-0.9, -0.1, 3, "<") == "holds" and common.verdict(0.1, 0.9, 3, "<") == "contradicted"
+    assert common.verdict(1.2, 2.0, 5, ">", null=1.0) == "holds"
+    assert common.verdict(0.5, 1.5, 5, ">", 1.0) == "not shown"
+    assert common.verdict(None, None, 0) == "not shown"
+    assert common.seed_verdict([0.3, 0.5, 0.4]) == "holds" and common.seed_verdict([0.5]) == "suggestive"
+    assert common.seed_verdict([0.5], single=(-0.1, 1.1)) == "not shown"  # its own interval contains 0
+    assert common.seed_verdict([]) == "not shown"
+    with pytest.raises(ValueError, match="verdict: claim '>=' is not valid; valid: >, <"):
+        common.verdict(0, 1, 2, ">=")
+
+
+def test_interpolation_and_cost_to_reach_are_linear_in_log_cost():
+    costs, accs = [1 * T, 2 * T, 4 * T], [70.0, 74.0, 76.0]
+    assert cr.interp_log(costs, accs, math.sqrt(2) * T) == pytest.approx(72.0)
+    assert cr.interp_log(costs, accs, 2 * math.sqrt(2) * T) == pytest.approx(75.0)
+    assert cr.interp_log(costs, accs, 0.5 * T) is None and cr.interp_log(costs, accs, 5 * T) is None
+    assert cr.cost_to_reach(costs, accs, 72.0) == pytest.approx(math.sqrt(2) * T)
+    assert cr.cost_to_reach(costs, accs, 75.0) == pytest.approx(2 * math.sqrt(2) * T)
+    assert cr.cost_to_reach(costs, accs, 70.0) == 1 * T
+    assert cr.cost_to_reach(costs, accs, 69.0) == cr.BELOW and cr.cost_to_reach(costs, accs, 77.0) == cr.NOT_REACHED
+    # a curve that dips: the first (cheapest) crossing counts
+    assert cr.cost_to_reach([1 * T, 2 * T, 4 * T], [70.0, 74.0, 72.0], 73.0) == pytest.approx(2 ** 0.75 * T)
+
+
+def test_report_on_synthetic_records(out):
+    got = cr.write_report(out, BUDGETS, SEEDS, targets=[74.0, 76.0, 90.0])
+    curves_, problems = got["curves"], got["problems"]
+    targets = cr.default_targets(curves_)  # spanned by every supernet method's mean curve: 74.05 .. 78.0
+    assert len(targets) == 5 and 74.05 <= targets[0] < targets[-1] <= 78.0
+    # per point: mean and t-interval over seeds
+    p = curves_["deps"][0]
+    half = 2.776 * statistics.stdev(DELTA) / math.sqrt(5)
+    assert p.stat("pareto") == pytest.approx((70.0, 70.0 - half, 70.0 + half))
+    assert p.stat("full") == pytest.approx((72.0, 72.0 - half, 72.0 + half))
+    # missing data reported, not fatal
+    assert "ofa-ps at 18 epochs: missing seed(s) 4" in problems
+    assert "full-only at 4 epochs: missing seed(s) 1, 2, 3, 4" in problems
+    assert any(x.startswith("full-only-e4-s1: no train_macs") for x in problems)
+    assert [pt.seeds for pt in curves_["ofa-ps"]] == [SEEDS, [0, 1, 2, 3], SEEDS]
+    # cost to reach 76 %: DεpS at 2·sqrt(2) T on its mean curve, OFA-PS at 4·sqrt(2) T: ratio 2, interval > 1
+    reach = {m: rs for m, rs in got["reaches"].items()}
+    assert reach["deps"][1].cost == pytest.approx(2 * math.sqrt(2) * T)
+    assert reach["ofa-ps"][1].cost == pytest.approx(4 * math.sqrt(2) * T)
+    assert reach["deps"][1].lo < reach["deps"][1].cost < reach["deps"][1].hi
+    assert reach["deps"][2].cost == cr.NOT_REACHED and reach["compofa"][0].cost == cr.BELOW
+    ratio = next(r for r in got["ratios"] if r.other == "ofa-ps" and r.target == 76.0)
+    assert ratio.ratio == pytest.approx(2.0) and 1 < ratio.lo <= 2.0 <= ratio.hi and ratio.verdict == "holds"
+    assert ratio.paper_verdict == ("holds" if ratio.lo > 1.8 else "not shown")  # the paper's 1.8x
+    assert cr.Ratio("ofa-ps", 76.0, 1.5, 1.3, 1.7, 5, "holds").paper_verdict == "contradicted"  # below 1.8x
+    assert cr.Ratio("ofa-ps", 76.0, 2.0, None, None, 1, "suggestive").paper_verdict == "suggestive"
+    assert cr.Ratio("compofa", 76.0, 2.0, 1.5, 2.5, 5, "holds").paper_verdict == "–"  # no claim in the paper
+    assert next(r for r in got["ratios"] if r.other == "ofa-ps" and r.target == 90.0).verdict == "not shown"
+    # differences at equal cost, at 3 levels inside each overlap, paired by seed
+    d = got["diffs"][("deps", "ofa-ps")]
+    assert [x.cost for x in d] == pytest.approx([2 * 2 ** (k / 6) * T for k in (1, 3, 5)])  # overlap 2T..4T
+    for x in d:  # seed 4's ofa-ps curve skips 18 epochs but still spans the cost: interpolated from its neighbours
+        assert x.per_seed == pytest.approx({s: 4.0 + DELTA[s] for s in SEEDS}) and x.missing == []
+        assert (x.mean, x.lo, x.hi) == pytest.approx((4.0, 4.0 - half, 4.0 + half)) and x.verdict == "holds"
+    b = got["diffs"][("deps", "bignas")]
+    assert all(x.per_seed == pytest.approx(dict(zip(SEEDS, BIGNAS))) and x.verdict == "not shown" for x in b)
+    c = got["diffs"][("deps", "compofa")]
+    assert all(x.mean == pytest.approx(-3.0) and x.verdict == "contradicted" for x in c)
+    # the differences do not move with the budget here; the compofa curve never crosses DεpS's
+    m, lo, hi, n, v = cr.trend(d)
+    assert m == pytest.approx(0.0, abs=1e-9) and n == 5 and v == "not shown"
+    assert got["crossings"][("deps", "compofa")] == []
+    # one seed: at most suggestive
+    one = cr.diff_at(curves_["deps"], curves_["full-only"], 1.5 * T, SEEDS)
+    assert list(one.per_seed) == [0] and one.missing == [1, 2, 3, 4] and one.verdict == "suggestive"
+    md = (out / "curves.md").read_text()
+    assert "missing seed(s) 4" in md and "| deps − ofa-ps |" in md and "holds" in md and "contradicted" in md
+    assert "not reached" in md and common.VERDICT_RULE in md
+    rows = (out / "curves.csv").read_text().splitlines()
+    assert rows[0].startswith("method,epochs,seeds,missing_seeds,train_macs_mean")
+    assert len(rows) == 1 + 3 + 3 + 3 + 2 + 2
+    assert (out / "curves.png").stat().st_size > 10000
+
+
+def test_curves_cross_where_the_mean_difference_changes_sign(tmp_path):
+    rec = tmp_path / "records"
+    for s in (0, 1):
+        for e, c, a in zip((4, 8, 16), (1 * T, 2 * T, 4 * T), (70.0, 72.0, 74.0)):
+            _write(rec, "deps", e, s, c, a + s)
+        for e, c, a in zip((3, 6, 12), (1 * T, 2 * T, 4 * T), (71.0, 72.0, 73.0)):  # equal at 2T
+            _write(rec, "bignas", e, s, c, a + s)
+    got = cr.write_report(tmp_path, {"deps": (4, 8, 16), "bignas": (3, 6, 12)}, [0, 1])
+    assert got["crossings"][("deps", "bignas")] == pytest.approx([2 * T], rel=1e-9)
+    m, lo, hi, n, v = cr.trend(got["diffs"][("deps", "bignas")])
+    # deps − bignas = log2(cost / 1T) − 1: −2/3 at the lowest level (1/6 of the overlap), +2/3 at the highest
+    assert [x.mean for x in got["diffs"][("deps", "bignas")]] == pytest.approx([-2 / 3, 0, 2 / 3], abs=1e-9)
+    assert m == pytest.approx(4 / 3) and n == 2 and v == "holds"
+
+
+def test_an_empty_suite_reports_without_crashing(tmp_path):
+    got = cr.write_report(tmp_path, BUDGETS, SEEDS)
+    assert got["curves"] == {} and len(got["problems"]) == sum(len(e) for e in BUDGETS.values())
+    assert "deps at 4 epochs: missing seed(s) 0, 1, 2, 3, 4" in (tmp_path / "curves.md").read_text()
+
+
+def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_durations(tmp_path, capsys,
+                                                                                         monkeypatch):
+    order = [j.name for j in curves.jobs([0, 1], list(curves.POINTS))]
+    assert order[:5] == ["deps-e4-s0", "ofa-ps-e9-s0", "bignas-e3-s0", "compofa-e5-s0", "full-only-e4-s0"]
+    assert order[5:10] == ["deps-e8-s0", "ofa-ps-e18-s0", "bignas-e6-s0", "compofa-e10-s0", "full-only-e8-s0"]
+    assert order[10:14] == ["deps-e16-s0", "ofa-ps-e35-s0", "bignas-e12-s0", "full-only-e16-s0"]
+    assert order[14] == "deps-e4-s1" and len(order) == 2 * 14
+    assert curves.parse_name("ofa-ps-e35-s3") == curves.Job("ofa-ps", 35, 3) and curves.parse_name("deps-s0") is None
+    assert curves.Job("ofa-ps", 9, 0).overrides() == [*common.FMNIST20_R10, "data.train_subset=10000",
+                                                      "train.epochs=9", "train.seed=0"]
+    (tmp_path / "durations.csv").write_text("run,part,seconds,finished_at\ndeps-e4-s0,train,300,x\n"
+                                            "deps-e4-s0,train,100,x\ndeps-e4-s0,eval,200,x\n")
+    _write(tmp_path / "records", "deps", 4, 0, T, 70.0)
+    assert curves.estimate(curves.Job("deps", 8, 1), common_durations := curves.read_durations(
+        tmp_path / "durations.csv")) == (800.0, 200.0)  # 100 s per epoch (a resumed part's rows summed)
+    assert curves.estimate(curves.Job("bignas", 3, 0), common_durations) == (None, None)
+    # a method not measured here yet: reproduce.py's quick run of it (BigNAS: 6 epochs there), marked *
+    (tmp_path / "reproduce.csv").write_text("run,part,seconds,finished_at\nbignas-s0,train,600,x\n"
+                                            "bignas-s0,eval,300,x\ndeps-s0,train,4000,x\n")
+    monkeypatch.setattr(curves, "REPRODUCE_DURATIONS", tmp_path / "reproduce.csv")
+    curves.main(["--plan", "--out", str(tmp_path), "--seeds", "0", "--only", "deps,bignas"])
+    text = capsys.readouterr().out
+    assert "5 of 6 runs left" in text and "deps-e4-s0" not in text
+    lines = {line.split()[0]: line for line in text.splitlines()[1:]}
+    assert "17 min " in lines["deps-e8-s0"] and "30 min " in lines["deps-e16-s0"]  # this suite's own rows first
+    assert "10 min*" in lines["bignas-e3-s0"] and "15 min*" in lines["bignas-e6-s0"]  # 100 s/epoch + 300 s
+    with pytest.raises(SystemExit, match="--only: unknown method 'nas'; valid: deps, ofa-ps"):
+        curves.main(["--plan", "--only", "nas"])
+
+
+def test_records_keep_no_machine_paths(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"train:\n  out_dir: {common.REPO}/benchmarks/results/x/runs\n")
+    (run / "metrics.jsonl").write_text(json.dumps({"event": "start", "python": sys.executable}) + "\n")
+    (run / "eval" / "pareto.json").write_text("{}")
+    common.keep_record(run, tmp_path / "records" / "r")
+    rec = tmp_path / "records" / "r"
+    assert (rec / "config.yaml").read_text() == "train:\n  out_dir: benchmarks/results/x/runs\n"
+    assert str(common.REPO) not in (rec / "metrics.jsonl").read_text() and '"python": "python"' in (
+        rec / "metrics.jsonl").read_text()
+    assert not (rec.parent / "r.partial").exists()
+
+
+def test_logs_keep_no_machine_paths(tmp_path):
+    log = tmp_path / "log.txt"
+    common.sh([sys.executable, "-c", f"print('run at {common.REPO}/benchmarks/results/x')"], log)
+    text = log.read_text()
+    assert str(common.REPO) not in text and sys.executable not in text
+    assert "$ python -c" in text and "run at benchmarks/results/x\n" in text
+    with pytest.raises(SystemExit, match=r"failed \(3\)"):
+        common.sh([sys.executable, "-c", "raise SystemExit(3)"], log)
+
+
+def test_the_suite_skips_recorded_runs_and_trains_the_rest_in_order(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(name, preset, overrides, out, log, threads):
+        calls.append(("train", name, preset, threads))
+        return out / "runs" / name
+
+    def fake_eval(run, out, name, log, threads):
+        calls.append(("eval", name))
+        job = curves.parse_name(name)
+        _write(out / "records", job.method, job.epochs, job.seed, job.epochs * T, 70.0 + job.epochs)
+
+    monkeypatch.setattr(curves, "train_run", fake_train)
+    monkeypatch.setattr(curves, "eval_and_record", fake_eval)
+    _write(tmp_path / "records", "deps", 4, 0, 4 * T, 74.0)  # recorded in an earlier session: skipped
+    curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps,compofa", "--train-only"])
+    assert calls == [("train", n, p, 1) for n, p in [("compofa-e5-s0", "fashion-mnist-compofa"),
+                                                     ("deps-e8-s0", "fashion-mnist"),
+                                                     ("compofa-e10-s0", "fashion-mnist-compofa"),
+                                                     ("deps-e16-s0", "fashion-mnist")]]
+    assert not (tmp_path / "curves.md").exists()  # --train-only: no evaluation, no report
+    calls.clear()
+    curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps,compofa", "--threads", "2"])
+    assert [c[:2] for c in calls] == [("train", "compofa-e5-s0"), ("eval", "compofa-e5-s0"),
+                                      ("train", "deps-e8-s0"), ("eval", "deps-e8-s0"),
+                                      ("train", "compofa-e10-s0"), ("eval", "compofa-e10-s0"),
+                                      ("train", "deps-e16-s0"), ("eval", "deps-e16-s0")]
+    assert calls[0][3] == 2
+    md = (tmp_path / "curves.md").read_text()
+    assert "| deps | 16 | 1 | 16T (same) |" in md and "| deps − compofa |" in md
+    calls.clear()
+    curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps,compofa"])  # everything recorded
+    assert calls == []

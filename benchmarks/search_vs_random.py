@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--budgets", help="comma-separated MACs budgets, or 'buckets' (the upper edges of eval's buckets); "
                                      "default: 1/3, 1/2, 2/3 of the range")
     p.add_argument("--top", type=int, default=3, help="archs measured per method (K)")
-    p.add_argument("--random-seeds", type=int, default=3)
+    p.add_argument("--random-seeds", type=int, default=3, help="random baselines' seeds (0: none, eval vs search only)")
     p.add_argument("--samples", type=int, default=60, help="measured subnets for the predictor")
     p.add_argument("--selection-images", type=int, default=EvalArgs.selection_images,
                    help="images of the predictor's measurements (default: eval's ranking subset)")
@@ -91,7 +91,7 @@ def main() -> None:
                     continue
                 chosen = max(drawn, key=lambda r: r[1])[0]  # best on the selection split
                 bests.append(ev.accuracy([chosen], "test")[0])
-        ok = best_search >= max(statistics.mean(x) for x in (anywhere, matched) if x)
+        ok = best_search >= max((statistics.mean(x) for x in (anywhere, matched) if x), default=float("-inf"))
         wins += ok
         fitting = [a for a in front if space.macs(a) <= budget]
         if fitting:
@@ -111,7 +111,9 @@ def main() -> None:
         pr = found["predictor"]
         matched_txt = (f"{statistics.mean(matched):11.2f}% {max(matched):11.2f}%" if matched
                        else f"{'-':>12s} {'-':>12s}")
-        print(f"{budget / 1e6:7.2f}M {best_search:10.2f}% {statistics.mean(anywhere):10.2f}% {max(anywhere):10.2f}% "
+        anywhere_txt = (f"{statistics.mean(anywhere):10.2f}% {max(anywhere):10.2f}%" if anywhere
+                        else f"{'-':>11s} {'-':>11s}")
+        print(f"{budget / 1e6:7.2f}M {best_search:10.2f}% {anywhere_txt} "
               f"{matched_txt} {'yes' if ok else 'no':>16s} "
               f"{eval_txt} {diff_txt} {ci_txt:>15s} {pr['heldout_rmse']:10.2f} {pr['heldout_kendall_tau']:5.2f}")
     print(f"search >= the mean of both random baselines (or of the one drawn: '-' = no budget-matched arch in 500 "

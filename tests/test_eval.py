@@ -386,7 +386,13 @@ def test_export_cli_round_trip(runs, tmp_path, capsys):
     recipe = side["preprocessing"]
     assert recipe["steps"] == [{"op": "resize", "size": 16, "antialias": True}] and recipe["color"] == "L"
     assert recipe["normalization"] == side["normalization"]
-    raw = load_dataset("fashion-mnist", None, "test", 28)  # 28 px: the files' own images
+    from onceforall.core.seeds import derive_seed
+    from onceforall.data import bn_subset
+    from onceforall.run.setup import DATA_SEED
+
+    # 28 px: the files' own images; the run reports on a fixed subset of them (data.test_subset)
+    raw = bn_subset(load_dataset("fashion-mnist", None, "test", 28), run.cfg.data.test_subset,
+                    seed=derive_seed(DATA_SEED, "test_subset"))
     prep = load_preprocess(tmp_path / f"{full}.json")
     x = torch.stack([prep(raw.images[i, 0].numpy()) for i in range(len(raw))])
     with torch.no_grad():

@@ -365,8 +365,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
 def supernet_of_checkpoint(ck: dict, path: Path) -> Supernet:
     """The supernet a checkpoint holds: its space identity and model settings, its weights."""
     model = config_from_dict(ck["config"]).model
+    written = ck["config"].get("model", {})
+    # a checkpoint written before model.bn_momentum existed trained with the space's (LEGACY_SETTINGS)
+    bn_momentum = model.bn_momentum if "bn_momentum" in written else float(LEGACY_SETTINGS["model.bn_momentum"])
     net = build_supernet(space_from_identity(ck["space"]), dropout=model.dropout,
-                         kernel_transform=model.kernel_transform)
+                         kernel_transform=model.kernel_transform, bn_momentum=bn_momentum)
     load_model_state(net, ck["model"], path)
     return net
 

@@ -337,11 +337,11 @@ class EvalArgs:
     """The arguments of an evaluation; ``onceforall eval``'s options are made from these fields (one default and
     one help text each)."""
 
-    per_bucket: int = 6
+    per_bucket: int = 10
     """Measured candidates per MACs bucket, drawn with skewed samplers so that every bucket is reached."""
     uniform: bool = True
     """Also measure the uniform archs (every kernel x expand x depth at the largest resolution)."""
-    selection_images: int | None = 500
+    selection_images: int | None = 1000
     """Validation-split images every candidate is ranked on (0 or None: all)."""
     ranking_bn_images: int | None = 500
     """BN-recalibration images of the ranking measurements (candidates, searched subnets, finalists), at most
@@ -354,7 +354,7 @@ class EvalArgs:
     finalists: int = 3
     """The best N of each bucket (and the two ends) are measured again on finalist_images images and the winner is
     chosen on that; 0: choose on the ranking subset."""
-    finalist_images: int | None = 2500
+    finalist_images: int | None = None
     """Validation-split images the finalists are measured on (the ranking subset completed); 0 or None: all."""
     seed: int = 0
     """Seed of the candidate draws and the search."""

@@ -27,7 +27,7 @@ import torch
 from onceforall.core.pareto import bootstrap_ci
 from onceforall.run.rundir import load_run
 from onceforall.specialize.search import parse_budget, random_search
-from onceforall.workflows.evaluate import EvalArgs, Evaluator
+from onceforall.workflows.evaluate import Evaluator
 from onceforall.workflows.front import build_front, read_budgets
 from onceforall.workflows.search import run_search
 
@@ -40,8 +40,7 @@ def main() -> None:
     p.add_argument("--top", type=int, default=3, help="archs measured per method (K)")
     p.add_argument("--random-seeds", type=int, default=3, help="random baselines' seeds (0: none, eval vs search only)")
     p.add_argument("--samples", type=int, default=60, help="measured subnets for the predictor")
-    p.add_argument("--selection-images", type=int, default=EvalArgs.selection_images,
-                   help="images of the predictor's measurements (default: eval's ranking subset)")
+    p.add_argument("--selection-images", type=int, default=2000, help="images of the predictor's measurements")
     p.add_argument("--band", type=float, default=0.8, help="budget-matched random archs cost >= band x budget")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--front", action="store_true",

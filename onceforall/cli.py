@@ -451,9 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None,
                    help="measured subnets the predictor needs; more are measured when eval left fewer (default 60; "
                         "120 with --front)")
-    p.add_argument("--selection-images", type=int, default=EvalArgs.selection_images,
-                   help="validation images per predictor measurement, BN as eval's ranking measurements, so that the "
-                        f"predictor learns from what eval measured (0: all; default {EvalArgs.selection_images})")
+    p.add_argument("--selection-images", type=int, default=2000, help="images per predictor measurement (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_search)

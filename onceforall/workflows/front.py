@@ -29,7 +29,7 @@ from ..core.space import Space
 from ..run.rundir import LoadedRun
 from ..specialize.memory import DTYPE_BYTES, peak_memory
 from ..specialize.search import format_cost, non_dominated_sort, nsga2_search, parse_budget
-from .evaluate import EvalArgs, Evaluator, ranking_evaluator
+from .evaluate import Evaluator
 from .search import latency_space, latency_table_of, pin_resolution, predictor_for, predictor_text
 
 __all__ = ["COSTS", "build_front", "cost_functions", "front_table", "load_front", "parse_budgets", "read_budgets"]
@@ -82,7 +82,7 @@ def _spread(n_front: int, k: int) -> list[int]:
 
 def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), *, latency_table: str | None = None,
                 accept_noisy_table: bool = False, memory_dtype: str = "float32", samples: int = 120,
-                selection_images: int | None = EvalArgs.selection_images, predictor: str | None = None,
+                selection_images: int | None = 1000, predictor: str | None = None,
                 resolution: int | None = None,
                 measure: int = 12, population: int = 100, generations: int = 40, seed: int = 0,
                 progress: Callable[[str], None] | None = None) -> dict:
@@ -94,7 +94,7 @@ def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), 
                                       memory_dtype=memory_dtype, say=say)
     space = pin_resolution(space, resolution, say)
     ev = Evaluator(run)
-    predictor_obj, report = predictor_for(run, ranking_evaluator(run), predictor, samples, selection_images, seed, say)
+    predictor_obj, report = predictor_for(run, ev, predictor, samples, selection_images, seed, say)
     found = nsga2_search(space, predictor_obj.predict, [fns[c] for c in costs], seed=seed, population=population,
                          generations=generations)
     say(f"NSGA-II: {len(found)} archs on the predicted front ({' / '.join(['accuracy', *costs])})")

@@ -13,7 +13,7 @@ from ..specialize.latency import LatencyTable, build_latency_table
 from ..specialize.ofa_formats import load_ofa_latency_lut
 from ..specialize.predictors import Predictor, load_predictor, save_predictor
 from ..specialize.search import AccuracyPredictor, CostFn, check_budget, evolutionary_search, format_cost, parse_budget
-from .evaluate import EvalArgs, Evaluator, candidate_archs, ranking_evaluator
+from .evaluate import Evaluator, candidate_archs
 from .latency import check_table_usable
 
 __all__ = ["fit_predictor", "latency_space", "latency_table_of", "pin_resolution", "predictor_for", "run_search",
@@ -117,7 +117,7 @@ def predictor_quality(report: dict) -> str:
 
 def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: float | None = None,
                latency_table: str | None = None, accept_noisy_table: bool = False, top: int = 3, samples: int = 60,
-               selection_images: int | None = EvalArgs.selection_images, seed: int = 0, predictor: str | None = None,
+               selection_images: int | None = 2000, seed: int = 0, predictor: str | None = None,
                resolution: int | None = None, progress: Callable[[str], None] | None = None) -> dict:
     """Search a run's supernet for the most accurate archs under a budget and measure the best ``top``.
 
@@ -146,9 +146,9 @@ def run_search(run: LoadedRun, *, macs: str | float | None = None, latency_ms: f
     if resolution is not None:
         label += f"-r{resolution}"
     budget = check_budget(space, cost_fn, budget, unit)  # fail fast, before measuring anything
-    evaluator, ranker = Evaluator(run), ranking_evaluator(run)  # the predictor learns from eval's ranking measurements
-    predictor_obj, report = predictor_for(run, ranker, predictor, samples, selection_images, seed, say)
-    pairs = ranker.measured("selection", selection_images)
+    evaluator = Evaluator(run)
+    predictor_obj, report = predictor_for(run, evaluator, predictor, samples, selection_images, seed, say)
+    pairs = evaluator.measured("selection", selection_images)
     found = evolutionary_search(space, predictor_obj.predict, cost_fn, budget, seed=seed, unit=unit)
     best = [(a, score, c, "search") for a, score, c in found[: max(1, top)]]
     # the best subnet already measured under the budget competes too (the predictor may rank it lower)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "ensure_writable", "first_line", "is_int", "is_number", "nonfinite_keys", "os_error_text",
-           "read_json", "remove_stale_tmp", "JSONFileError"]
+__all__ = ["atomic_write", "ensure_writable", "first_line", "is_int", "is_number", "load_weights_only",
+           "nonfinite_keys", "os_error_text", "read_json", "remove_stale_tmp", "JSONFileError"]
 
 
 class JSONFileError(ValueError):
@@ -39,6 +39,19 @@ def read_json(path: str | Path, what: str, *, expect: type | tuple[type, ...] | 
         raise JSONFileError(f"{what} {path} holds {_kind(data)}, not {want}: not a {what} file"
                             f"{'; ' + fix if fix else ''}", path)
     return data
+
+
+def load_weights_only(path: str | Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing or unreadable file raises a one-line ValueError
+    naming ``what`` and the file (never torch's advice to unpickle it)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path}: not found") from None
+    except Exception as e:  # noqa: BLE001 -- any unreadable file is the same one-line error
+        raise ValueError(f"{what} {path}: not a weights-only torch file: {first_line(e)}") from None
 
 
 def _kind(v: Any) -> str:

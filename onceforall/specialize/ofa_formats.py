@@ -35,7 +35,7 @@ from torch import nn
 
 from ..core.arch import Arch
 from ..core.space import BlockShape, Space
-from ..core.util import first_line, is_number
+from ..core.util import first_line, is_number, load_weights_only
 from .latency import LatencyTable, block_choices, consistency_check
 
 __all__ = ["OFA_IMAGE_SIZES", "OFAAccuracyPredictor", "load_ofa_acc_predictor", "load_ofa_latency_lut",
@@ -60,12 +60,7 @@ def _choices(space: Space) -> tuple[list[int], list[int]]:
 def read_ofa_acc_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of an OFA accuracy-predictor checkpoint (``weights_only``; ``{"state_dict": ...}``
     unwrapped); a file that is not one raises a one-line ValueError naming it."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"OFA accuracy predictor {path}: not found") from None
-    except Exception as e:  # noqa: BLE001 -- any unreadable file is the same one-line error
-        raise ValueError(f"OFA accuracy predictor {path}: not a weights-only torch file: {first_line(e)}") from None
+    state = load_weights_only(path, "OFA accuracy predictor")
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, Mapping) or "base_acc" not in state or not any(k.startswith("layers.") for k in state):

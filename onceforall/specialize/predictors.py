@@ -20,7 +20,7 @@ import torch
 
 from ..core.arch import Arch
 from ..core.space import Space
-from ..core.util import atomic_write, first_line
+from ..core.util import atomic_write, load_weights_only
 from .ofa_formats import load_ofa_acc_predictor
 from .search import AccuracyPredictor
 
@@ -50,12 +50,7 @@ def load_predictor(path: str | Path, space: Space) -> tuple[Predictor, dict[str,
     """The predictor in ``path`` for archs of ``space`` and its report (the file's fit statistics, ``source``,
     ``kind``: ``onceforall`` or ``ofa``). Our files must have been fitted for a space of the same identity and
     encoding; anything else is OFA's accuracy-predictor format or a one-line ValueError naming the file."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"predictor {path}: not found") from None
-    except Exception as e:  # noqa: BLE001 -- any unreadable file is the same one-line error
-        raise ValueError(f"predictor {path}: not a weights-only torch file: {first_line(e)}") from None
+    data = load_weights_only(path, "predictor")
     if not (isinstance(data, Mapping) and data.get("format") == FORMAT):
         try:
             ofa = load_ofa_acc_predictor(path, space)

@@ -372,7 +372,7 @@ def test_imported_ofa_run_evaluates_and_exports_under_ofa_protocol(tmp_path, mon
     run = load_run(out)
     arch = run.space.min()  # 128 px
     assert arch.resolution == 128
-    import onceforall.core.evaluation as evaluation
+    import onceforall.workflows.evaluate as evaluation  # the Evaluator's measurements go through its correct_mask
 
     seen = {}
 

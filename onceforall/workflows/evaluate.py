@@ -54,7 +54,7 @@ from ..specialize.search import AccuracyPredictor, evolutionary_search, nsga2_se
 from .report import write_run_report
 from .scores import curve_scores, fingerprint, pack_mask, unpack_mask, write_curve_correct
 
-__all__ = ["SPLITS", "EvalArgs", "Evaluator", "candidate_archs", "evaluate_run", "ranking_evaluator"]
+__all__ = ["SPLITS", "EvalArgs", "Evaluator", "candidate_archs", "evaluate_run"]
 
 SPLITS = ("selection", "test")
 SKEWS = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))
@@ -362,14 +362,6 @@ class EvalArgs:
     """MACs buckets over the space's range."""
 
 
-def ranking_evaluator(run: LoadedRun, args: EvalArgs | None = None) -> Evaluator:
-    """The Evaluator of ranking measurements (BN on ``ranking_bn_images``, at most data.bn_images): what eval ranks
-    candidates with and ``search`` fits its predictor on, so that search learns from eval's measurements."""
-    ev = Evaluator(run)
-    n = min((args or EvalArgs()).ranking_bn_images or ev.bn_images, ev.bn_images)
-    return ev if n == ev.bn_images else Evaluator(run, bn_images=n)
-
-
 def evaluate_run(run: LoadedRun, args: EvalArgs | None = None, *, progress: Callable[[str], None] | None = None,
                  evaluator: Evaluator | None = None, **overrides: Any) -> dict:
     """Evaluate a run's supernet across the MACs range of the space it trained (see the module docstring) with
@@ -384,8 +376,8 @@ def evaluate_run(run: LoadedRun, args: EvalArgs | None = None, *, progress: Call
     finalists, seed, buckets = a.finalists, a.seed, a.buckets
     space = run.space
     ev = evaluator or Evaluator(run)
-    ranker = ranking_evaluator(run, a)
-    ranker = ev if ranker.bn_images == ev.bn_images else ranker
+    ranking_bn = min(a.ranking_bn_images or ev.bn_images, ev.bn_images)
+    ranker = ev if ranking_bn == ev.bn_images else Evaluator(run, bn_images=ranking_bn)
     ranker.seconds, ranker.images, ranker.macs = ev.seconds, ev.images, ev.macs  # one account of the time
     say = progress or (lambda s: None)
     archs = candidate_archs(space, per_bucket=per_bucket, uniform=uniform, buckets=buckets, seed=seed)

@@ -59,7 +59,7 @@ METHODS = {  # name -> (preset, epochs relative to DεpS)
     "deps": ("fashion-mnist", 1.0),
     "bignas": ("fashion-mnist-bignas", 1.5),
     # BigNAS at DεpS's device-hours: a BigNAS epoch cost 1.33 DεpS epochs (1.99x the cost at 1.5x the epochs,
-    # RESULTS.md section 1), so 0.75x the epochs
+    # the old setting's runs, 2026-11-24, in RESULTS.md's git history), so 0.75x the epochs
     "bignas-matched": ("fashion-mnist-bignas", 0.75),
     "ofa-ps": ("fashion-mnist-ofa-ps", 2.2),
     "compofa": ("fashion-mnist-compofa", 1.2),

@@ -35,14 +35,10 @@ It also stores the official ε (``adjust_beta_value``'s value for the min net) a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.machinery
-import io
 import random
-import subprocess
 import sys
-import tarfile
 import tempfile
 import types
 from pathlib import Path
@@ -52,6 +48,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from snapshot import package_source  # noqa: E402 (scripts/, this script's folder)
 
 from onceforall.core.ofa_compat import ofa_state_dict_to_ours, our_state_dict_to_ofa  # noqa: E402
 from onceforall.core.seeds import dropout_seed  # noqa: E402
@@ -92,24 +90,7 @@ def our_config(strategy: str) -> Config:
 
 def source(path: Path, tmp: Path) -> tuple[Path, str]:
     """(directory holding the official ``deps`` package, its commit or 'unknown')."""
-    if (path / "deps" / "__init__.py").is_file():
-        commit = "unknown"
-        with contextlib.suppress(OSError, subprocess.CalledProcessError):
-            commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                    check=True).stdout.strip()
-        return path, commit
-    if (path / "HEAD").is_file() and (path / "objects").is_dir():
-        commit = subprocess.run(["git", "--git-dir", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        archive = subprocess.run(["git", "--git-dir", str(path), "archive", "HEAD"], capture_output=True,
-                                 check=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp / "deps-src", filter="data")
-            else:  # Python without extraction filters; the archive is git's own output
-                tar.extractall(tmp / "deps-src")
-        return tmp / "deps-src", commit
-    raise SystemExit(f"{path}: neither a directory holding deps/ nor a bare git directory of the DepS repository")
+    return package_source(path, tmp, "deps", "the DepS repository")
 
 
 class _Inert:

@@ -27,13 +27,9 @@ keep the file small; OFA's forward takes the input as it comes, so every arch is
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import io
 import random
-import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -41,6 +37,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from snapshot import package_source  # noqa: E402 (scripts/, this script's folder)
 
 from onceforall import Arch, build_supernet  # noqa: E402
 from onceforall.core.ofa_compat import (  # noqa: E402
@@ -72,25 +70,7 @@ def network_input(images: torch.Tensor) -> torch.Tensor:
 
 def ofa_source(path: Path, tmp: Path) -> tuple[Path, str]:
     """(directory holding OFA's ``ofa`` package, its commit or 'unknown')."""
-    if (path / "ofa" / "__init__.py").is_file():
-        commit = "unknown"
-        if (path / ".git").exists():  # its own checkout, not a copy inside another repository
-            with contextlib.suppress(OSError, subprocess.CalledProcessError):
-                commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True,
-                                        text=True, check=True).stdout.strip()
-        return path, commit
-    if (path / "HEAD").is_file() and (path / "objects").is_dir():
-        commit = subprocess.run(["git", "--git-dir", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        archive = subprocess.run(["git", "--git-dir", str(path), "archive", "HEAD"], capture_output=True,
-                                 check=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp / "ofa-src", filter="data")
-            else:  # Python without extraction filters; the archive is git's own output
-                tar.extractall(tmp / "ofa-src")
-        return tmp / "ofa-src", commit
-    raise SystemExit(f"{path}: neither a directory holding ofa/ nor a bare git directory of OFA's repository")
+    return package_source(path, tmp, "ofa", "OFA's repository")
 
 
 def stub_missing_modules(tmp: Path) -> None:

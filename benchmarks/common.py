@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from onceforall.run.rundir import read_metrics
+from onceforall.run.config import load_config, resume_differences
+from onceforall.run.rundir import RunDir, read_metrics
 
 # The benchmark setting with a capacity signal (capacity.py, reproduce.py's default): the fashion-mnist presets
 # with elastic resolution {10, 15, 20}, images stored at 20 px and resized by the network.
@@ -88,10 +89,29 @@ def record(out: Path, name: str) -> Path:
     return out / "records" / name
 
 
-def recorded(out: Path, name: str) -> bool:
+def recorded(out: Path, name: str, preset: str | None = None, overrides: list[str] | None = None) -> bool:
     """Whether run ``name`` has a complete record (trained and evaluated): it is neither trained nor evaluated
-    again."""
-    return (record(out, name) / "eval" / "pareto.json").is_file()
+    again. Given the job's ``preset`` and ``overrides``, a record written with other training settings (older
+    defaults, say) stops the suite with a one-line error instead of standing in for this job."""
+    rec = record(out, name)
+    if not (rec / "eval" / "pareto.json").is_file():
+        return False
+    if preset is not None:
+        check_settings(rec, preset, overrides or [])
+    return True
+
+
+def check_settings(run: Path, preset: str, overrides: list[str]) -> None:
+    """SystemExit naming the first training setting in which the run or record at ``run`` (its config.yaml, an old
+    run's missing fields read as it trained) differs from what ``preset`` with ``overrides`` builds now; the
+    settings that may differ on resume (threads, cadences, names) are not compared."""
+    saved = RunDir(run).read_config()
+    diffs = resume_differences(saved, load_config(preset, overrides))
+    if diffs:
+        key, was, now = diffs[0]
+        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        raise SystemExit(f"{run}: was trained with {key}={was}, this job trains with {key}={now}{more}; move it "
+                         f"away (git keeps committed records) or write to another --out")
 
 
 def keep_record(run: Path, rec: Path) -> None:
@@ -126,9 +146,11 @@ def train_run(name: str, preset: str, overrides: list[str], out: Path, log: Path
     ofa = [sys.executable, "-m", "onceforall"]
     tic = time.time()
     if finished(run):
+        check_settings(run, preset, overrides)
         print(f"  {name}: done", flush=True)
         return run
     if (run / "checkpoints" / "last.pt").exists():
+        check_settings(run, preset, overrides)
         print(f"  {name}: resuming", flush=True)
         sh([*ofa, "train", "--resume", str(run), "train.progress=off"], log)
     else:

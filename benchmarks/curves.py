@@ -129,7 +129,7 @@ def plan(out: Path, todo: list[Job]) -> list[str]:
     there yet, from reproduce.py's quick runs, marked *) and the running total."""
     durations = read_durations(out / "durations.csv")
     fallback = reproduce_durations(REPRODUCE_DURATIONS)
-    left = [j for j in todo if not recorded(out, j.name)]
+    left = [j for j in todo if not recorded(out, j.name, j.preset, j.overrides())]
     lines = [f"{len(left)} of {len(todo)} runs left (estimates from {out / 'durations.csv'}: each method's "
              "measured seconds per training epoch and per evaluation; * from reproduce.py's quick runs of the "
              "same setting at 2 threads):"]
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         log = out / "log.txt"
         started = time.time()
         for j in todo:
-            if recorded(out, j.name):
+            if recorded(out, j.name, j.preset, j.overrides()):
                 print(f"  {j.name}: recorded", flush=True)
                 continue
             run = train_run(j.name, j.preset, j.overrides(), out, log, args.threads)

@@ -266,11 +266,13 @@ def main() -> None:
         for name, (preset, overrides) in seed_jobs.items():
             run_name = f"{name}-s{seed}"
             names.append(run_name)
-            if recorded(out, run_name):
+            full = [*setting, *overrides, f"data.train_subset={size['train_subset']}", f"train.seed={seed}"]
+            # a recorded Fig. 2 run's init_from/shrink overrides are not rebuilt here: not compared
+            known = name not in fig2 or name in untrained
+            if recorded(out, run_name, preset if known else None, full):
                 print(f"  {run_name}: recorded", flush=True)
                 continue
-            run = train_run(run_name, preset, [*setting, *overrides, f"data.train_subset={size['train_subset']}",
-                                               f"train.seed={seed}"], out, log, args.threads)
+            run = train_run(run_name, preset, full, out, log, args.threads)
             if args.train_only:
                 continue
             eval_and_record(run, out, run_name, log, args.threads)

@@ -16,6 +16,8 @@ import common  # noqa: E402
 import curves  # noqa: E402
 import curves_report as cr  # noqa: E402
 
+from onceforall.run.config import load_config, to_yaml  # noqa: E402
+
 T = 1e12
 DELTA = [-0.2, -0.1, 0.0, 0.1, 0.2]  # per-seed offsets of DεpS's curves (mean 0, sd 0.1581)
 
@@ -28,6 +30,8 @@ def _deps(c: float, s: int) -> float:
 def _write(records: Path, method: str, epochs: int, seed: int, macs: float, acc: float, **cost) -> None:
     d = records / f"{method}-e{epochs}-s{seed}"
     (d / "eval").mkdir(parents=True)
+    job = curves.Job(method, epochs, seed)  # the settings the suite would train this job with
+    (d / "config.yaml").write_text(to_yaml(load_config(job.preset, job.overrides())))
     (d / "eval" / "pareto.json").write_text(json.dumps(
         {"mean_pareto_acc": acc, "smallest": {"acc": acc - 5}, "largest": {"acc": acc + 2}}))
     (d / "cost.json").write_text(json.dumps({"train_macs": macs, "wall_seconds": 60 * epochs, **cost}))
@@ -258,3 +262,24 @@ def test_the_suite_skips_recorded_runs_and_trains_the_rest_in_order(tmp_path, mo
     calls.clear()
     curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps,compofa"])  # everything recorded
     assert calls == []
+
+
+def test_a_record_or_run_trained_with_other_settings_stops_the_suite(tmp_path, monkeypatch):
+    """Older defaults (or an edited preset) must not let an old record stand in for a job, nor an old unfinished
+    run resume under the job's name: one line names the first differing setting."""
+    monkeypatch.setattr(curves, "train_run", lambda *a: pytest.fail("trained"))
+    _write(tmp_path / "records", "deps", 4, 0, 4 * T, 74.0)
+    cfg = tmp_path / "records" / "deps-e4-s0" / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("bn_momentum: 0.99", "bn_momentum: 0.1"))
+    with pytest.raises(SystemExit, match=r"deps-e4-s0: was trained with model.bn_momentum=0.1, this job trains "
+                                         r"with model.bn_momentum=0.99; move it away"):
+        curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps", "--train-only"])
+    # the same check before an unfinished run resumes (common.train_run)
+    run = tmp_path / "runs" / "deps-e4-s0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    (run / "config.yaml").write_text(cfg.read_text().replace("epochs: 4", "epochs: 5"))
+    monkeypatch.setattr(common, "sh", lambda *a: pytest.fail("resumed"))
+    with pytest.raises(SystemExit, match=r"was trained with model.bn_momentum=0.1, .* \(and 1 more\)"):
+        common.train_run("deps-e4-s0", "fashion-mnist", curves.Job("deps", 4, 0).overrides(), tmp_path,
+                         tmp_path / "log.txt", 1)

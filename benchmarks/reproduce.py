@@ -2,7 +2,7 @@
 
     python benchmarks/reproduce.py                      # the 5 methods at the benchmark size (~90 min on 2 cores)
     python benchmarks/reproduce.py --quick --seeds 0,1,2  # the --quick variant with 3 seeds (~25 min each)
-    python benchmarks/reproduce.py --ablations          # DεpS ablations: shrink start, ε on/off, IKD warm-up
+    python benchmarks/reproduce.py --ablations          # ablations: shrink start, ε, IKD warm-up, re-organization
     python benchmarks/reproduce.py --quick --ablations  # the ablations at the --quick size
     python benchmarks/reproduce.py --only deps,bignas   # a subset of the methods
     python benchmarks/reproduce.py --ablations --only deps,deps-no-eps   # a subset of the ablation runs
@@ -71,6 +71,8 @@ ABLATIONS = {
     "deps-shrink-0.75": ["strategy.shrink_start=0.75"],
     "deps-no-eps": ["strategy.eps_shrinking=false"],
     "deps-inplace-kd": ["strategy.fm_warmup=false"],  # in-place KD from step 0 instead of IKD-Warmup
+    # no channel re-organization at the shrink start (the Fig. 2 runs, which do not re-organize, beat DεpS)
+    "deps-no-reorganize": ["strategy.reorganize=false"],
 }
 
 # Paper Fig. 2: shrinking (DεpS's, for half the run) started from a full model trained alone to 50 % or to

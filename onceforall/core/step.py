@@ -24,7 +24,7 @@ from torch import nn
 from .optim import permute_optimizer_state
 from .strategies import Loss, Plan
 
-__all__ = ["begin_step", "frozen_copy", "kd_loss", "pass_loss", "train_step"]
+__all__ = ["begin_step", "frozen_copy", "kd_loss", "label_loss", "pass_loss", "train_step"]
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -39,9 +39,20 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
     return -(target * F.log_softmax(_wide(student) / t, dim=1)).sum(dim=1).mean() * (t * t)
 
 
+def label_loss(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy with label smoothing ls against class indices ``y`` (b,), or against distributions ``y``
+    (b, C) (mixup/CutMix targets): -Σ_c ((1 - ls)·y_c + ls / C) · log_softmax(logits)_c, averaged over the batch
+    (torch's cross_entropy with probabilities; timm's mixup targets with smoothing are the same distribution)."""
+    logits = _wide(logits)
+    if y.is_floating_point():
+        y = y.to(logits.dtype)
+    return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+
 def pass_loss(loss: Loss, logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
-    """Loss of one pass: ce, kd (+ label_weight·CE) or ce+kd ((CE + kd_ratio·KD)·2/(kd_ratio+1), OFA)."""
-    ce = lambda: F.cross_entropy(_wide(logits), y, label_smoothing=loss.label_smoothing)  # noqa: E731
+    """Loss of one pass: ce, kd (+ label_weight·CE) or ce+kd ((CE + kd_ratio·KD)·2/(kd_ratio+1), OFA); ``y``
+    class indices or, for mixed batches, distributions (:func:`label_loss`)."""
+    ce = lambda: label_loss(logits, y, loss.label_smoothing)  # noqa: E731
     if loss.kind == "ce":
         return ce()
     if teacher is None:

@@ -21,10 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import auto_augment, color_jitter, random_erase
+from ..core.seeds import derive_seed
+from .augment import auto_augment, color_jitter, mix_batch, random_erase
 from .base import Dataset, FolderDataset, ImageDataset, data_error, resize_uint8, seeded_generator
 
 __all__ = ["Augment", "EvalBatches", "FixedCrops", "TrainBatches"]
@@ -44,6 +46,19 @@ class Augment:
     """Image folders: (brightness, contrast, saturation, hue) of :func:`~.augment.color_jitter`; None: off."""
     auto_augment: bool = False
     """Image folders: AutoAugment's ImageNet policy (:func:`~.augment.auto_augment`)."""
+    mixup_alpha: float = 0.0
+    """Mixup of whole batches, lambda ~ Beta(alpha, alpha) (:func:`~.augment.mix_batch`); 0: off."""
+    cutmix_alpha: float = 0.0
+    """CutMix of whole batches, lambda ~ Beta(alpha, alpha); 0: off. With both on, one of the two per batch."""
+    mix_prob: float = 1.0
+    """Probability that a batch is mixed when mixup or CutMix is on."""
+    mix_switch_prob: float = 0.5
+    """Probability of CutMix rather than mixup when both are on."""
+
+    @property
+    def mixes(self) -> bool:
+        """Whether batches are mixed (labels are then distributions (b, num_classes), float32)."""
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
 
 def _normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -154,14 +169,28 @@ class TrainBatches:
         rows = _check_rows(rows)
         start, stop = self._positions(index)
         if isinstance(self.ds, ImageDataset):
-            return self._memory_batch(epoch, index, start, stop, rows)
+            return self._mix(self._memory_batch(epoch, index, start, stop, rows), epoch, index, rows)
         positions = list(range(start, stop))[rows]
         if self.workers > 0 and positions:
-            return next(iter(self._folder_loader(epoch, [positions])))
+            return self._mix(next(iter(self._folder_loader(epoch, [positions]))), epoch, index, rows)
         items = _FolderTrainItems(self.ds, self.permutation(epoch).tolist(), self.seed, epoch, self.image_size,
                                   self.augment.hflip, self.augment.random_erase,
                                   self.augment.color_jitter, self.augment.auto_augment)
-        return self._finish_folder(_collate([items[p] for p in positions]) if positions else self._empty())
+        xy = self._finish_folder(_collate([items[p] for p in positions]) if positions else self._empty())
+        return self._mix(xy, epoch, index, rows)
+
+    def _mix(self, xy: tuple[torch.Tensor, torch.Tensor], epoch: int, index: int,
+             rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup/CutMix of these rows of batch ``index`` (:func:`~.augment.mix_batch`), from a generator seeded
+        with (seed, epoch, index, first row): each rank mixes its own rows with its own draws, as the official
+        DεpS code mixes each GPU's batch in its collate function. Off: ``xy`` unchanged (integer labels)."""
+        if not self.augment.mixes:
+            return xy
+        a = self.augment
+        rng = np.random.default_rng(derive_seed(self.seed, "mix", epoch, index, rows.start or 0))
+        x, y, _ = mix_batch(xy[0], xy[1], self.ds.num_classes, rng, mixup_alpha=a.mixup_alpha,
+                            cutmix_alpha=a.cutmix_alpha, prob=a.mix_prob, switch_prob=a.mix_switch_prob)
+        return x.contiguous(memory_format=torch.channels_last), y
 
     def _empty(self) -> tuple[torch.Tensor, torch.Tensor]:
         c, s = self.ds.in_channels, self.image_size
@@ -213,7 +242,9 @@ class TrainBatches:
         rows = _check_rows(rows)
         if isinstance(self.ds, FolderDataset) and self.workers > 0:
             batches = [list(range(*self._positions(i)))[rows] for i in range(start, self.steps_per_epoch)]
-            yield from self._folder_loader(epoch, [b for b in batches if b])
+            indices = [i for i, b in zip(range(start, self.steps_per_epoch), batches) if b]
+            for i, xy in zip(indices, self._folder_loader(epoch, [b for b in batches if b])):
+                yield self._mix(xy, epoch, i, rows)
             return
         for i in range(start, self.steps_per_epoch):
             yield self.batch(epoch, i, rows)

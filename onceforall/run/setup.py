@@ -127,7 +127,8 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
     augment = Augment(crop_padding=d.crop_padding, hflip=default_hflip(d.dataset) if d.hflip is None else d.hflip,
                       random_erase=d.random_erase,
                       color_jitter=None if d.color_jitter is None else tuple(d.color_jitter),
-                      auto_augment=d.auto_augment == "imagenet")
+                      auto_augment=d.auto_augment == "imagenet", mixup_alpha=d.mixup_alpha,
+                      cutmix_alpha=d.cutmix_alpha, mix_prob=d.mix_prob, mix_switch_prob=d.mix_switch_prob)
 
     workers = data_workers(cfg)
 
@@ -135,9 +136,10 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
         return EvalBatches(ds, d.eval_batch_size, image_size, workers, per_resolution=d.per_resolution)
 
     bn_set = bn_subset(train, d.bn_images, seed=DATA_SEED)
-    # BN recalibration crops: OFA's protocol (crop and flip), no AutoAugment, colour jitter or random erasing
+    # BN recalibration crops: OFA's protocol (crop and flip), no AutoAugment, colour jitter, erasing or mixing
     bn = (FixedCrops(bn_set, d.eval_batch_size, replace(augment, random_erase=0.0, color_jitter=None,
-                                                        auto_augment=False), image_size,
+                                                        auto_augment=False, mixup_alpha=0.0, cutmix_alpha=0.0),
+                     image_size,
                      workers,
                      seed=derive_seed(DATA_SEED, "bn"),
                      per_resolution=d.per_resolution) if d.bn_augment else batches(bn_set))

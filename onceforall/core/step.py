@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .evaluation import at_resolution
 from .optim import permute_optimizer_state
 from .strategies import Loss, Plan
 
@@ -108,17 +109,19 @@ def train_step(
     grad_clip: float | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, float]:
-    """One optimizer step on this rank's batch ``(x, y)``; returns the mean loss of each pass role."""
+    """One optimizer step on this rank's batch ``(x, y)``; returns the mean loss of each pass role. ``x``: a
+    tensor, or batches per resolution (``x.at(r)``, :class:`onceforall.data.MultiResolution`), each pass taking
+    its arch's; ``y``: class indices or distributions (mixed batches)."""
     optimizer.zero_grad(set_to_none=True)
     losses = {p.role: 0.0 for p in plan.passes}
     for xm, ym in zip(x.chunk(micro_batches), y.chunk(micro_batches)):
         teacher = None
         if plan.teacher == "frozen":
             with torch.no_grad(), autocast():
-                teacher = _wide(teacher_net(xm, plan.teacher_arch))
+                teacher = _wide(teacher_net(at_resolution(xm, plan.teacher_arch.resolution), plan.teacher_arch))
         for i, p in enumerate(plan.passes):
-            with autocast():
-                logits = net(xm, p.arch, dropout=p.dropout)
+            with autocast():  # a batch cropped per resolution (data.train_per_resolution): this arch's crop
+                logits = net(at_resolution(xm, p.arch.resolution), p.arch, dropout=p.dropout)
             loss = pass_loss(p.loss, logits, ym, teacher)
             # p.weight = ε_t for DεpS subnets: scales their gradient, i.e. their effective learning rate
             (loss * (p.weight / micro_batches)).backward()

@@ -213,12 +213,12 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, rng: np.random
 
     Draws from ``rng`` only, in this order: whether the batch is mixed (uniform < ``prob``), which mix (CutMix when
     uniform < ``switch_prob`` if both alphas are > 0), lambda ~ Beta(alpha, alpha), and for CutMix the box centre
-    (column, then row, uniform integers). Mixup: ``lam·x + (1 - lam)·x_prev``. CutMix: a box of half-sides
-    int(0.5·sqrt(1 - lam)·W) and int(0.5·sqrt(1 - lam)·H) around the centre, clipped to the image, is copied from
-    x_prev, and lambda becomes the part of the image left unpasted (1 - box area / (H·W)). Targets:
-    ``lam·onehot(y) + (1 - lam)·onehot(y_prev)``; label smoothing belongs to the loss (cross-entropy against
-    ``(1 - ls)·target + ls / C``, as torch's and timm's). Returns (x, targets, {"kind", "lam"}) with kind
-    "none", "mixup" or "cutmix"; ``x`` itself when not mixed.
+    (column int(u·W), then row int(u·H), u uniform in [0, 1): the same place at every resolution). Mixup:
+    ``lam·x + (1 - lam)·x_prev``. CutMix: a box of half-sides int(0.5·sqrt(1 - lam)·W) and
+    int(0.5·sqrt(1 - lam)·H) around the centre, clipped to the image, is copied from x_prev, and lambda becomes
+    the part of the image left unpasted (1 - box area / (H·W)). Targets: ``lam·onehot(y) + (1 - lam)·onehot(y_prev)``;
+    label smoothing belongs to the loss (cross-entropy against ``(1 - ls)·target + ls / C``, as torch's and timm's).
+    Returns (x, targets, {"kind", "lam"}) with kind "none", "mixup" or "cutmix"; ``x`` itself when not mixed.
     """
     for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
         if alpha < 0:
@@ -233,7 +233,7 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, rng: np.random
     x_prev = x.roll(1, 0)
     if cutmix:
         height, width = x.shape[-2:]
-        cx, cy = int(rng.integers(width)), int(rng.integers(height))
+        cx, cy = int(rng.random() * width), int(rng.random() * height)  # relative: same box at any resolution
         half = 0.5 * math.sqrt(1.0 - lam)
         half_w, half_h = int(half * width), int(half * height)
         x0, x1 = max(cx - half_w, 0), min(cx + half_w, width)

@@ -92,6 +92,13 @@ class DataConfig:
     """Image folders: decode every evaluated image at the subnet's resolution r (shorter side ceil(r / 0.875),
     center crop r: OFA's ImageNet protocol); False: crop once at data.image_size and let the network resize, as
     for in-memory datasets (always)."""
+    train_per_resolution: bool = False
+    """Image folders: crop every training image at each resolution of the space directly (one random-resized
+    crop box and flip, resized to each resolution; the same augmentation draws at each), and let each pass of a
+    step take the crop at its arch's resolution, as OFA's MyRandomResizedCrop crops the active size (OFA samples
+    one resolution per batch for every subnet; our strategies give each arch its own); False: crop at
+    data.image_size and let the network resize (in-memory datasets: always). The official DεpS command trains at
+    224 only (off); OFA's and CompOFA's commands crop per resolution (on in imagenet-ofa-ps, imagenet-compofa)."""
     eval_batch_size: int = 500
     """Batch size for validation and BN recalibration."""
     random_erase: float = 0.0

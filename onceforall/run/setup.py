@@ -121,6 +121,9 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
     if d.auto_augment is not None and not isinstance(train, FolderDataset):
         raise ValueError(f"data.auto_augment: {d.auto_augment} is not valid for {d.dataset}; AutoAugment applies to "
                          "image folders only (null for in-memory datasets)")
+    if d.train_per_resolution and not isinstance(train, FolderDataset):
+        raise ValueError(f"data.train_per_resolution: true is not valid for {d.dataset}; per-resolution crops apply "
+                         "to image folders only (false for in-memory datasets)")
     if d.color_jitter is not None and not isinstance(train, FolderDataset):
         raise ValueError(f"data.color_jitter: {d.color_jitter} is not valid for {d.dataset}; colour jitter applies "
                          "to image folders only (null for in-memory datasets)")
@@ -146,7 +149,8 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
     val_batches = batches(val_full)
     return TrainData(
         train=TrainBatches(train, cfg.train.batch_size, cfg.train.seed, augment, image_size, workers=workers,
-                           check_size=training),
+                           check_size=training,
+                           resolutions=model_space(cfg.model).resolutions if d.train_per_resolution else None),
         bn=bn,
         val=batches(val),
         val_full=val_batches,

@@ -98,7 +98,8 @@ class DataConfig:
     step take the crop at its arch's resolution, as OFA's MyRandomResizedCrop crops the active size (OFA samples
     one resolution per batch for every subnet; our strategies give each arch its own); False: crop at
     data.image_size and let the network resize (in-memory datasets: always). The official DεpS command trains at
-    224 only (off); OFA's and CompOFA's commands crop per resolution (on in imagenet-ofa-ps, imagenet-compofa)."""
+    224 only (off); OFA's train_ofa_net.py crops per resolution (on in imagenet-ofa-ps and imagenet-compofa,
+    which keep OFA's recipe)."""
     eval_batch_size: int = 500
     """Batch size for validation and BN recalibration."""
     random_erase: float = 0.0

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .evaluation import at_resolution
 from .optim import permute_optimizer_state
 from .strategies import Loss, Plan
 
-__all__ = ["begin_step", "frozen_copy", "kd_loss", "pass_loss", "train_step"]
+__all__ = ["begin_step", "frozen_copy", "kd_loss", "label_loss", "pass_loss", "train_step"]
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -39,9 +40,20 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
     return -(target * F.log_softmax(_wide(student) / t, dim=1)).sum(dim=1).mean() * (t * t)
 
 
+def label_loss(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy with label smoothing ls against class indices ``y`` (b,), or against distributions ``y``
+    (b, C) (mixup/CutMix targets): -Σ_c ((1 - ls)·y_c + ls / C) · log_softmax(logits)_c, averaged over the batch
+    (torch's cross_entropy with probabilities; timm's mixup targets with smoothing are the same distribution)."""
+    logits = _wide(logits)
+    if y.is_floating_point():
+        y = y.to(logits.dtype)
+    return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+
 def pass_loss(loss: Loss, logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
-    """Loss of one pass: ce, kd (+ label_weight·CE) or ce+kd ((CE + kd_ratio·KD)·2/(kd_ratio+1), OFA)."""
-    ce = lambda: F.cross_entropy(_wide(logits), y, label_smoothing=loss.label_smoothing)  # noqa: E731
+    """Loss of one pass: ce, kd (+ label_weight·CE) or ce+kd ((CE + kd_ratio·KD)·2/(kd_ratio+1), OFA); ``y``
+    class indices or, for mixed batches, distributions (:func:`label_loss`)."""
+    ce = lambda: label_loss(logits, y, loss.label_smoothing)  # noqa: E731
     if loss.kind == "ce":
         return ce()
     if teacher is None:
@@ -97,17 +109,19 @@ def train_step(
     grad_clip: float | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, float]:
-    """One optimizer step on this rank's batch ``(x, y)``; returns the mean loss of each pass role."""
+    """One optimizer step on this rank's batch ``(x, y)``; returns the mean loss of each pass role. ``x``: a
+    tensor, or batches per resolution (``x.at(r)``, :class:`onceforall.data.MultiResolution`), each pass taking
+    its arch's; ``y``: class indices or distributions (mixed batches)."""
     optimizer.zero_grad(set_to_none=True)
     losses = {p.role: 0.0 for p in plan.passes}
     for xm, ym in zip(x.chunk(micro_batches), y.chunk(micro_batches)):
         teacher = None
         if plan.teacher == "frozen":
             with torch.no_grad(), autocast():
-                teacher = _wide(teacher_net(xm, plan.teacher_arch))
+                teacher = _wide(teacher_net(at_resolution(xm, plan.teacher_arch.resolution), plan.teacher_arch))
         for i, p in enumerate(plan.passes):
-            with autocast():
-                logits = net(xm, p.arch, dropout=p.dropout)
+            with autocast():  # a batch cropped per resolution (data.train_per_resolution): this arch's crop
+                logits = net(at_resolution(xm, p.arch.resolution), p.arch, dropout=p.dropout)
             loss = pass_loss(p.loss, logits, ym, teacher)
             # p.weight = ε_t for DεpS subnets: scales their gradient, i.e. their effective learning rate
             (loss * (p.weight / micro_batches)).backward()

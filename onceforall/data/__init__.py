@@ -18,7 +18,7 @@ from .fashion_mnist import FASHION_MNIST_CLASSES
 # isort: split
 from . import cifar  # noqa: F401  (registers cifar10 and cifar100)
 from .base import DataError, Dataset, FolderDataset, ImageDataset
-from .batches import Augment, EvalBatches, FixedCrops, TrainBatches
+from .batches import Augment, EvalBatches, FixedCrops, MultiResolution, TrainBatches
 from .imagefolder import IMAGE_EXTENSIONS, DataWarning, folder_stats, typical_size
 from .registry import (
     default_hflip,
@@ -42,6 +42,7 @@ __all__ = [
     "FixedCrops",
     "FolderDataset",
     "ImageDataset",
+    "MultiResolution",
     "TrainBatches",
     "bn_subset",
     "default_hflip",

@@ -15,6 +15,8 @@ beside our torch), every random number from the ``torch.Generator`` passed in, o
   each of its two operations applied with its probability at its magnitude (10 bins: rotate 0-30 degrees, shear
   0-0.3, colour/contrast/sharpness/brightness factor 1 + 0-0.9, signed ops with a random sign; posterize 8..4 bits;
   solarize threshold 255..0), with PIL's operations (bilinear resampling, areas outside filled with ``fill``).
+- :func:`mix_batch`: mixup and CutMix on a whole normalized batch (the official DεpS code's ``RandomMixup`` /
+  ``RandomCutmix`` in its collate function, one of the two chosen per batch), labels turned into distributions.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-__all__ = ["IMAGENET_POLICY", "auto_augment", "color_jitter", "random_erase"]
+__all__ = ["IMAGENET_POLICY", "auto_augment", "color_jitter", "mix_batch", "random_erase"]
 
 
 def random_erase(x: torch.Tensor, p: float, g: torch.Generator, fill: Sequence[int],
@@ -195,3 +198,50 @@ def auto_augment(x: torch.Tensor, g: torch.Generator, fill: Sequence[int] = (0, 
     if img is None:
         return x
     return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+def _one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return F.one_hot(y, num_classes).to(torch.float32)
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, rng: np.random.Generator, *,
+              mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, prob: float = 1.0,
+              switch_prob: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) of a normalized float batch ``x`` (b, C, H, W) with
+    integer labels ``y`` (b,): every image is paired with the one before it (``roll(1)``, as the official DεpS
+    collate does), and the labels become distributions (b, num_classes), float32.
+
+    Draws from ``rng`` only, in this order: whether the batch is mixed (uniform < ``prob``), which mix (CutMix when
+    uniform < ``switch_prob`` if both alphas are > 0), lambda ~ Beta(alpha, alpha), and for CutMix the box centre
+    (column int(u·W), then row int(u·H), u uniform in [0, 1): the same place at every resolution). Mixup:
+    ``lam·x + (1 - lam)·x_prev``. CutMix: a box of half-sides int(0.5·sqrt(1 - lam)·W) and
+    int(0.5·sqrt(1 - lam)·H) around the centre, clipped to the image, is copied from x_prev, and lambda becomes
+    the part of the image left unpasted (1 - box area / (H·W)). Targets: ``lam·onehot(y) + (1 - lam)·onehot(y_prev)``;
+    label smoothing belongs to the loss (cross-entropy against ``(1 - ls)·target + ls / C``, as torch's and timm's).
+    Returns (x, targets, {"kind", "lam"}) with kind "none", "mixup" or "cutmix"; ``x`` itself when not mixed.
+    """
+    for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+        if alpha < 0:
+            raise ValueError(f"mix_batch: {name} = {alpha!r} is not valid; must be >= 0 (0: off)")
+    if not 0 <= prob <= 1 or not 0 <= switch_prob <= 1:
+        raise ValueError(f"mix_batch: prob = {prob!r}, switch_prob = {switch_prob!r} are not valid; each in [0, 1]")
+    target = _one_hot(y, num_classes)
+    if (mixup_alpha == 0 and cutmix_alpha == 0) or x.shape[0] == 0 or rng.random() >= prob:
+        return x, target, {"kind": "none", "lam": 1.0}
+    cutmix = cutmix_alpha > 0 and (mixup_alpha == 0 or rng.random() < switch_prob)
+    lam = float(rng.beta(cutmix_alpha, cutmix_alpha) if cutmix else rng.beta(mixup_alpha, mixup_alpha))
+    x_prev = x.roll(1, 0)
+    if cutmix:
+        height, width = x.shape[-2:]
+        cx, cy = int(rng.random() * width), int(rng.random() * height)  # relative: same box at any resolution
+        half = 0.5 * math.sqrt(1.0 - lam)
+        half_w, half_h = int(half * width), int(half * height)
+        x0, x1 = max(cx - half_w, 0), min(cx + half_w, width)
+        y0, y1 = max(cy - half_h, 0), min(cy + half_h, height)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = x_prev[..., y0:y1, x0:x1]
+        lam = 1.0 - (x1 - x0) * (y1 - y0) / (width * height)  # the label follows the pixels actually pasted
+    else:
+        x = x * lam + x_prev * (1.0 - lam)
+    target = target * lam + target.roll(1, 0) * (1.0 - lam)
+    return x, target, {"kind": "cutmix" if cutmix else "mixup", "lam": lam}

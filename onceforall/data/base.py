@@ -163,34 +163,57 @@ class FolderDataset:
         """
         from PIL import Image
 
-        path = self.samples[index][0]
-        try:
-            with Image.open(path) as src:
-                im = src.convert("RGB")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise data_error(f"{self.name}: {path} is not a readable image ({type(e).__name__}: {e}); expected "
-                             "image files under <root>/{train,val}/<class>/") from None
-        width, height = im.size
-        bilinear = Image.Resampling.BILINEAR
         if train:
             if generator is None:
                 raise ValueError("FolderDataset.load(train=True) needs a generator")
-            i, j, h, w = _random_resized_crop_params(height, width, generator)
-            im = im.resize((image_size, image_size), bilinear, box=(j, i, j + w, i + h))
-            if bool(torch.rand((), generator=generator) < 0.5) and hflip:
-                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            return self.load_crops(index, (image_size,), generator, hflip)[image_size]
+        im = self._open(index)
+        width, height = im.size
+        bilinear = Image.Resampling.BILINEAR
+        short = eval_short_side(image_size)
+        if width <= height:
+            new_w, new_h = short, int(short * height / width)
         else:
-            short = eval_short_side(image_size)
-            if width <= height:
-                new_w, new_h = short, int(short * height / width)
-            else:
-                new_w, new_h = int(short * width / height), short
-            im = im.resize((new_w, new_h), bilinear)
-            top = int(round((new_h - image_size) / 2.0))
-            left = int(round((new_w - image_size) / 2.0))
-            im = im.crop((left, top, left + image_size, top + image_size))
-        arr = np.array(im, dtype=np.uint8, copy=True)  # (H, W, 3)
-        return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+            new_w, new_h = int(short * width / height), short
+        im = im.resize((new_w, new_h), bilinear)
+        top = int(round((new_h - image_size) / 2.0))
+        left = int(round((new_w - image_size) / 2.0))
+        im = im.crop((left, top, left + image_size, top + image_size))
+        return _to_tensor(im)
+
+    def _open(self, index: int):  # -> PIL.Image.Image (RGB)
+        from PIL import Image
+
+        path = self.samples[index][0]
+        try:
+            with Image.open(path) as src:
+                return src.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise data_error(f"{self.name}: {path} is not a readable image ({type(e).__name__}: {e}); expected "
+                             "image files under <root>/{train,val}/<class>/") from None
+
+    def load_crops(self, index: int, sizes: Sequence[int], generator: torch.Generator,
+                   hflip: bool = True) -> dict[int, torch.Tensor]:
+        """Training crops of image ``index``, one per side in ``sizes`` (uint8 (3, s, s)): ONE RandomResizedCrop
+        box (scale 0.08..1, ratio 3/4..4/3) and one flip decision drawn from ``generator``, the box resized
+        directly to each size (PIL bilinear), as OFA's MyRandomResizedCrop crops at the active resolution.
+        ``load(index, s, True, g)`` is ``load_crops(index, [s], g)[s]``."""
+        from PIL import Image
+
+        im = self._open(index)
+        width, height = im.size
+        i, j, h, w = _random_resized_crop_params(height, width, generator)
+        flip = bool(torch.rand((), generator=generator) < 0.5) and hflip
+        out = {}
+        for size in sizes:
+            crop = im.resize((size, size), Image.Resampling.BILINEAR, box=(j, i, j + w, i + h))
+            out[size] = _to_tensor(crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else crop)
+        return out
+
+
+def _to_tensor(im) -> torch.Tensor:
+    """A PIL RGB image as a uint8 (3, H, W) tensor."""
+    return torch.from_numpy(np.array(im, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
 def _random_resized_crop_params(height: int, width: int, g: torch.Generator,

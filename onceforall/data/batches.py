@@ -21,13 +21,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import auto_augment, color_jitter, random_erase
+from ..core.seeds import derive_seed
+from .augment import auto_augment, color_jitter, mix_batch, random_erase
 from .base import Dataset, FolderDataset, ImageDataset, data_error, resize_uint8, seeded_generator
 
-__all__ = ["Augment", "EvalBatches", "FixedCrops", "TrainBatches"]
+__all__ = ["Augment", "EvalBatches", "FixedCrops", "MultiResolution", "TrainBatches"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,19 @@ class Augment:
     """Image folders: (brightness, contrast, saturation, hue) of :func:`~.augment.color_jitter`; None: off."""
     auto_augment: bool = False
     """Image folders: AutoAugment's ImageNet policy (:func:`~.augment.auto_augment`)."""
+    mixup_alpha: float = 0.0
+    """Mixup of whole batches, lambda ~ Beta(alpha, alpha) (:func:`~.augment.mix_batch`); 0: off."""
+    cutmix_alpha: float = 0.0
+    """CutMix of whole batches, lambda ~ Beta(alpha, alpha); 0: off. With both on, one of the two per batch."""
+    mix_prob: float = 1.0
+    """Probability that a batch is mixed when mixup or CutMix is on."""
+    mix_switch_prob: float = 0.5
+    """Probability of CutMix rather than mixup when both are on."""
+
+    @property
+    def mixes(self) -> bool:
+        """Whether batches are mixed (labels are then distributions (b, num_classes), float32)."""
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
 
 def _normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -56,8 +71,46 @@ def _normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> 
     return out.mul_(scale).add_(bias).contiguous(memory_format=torch.channels_last)
 
 
-def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
+class MultiResolution:
+    """One training batch cropped at several resolutions (:class:`TrainBatches` with ``resolutions``): the same
+    images, crop boxes, flips and augmentation draws, each resized directly to its side. A pass of a step takes
+    :meth:`at` its arch's resolution (:func:`onceforall.core.evaluation.at_resolution`); ``to``, ``contiguous``,
+    ``chunk`` and ``shape`` (the largest's) act as on a tensor, so the training loop moves it like one."""
+
+    def __init__(self, by_resolution: dict[int, torch.Tensor]):
+        if not by_resolution:
+            raise ValueError("MultiResolution: no resolutions")
+        self.by_resolution = dict(sorted(by_resolution.items()))
+
+    def at(self, resolution: int) -> torch.Tensor:
+        if resolution not in self.by_resolution:
+            raise ValueError(f"training batch: resolution {resolution} is not valid; the batch was cropped at "
+                             f"{', '.join(map(str, self.by_resolution))} (data.train_per_resolution crops the "
+                             "space's resolutions)")
+        return self.by_resolution[resolution]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.by_resolution[max(self.by_resolution)].shape
+
+    def to(self, *args, **kwargs) -> MultiResolution:
+        return MultiResolution({r: x.to(*args, **kwargs) for r, x in self.by_resolution.items()})
+
+    def contiguous(self, *args, **kwargs) -> MultiResolution:
+        return MultiResolution({r: x.contiguous(*args, **kwargs) for r, x in self.by_resolution.items()})
+
+    def chunk(self, chunks: int) -> list[MultiResolution]:
+        parts = {r: x.chunk(chunks) for r, x in self.by_resolution.items()}
+        return [MultiResolution({r: p[k] for r, p in parts.items()}) for k in range(len(next(iter(parts.values()))))]
+
+
+def _collate(items: list[tuple]) -> tuple:
+    """Stacked images (a dict per resolution when the items are dicts) and int64 labels."""
+    first = items[0][0] if items else None
+    y = torch.tensor([y for _, y in items], dtype=torch.int64)
+    if isinstance(first, dict):
+        return {r: torch.stack([x[r] for x, _ in items]) for r in first}, y
+    return torch.stack([x for x, _ in items]), y
 
 
 class _FolderTrainItems(torch.utils.data.Dataset):
@@ -65,26 +118,36 @@ class _FolderTrainItems(torch.utils.data.Dataset):
 
     def __init__(self, ds: FolderDataset, perm: list[int], seed: int, epoch: int, image_size: int, hflip: bool,
                  random_erase: float = 0.0, jitter: tuple[float, float, float, float] | None = None,
-                 auto_aug: bool = False):
+                 auto_aug: bool = False, resolutions: tuple[int, ...] | None = None):
         self.ds, self.perm, self.seed, self.epoch = ds, perm, seed, epoch
         self.image_size, self.hflip, self.random_erase, self.jitter = image_size, hflip, random_erase, jitter
-        self.auto_aug = auto_aug
+        self.auto_aug, self.resolutions = auto_aug, resolutions
         self.fill = [int(round(255 * m)) for m in ds.mean]  # normalizes to 0, as torchvision's erasing value
 
     def __len__(self) -> int:
         return len(self.perm)
 
-    def __getitem__(self, pos: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, pos: int) -> tuple[torch.Tensor | dict[int, torch.Tensor], int]:
         i = self.perm[pos]
         g = seeded_generator(self.seed, self.epoch, "sample", pos)
-        x = self.ds.load(i, self.image_size, True, g, hflip=self.hflip)
+        if self.resolutions is None:
+            return self._augment(self.ds.load(i, self.image_size, True, g, hflip=self.hflip), g), self.ds.samples[i][1]
+        crops = self.ds.load_crops(i, self.resolutions, g, hflip=self.hflip)
+        state = g.get_state()
+        out = {}
+        for r, x in crops.items():  # the same augmentation draws at every resolution
+            g.set_state(state)
+            out[r] = self._augment(x, g)
+        return out, self.ds.samples[i][1]
+
+    def _augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         if self.auto_aug:  # DεpS's order: crop, flip, AutoAugment, colour, (normalize), erase
             x = auto_augment(x, g)
         if self.jitter is not None:
             x = color_jitter(x, self.jitter, g)
         if self.random_erase:  # after the crop and flip, from the same generator (DεpS: after normalization)
             x = random_erase(x, self.random_erase, g, self.fill)
-        return x, self.ds.samples[i][1]
+        return x
 
 
 class _FolderEvalItems(torch.utils.data.Dataset):
@@ -111,7 +174,8 @@ class TrainBatches:
     run sees exactly the same batches, and every rank can take its own rows of the same global batch."""
 
     def __init__(self, ds: Dataset, batch_size: int, seed: int, augment: Augment, image_size: int,
-                 drop_last: bool = True, workers: int = 0, check_size: bool = True):
+                 drop_last: bool = True, workers: int = 0, check_size: bool = True,
+                 resolutions: Sequence[int] | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size: {batch_size} is not valid; must be >= 1")
         n = len(ds)
@@ -129,6 +193,10 @@ class TrainBatches:
         self.image_size = image_size
         self.drop_last = drop_last
         self.workers = workers
+        # Image folders only: crop every batch at each of these resolutions (MultiResolution), OFA's
+        # MyRandomResizedCrop cropping the active size directly; in-memory datasets keep one size.
+        self.resolutions = (tuple(sorted(set(resolutions))) if resolutions and isinstance(ds, FolderDataset)
+                            else None)
         self.steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
         self._perm_cache: tuple[int, torch.Tensor] | None = None
 
@@ -150,31 +218,60 @@ class TrainBatches:
 
     def batch(self, epoch: int, index: int, rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``index``-th global batch of epoch ``epoch`` (only ``rows`` of it; None: all): x float32 normalised,
-        (b, C, image_size, image_size), channels_last; y int64."""
+        (b, C, image_size, image_size), channels_last (a :class:`MultiResolution` of such tensors with
+        ``resolutions``); y int64 (b,), or float32 distributions (b, num_classes) when the augmentation mixes."""
         rows = _check_rows(rows)
         start, stop = self._positions(index)
         if isinstance(self.ds, ImageDataset):
-            return self._memory_batch(epoch, index, start, stop, rows)
+            return self._mix(self._memory_batch(epoch, index, start, stop, rows), epoch, index, rows)
         positions = list(range(start, stop))[rows]
         if self.workers > 0 and positions:
-            return next(iter(self._folder_loader(epoch, [positions])))
+            return self._mix(next(iter(self._folder_loader(epoch, [positions]))), epoch, index, rows)
         items = _FolderTrainItems(self.ds, self.permutation(epoch).tolist(), self.seed, epoch, self.image_size,
                                   self.augment.hflip, self.augment.random_erase,
-                                  self.augment.color_jitter, self.augment.auto_augment)
-        return self._finish_folder(_collate([items[p] for p in positions]) if positions else self._empty())
+                                  self.augment.color_jitter, self.augment.auto_augment, self.resolutions)
+        xy = self._finish_folder(_collate([items[p] for p in positions]) if positions else self._empty())
+        return self._mix(xy, epoch, index, rows)
 
-    def _empty(self) -> tuple[torch.Tensor, torch.Tensor]:
-        c, s = self.ds.in_channels, self.image_size
-        return torch.empty((0, c, s, s), dtype=torch.uint8), torch.empty((0,), dtype=torch.int64)
+    def _mix(self, xy: tuple[torch.Tensor, torch.Tensor], epoch: int, index: int,
+             rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup/CutMix of these rows of batch ``index`` (:func:`~.augment.mix_batch`), from a generator seeded
+        with (seed, epoch, index, first row): each rank mixes its own rows with its own draws, as the official
+        DεpS code mixes each GPU's batch in its collate function. Off: ``xy`` unchanged (integer labels)."""
+        if not self.augment.mixes:
+            return xy
+        a = self.augment
+        seed = derive_seed(self.seed, "mix", epoch, index, rows.start or 0)
 
-    def _finish_folder(self, xy: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        def mix(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x, y, _ = mix_batch(x, xy[1], self.ds.num_classes, np.random.default_rng(seed),
+                                mixup_alpha=a.mixup_alpha, cutmix_alpha=a.cutmix_alpha, prob=a.mix_prob,
+                                switch_prob=a.mix_switch_prob)
+            return x.contiguous(memory_format=torch.channels_last), y
+
+        if isinstance(xy[0], MultiResolution):  # the same draws at every resolution; CutMix's box scales with
+            mixed = {r: mix(x) for r, x in xy[0].by_resolution.items()}  # it, the labels follow the largest's
+            return MultiResolution({r: x for r, (x, _) in mixed.items()}), mixed[max(mixed)][1]
+        return mix(xy[0])
+
+    def _empty(self) -> tuple:
+        c = self.ds.in_channels
+        y = torch.empty((0,), dtype=torch.int64)
+        if self.resolutions is not None:
+            return {s: torch.empty((0, c, s, s), dtype=torch.uint8) for s in self.resolutions}, y
+        s = self.image_size
+        return torch.empty((0, c, s, s), dtype=torch.uint8), y
+
+    def _finish_folder(self, xy: tuple) -> tuple:
         x, y = xy
+        if isinstance(x, dict):
+            return MultiResolution({r: _normalize(v, self.ds.mean, self.ds.std) for r, v in x.items()}), y
         return _normalize(x, self.ds.mean, self.ds.std), y
 
     def _folder_loader(self, epoch: int, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         items = _FolderTrainItems(self.ds, self.permutation(epoch).tolist(), self.seed, epoch, self.image_size,
                                   self.augment.hflip, self.augment.random_erase,
-                                  self.augment.color_jitter, self.augment.auto_augment)
+                                  self.augment.color_jitter, self.augment.auto_augment, self.resolutions)
         loader = torch.utils.data.DataLoader(items, batch_sampler=batches, num_workers=self.workers,
                                              collate_fn=_collate)
         for xy in loader:
@@ -213,7 +310,9 @@ class TrainBatches:
         rows = _check_rows(rows)
         if isinstance(self.ds, FolderDataset) and self.workers > 0:
             batches = [list(range(*self._positions(i)))[rows] for i in range(start, self.steps_per_epoch)]
-            yield from self._folder_loader(epoch, [b for b in batches if b])
+            indices = [i for i, b in zip(range(start, self.steps_per_epoch), batches) if b]
+            for i, xy in zip(indices, self._folder_loader(epoch, [b for b in batches if b])):
+                yield self._mix(xy, epoch, i, rows)
             return
         for i in range(start, self.steps_per_epoch):
             yield self.batch(epoch, i, rows)

@@ -92,6 +92,14 @@ class DataConfig:
     """Image folders: decode every evaluated image at the subnet's resolution r (shorter side ceil(r / 0.875),
     center crop r: OFA's ImageNet protocol); False: crop once at data.image_size and let the network resize, as
     for in-memory datasets (always)."""
+    train_per_resolution: bool = False
+    """Image folders: crop every training image at each resolution of the space directly (one random-resized
+    crop box and flip, resized to each resolution; the same augmentation draws at each), and let each pass of a
+    step take the crop at its arch's resolution, as OFA's MyRandomResizedCrop crops the active size (OFA samples
+    one resolution per batch for every subnet; our strategies give each arch its own); False: crop at
+    data.image_size and let the network resize (in-memory datasets: always). The official DεpS command trains at
+    224 only (off); OFA's train_ofa_net.py crops per resolution (on in imagenet-ofa-ps and imagenet-compofa,
+    which keep OFA's recipe)."""
     eval_batch_size: int = 500
     """Batch size for validation and BN recalibration."""
     random_erase: float = 0.0
@@ -106,6 +114,23 @@ class DataConfig:
     """Image folders: colour jitter of each training image, [brightness, contrast, saturation, hue] as
     torchvision's ColorJitter (random order, factors uniform in 1 -/+ s, hue shift in -/+ h turns), not on the
     BN-recalibration crops; None: off. The official DεpS command (--distort_color torch): [0.4, 0.4, 0.4, 0.1]."""
+    mixup_alpha: float = 0.0
+    """Mixup of each training batch (Zhang et al.): every image blended with the one before it in the batch,
+    lambda ~ Beta(alpha, alpha), the labels blended alike (the loss takes the distribution; label smoothing on
+    top, as torch's and timm's); every pass of a step, its in-place or frozen teacher included, sees the same
+    mixed images; not on the BN-recalibration crops; 0: off. The official DεpS MobileNetV3 command:
+    --mixup_alpha 0."""
+    cutmix_alpha: float = 0.0
+    """CutMix of each training batch (Yun et al.): a box of area (1 - lambda) pasted from the image before it,
+    lambda ~ Beta(alpha, alpha), then corrected to the pasted box's area; the labels mixed by that lambda; with
+    data.mixup_alpha also > 0, one of the two per batch (data.mix_switch_prob); 0: off. The official DεpS
+    MobileNetV3 command: --cutmix_alpha 0."""
+    mix_prob: float = 1.0
+    """Probability that a training batch is mixed when data.mixup_alpha or data.cutmix_alpha is > 0 (the official
+    code: 1)."""
+    mix_switch_prob: float = 0.5
+    """Probability of CutMix rather than mixup for a batch when both alphas are > 0 (the official code picks one
+    of the two uniformly: 0.5)."""
     workers: int | None = None
     """DataLoader worker processes for image folders (in-memory datasets need none); None: min(8, this
     machine's cores) for image folders, 0 for in-memory datasets."""
@@ -238,6 +263,10 @@ _RANGES: dict[str, tuple[float | None, float | None, str]] = {
     "data.eval_batch_size": (1, None, ">= 1"),
     "data.workers": (0, None, ">= 0"),
     "data.random_erase": (0, 1, "in [0, 1]"),
+    "data.mixup_alpha": (0, None, ">= 0 (0: off)"),
+    "data.cutmix_alpha": (0, None, ">= 0 (0: off)"),
+    "data.mix_prob": (0, 1, "in [0, 1]"),
+    "data.mix_switch_prob": (0, 1, "in [0, 1]"),
     "model.bn_momentum": (0, 1, "in [0, 1]"),
     "model.width_mult": (1e-6, 4, "in (0, 4]"),
     "model.dropout": (0, 0.999, "in [0, 1)"),

@@ -121,13 +121,17 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
     if d.auto_augment is not None and not isinstance(train, FolderDataset):
         raise ValueError(f"data.auto_augment: {d.auto_augment} is not valid for {d.dataset}; AutoAugment applies to "
                          "image folders only (null for in-memory datasets)")
+    if d.train_per_resolution and not isinstance(train, FolderDataset):
+        raise ValueError(f"data.train_per_resolution: true is not valid for {d.dataset}; per-resolution crops apply "
+                         "to image folders only (false for in-memory datasets)")
     if d.color_jitter is not None and not isinstance(train, FolderDataset):
         raise ValueError(f"data.color_jitter: {d.color_jitter} is not valid for {d.dataset}; colour jitter applies "
                          "to image folders only (null for in-memory datasets)")
     augment = Augment(crop_padding=d.crop_padding, hflip=default_hflip(d.dataset) if d.hflip is None else d.hflip,
                       random_erase=d.random_erase,
                       color_jitter=None if d.color_jitter is None else tuple(d.color_jitter),
-                      auto_augment=d.auto_augment == "imagenet")
+                      auto_augment=d.auto_augment == "imagenet", mixup_alpha=d.mixup_alpha,
+                      cutmix_alpha=d.cutmix_alpha, mix_prob=d.mix_prob, mix_switch_prob=d.mix_switch_prob)
 
     workers = data_workers(cfg)
 
@@ -135,16 +139,18 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
         return EvalBatches(ds, d.eval_batch_size, image_size, workers, per_resolution=d.per_resolution)
 
     bn_set = bn_subset(train, d.bn_images, seed=DATA_SEED)
-    # BN recalibration crops: OFA's protocol (crop and flip), no AutoAugment, colour jitter or random erasing
+    # BN recalibration crops: OFA's protocol (crop and flip), no AutoAugment, colour jitter, erasing or mixing
     bn = (FixedCrops(bn_set, d.eval_batch_size, replace(augment, random_erase=0.0, color_jitter=None,
-                                                        auto_augment=False), image_size,
+                                                        auto_augment=False, mixup_alpha=0.0, cutmix_alpha=0.0),
+                     image_size,
                      workers,
                      seed=derive_seed(DATA_SEED, "bn"),
                      per_resolution=d.per_resolution) if d.bn_augment else batches(bn_set))
     val_batches = batches(val_full)
     return TrainData(
         train=TrainBatches(train, cfg.train.batch_size, cfg.train.seed, augment, image_size, workers=workers,
-                           check_size=training),
+                           check_size=training,
+                           resolutions=model_space(cfg.model).resolutions if d.train_per_resolution else None),
         bn=bn,
         val=batches(val),
         val_full=val_batches,

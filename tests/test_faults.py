@@ -661,7 +661,7 @@ def test_compare_says_why_a_difference_is_missing(tmp_path):
 
 @needs_fashion
 def test_progress_line_every_step_window_without_nan_before_the_first_row(tmp_path, capsys, monkeypatch):
-    import onceforall.workflows.train as train_mod
+    import onceforall.workflows.train as train_mod  # it builds its Progress from its own namespace
 
     class Every(train_mod.Progress):  # a log file's 30 s, shortened to 0: one line per step
         def __init__(self, mode, enabled):
@@ -677,9 +677,8 @@ def test_progress_line_every_step_window_without_nan_before_the_first_row(tmp_pa
 
 
 def test_progress_text_counters_heartbeat_and_predictor_figures(capsys):
-    from onceforall.run.progress import Heartbeat, counter
+    from onceforall.run.progress import Heartbeat, counter, progress_text
     from onceforall.workflows.search import predictor_quality
-    from onceforall.workflows.train import progress_text
 
     assert progress_text(3, 8, 2, 16, 0.0, 0.1, {}, "?") == "epoch   0.38/2 step 3/16 eps 0 lr 0.1 ETA ?"
     # OFA-PS expand phases train no full pass: the line shows the role it has
@@ -695,7 +694,7 @@ def test_progress_text_counters_heartbeat_and_predictor_figures(capsys):
         time.sleep(0.7)
     assert said[0] == "measuring 12 subnets" and len(said) >= 3
     assert all(s.startswith("  ... still at it (") and s.endswith("s): measuring 12 subnets") for s in said[1:])
-    from onceforall.workflows.train import Progress
+    from onceforall.run.progress import Progress
 
     capsys.readouterr()
     with Progress("auto", True, every_s=0.2).busy("validating at step 8 (64 images)"):  # a log file: not a tty

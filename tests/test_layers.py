@@ -138,3 +138,10 @@ def test_the_contract_sees_imports_inside_functions(tmp_path):
     found = {m for m, _, _ in _imports("onceforall.cli")}
     assert "onceforall.workflows.train" in found  # imported inside cmd_train only
     assert _layer("onceforall.workflows.train") > _layer("onceforall.run.rundir") > _layer("onceforall.core.step")
+
+
+@pytest.mark.parametrize("name", ["onceforall.workflows.train", "onceforall.workflows.gradients"])
+def test_training_commands_import_no_other_workflow(name):
+    """train and analyze-gradients stand on run/ (step, state, assembly, plotting), not on each other or report."""
+    others = sorted({m for m, _, _ in _imports(name) if m.startswith("onceforall.workflows.") and m != name})
+    assert not others, f"{name} imports {others}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,23 @@ def test_ofa_config_readings_of_ofa_tools():
     cfg = {**space.to_ofa_config(space.min()), "wid": None}
     cfg["image_size"] = cfg.pop("r")[0]
     assert space.from_ofa_config(cfg) == space.min()
+
+
+def test_one_is_int_numpy_integers_yes_integral_floats_no():
+    """core/util.is_int is the one integer test (the space's own, removed, accepted 3.0): numpy integers, which
+    OFA's tools hand over, are integers; 3.0 and True are not, in a JSON file's field as in an OFA config."""
+    from onceforall.core.util import is_int
+
+    assert is_int(3) and is_int(np.int64(3)) and not is_int(3.0) and not is_int(True) and not is_int("3")
+    space = ofa_net_id_space("ofa_mbv3_d234_e346_k357_w1.0")
+    cfg = space.to_ofa_config(space.min())
+    numpy_cfg = {"ks": [np.int64(k) for k in cfg["ks"]], "e": cfg["e"], "d": [np.int32(d) for d in cfg["d"]],
+                 "r": [np.int64(cfg["r"][0])]}
+    assert from_ofa_config(space, numpy_cfg) == space.min()
+    for key, value, named in (("ks", [3.0] * 20, "ks[0] = 3.0"), ("d", [2.0] * 5, "d[0] = 2.0"),
+                              ("r", [128.0], "'r' = 128.0")):
+        with pytest.raises(ValueError, match=re.escape(named)):
+            from_ofa_config(space, {**cfg, key: value})
 
 
 @pytest.mark.parametrize(

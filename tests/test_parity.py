@@ -18,7 +18,7 @@ import torch
 
 from onceforall.run.config import Config
 from onceforall.run.setup import build_net, build_optimizer, build_schedule, build_space, build_strategy
-from onceforall.workflows.train import step_once
+from onceforall.run.state import step_once
 
 FIXTURE = Path(__file__).parent / "fixtures" / "deps_reference.pt"
 TOLERANCE = 1e-6  # relative, per tensor and step (the float64 replays agree to about 2e-10)

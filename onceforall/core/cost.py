@@ -1,6 +1,6 @@
 """Training cost in MACs: a unit that does not depend on the machine or its load (wall time is the cross-check).
 
-Convention (written to a run's ``cost.json`` by the training loop):
+Convention (counted by :class:`~onceforall.run.state.TrainState`, written to a run's ``cost.json``):
 
 - ``train_macs``: the whole training cost, the number cost ratios use. Each pass of a step costs the analytic MACs
   of its arch (:meth:`~onceforall.core.space.Space.macs`, one image) x the step's images (the global batch, all
@@ -18,7 +18,7 @@ from .arch import Arch
 from .space import Space
 from .strategies.base import Plan
 
-__all__ = ["BACKWARD_FACTOR", "add_eval_macs", "add_step_macs", "step_macs"]
+__all__ = ["BACKWARD_FACTOR", "eval_macs", "step_macs"]
 
 BACKWARD_FACTOR = 3
 """A trained pass costs forward + backward = 3 forwards (the backward counted as 2x the forward)."""
@@ -32,19 +32,6 @@ def step_macs(space: Space, plan: Plan, images: int) -> tuple[int, int]:
     return trained, teacher
 
 
-def add_step_macs(state: dict, space: Space, plan: Plan, images: int) -> None:
-    """Add one step's cost to the run's state (``train_macs`` includes ``teacher_macs``); the state is
-    checkpointed, so a resumed run keeps counting from the exact total. A total that is None (a run resumed from
-    a checkpoint older than this accounting) stays None: a partial count would understate the cost."""
-    if state.get("train_macs") is None:
-        return
-    trained, teacher = step_macs(space, plan, images)
-    state["train_macs"] += trained + teacher
-    state["teacher_macs"] += teacher
-
-
-def add_eval_macs(state: dict, space: Space, arch: Arch, images: int) -> None:
-    """Add the MACs of evaluating ``arch`` on ``images`` images (BN recalibration and evaluation: forwards only)
-    to ``eval_macs``, the validation cost kept apart from the training cost."""
-    if state.get("eval_macs") is not None:
-        state["eval_macs"] += space.macs(arch) * images
+def eval_macs(space: Space, arch: Arch, images: int) -> int:
+    """MACs of evaluating ``arch`` on ``images`` images (BN recalibration and evaluation: forwards only)."""
+    return space.macs(arch) * images

@@ -8,7 +8,9 @@ transforms), so moving weights between the two is a renaming of state-dict keys,
 
 - :func:`ofa_net_id_space`: the space of one of OFA's published net ids (``ofa_mbv3_d234_e346_k357_w1.0``, ...);
 - :func:`ofa_state_dict_to_ours` / :func:`our_state_dict_to_ofa`: the key renaming, both ways;
-- :func:`to_ofa_config` / :func:`from_ofa_config`: archs in OFA's ``{"ks", "e", "d", "r"}`` format.
+- :func:`to_ofa_config` / :func:`from_ofa_config`: archs in OFA's ``{"ks", "e", "d", "r"}`` format, and
+  :func:`to_ofa_net_config`, a subnet as OFA's network config (from :mod:`onceforall.core.ofa_config`, which
+  sits below :class:`Space` so that the space, the supernet and this module can all use it).
 
 Typical use, with a checkpoint downloaded by the user (nothing here downloads)::
 
@@ -22,18 +24,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 
-from .arch import Arch
+from .ofa_config import from_ofa_config, to_ofa_config, to_ofa_net_config
 from .registry import get_space
 from .space import Space
 from .supernet import Supernet
 
 __all__ = [
     "OFA_NET_IDS", "from_ofa_config", "ofa_net_id_space", "ofa_state_dict_to_ours", "our_state_dict_to_ofa",
-    "to_ofa_config",
+    "to_ofa_config", "to_ofa_net_config",
 ]
 
 OFA_NET_IDS: dict[str, tuple[str, float, tuple[int, ...]]] = {
@@ -58,16 +59,6 @@ def ofa_net_id_space(net_id: str, num_classes: int = 1000) -> Space:
         raise ValueError(f"OFA net id '{net_id}' {why}; valid: {', '.join(OFA_NET_IDS)}")
     name, width_mult, resolutions = OFA_NET_IDS[net_id]
     return get_space(name, width_mult=width_mult, resolutions=resolutions, num_classes=num_classes)
-
-
-def to_ofa_config(space: Space, arch: Arch) -> dict[str, list]:
-    """``arch`` as OFA's ``{"ks", "e", "d", "r"}`` config (see :meth:`Space.to_ofa_config`)."""
-    return space.to_ofa_config(arch)
-
-
-def from_ofa_config(space: Space, cfg: Mapping[str, Any]) -> Arch:
-    """The arch of OFA config ``cfg`` in ``space`` (see :meth:`Space.from_ofa_config`)."""
-    return space.from_ofa_config(cfg)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, NamedTuple, Union
 
 import torch
 
+from . import ofa_config
 from .arch import Arch, fmt_number, mid_channels, norm_number, parse_arch, se_channels
 
 __all__ = ["ACTIVATIONS", "BlockShape", "HeadConv", "Rng", "Space", "Stage", "block_macs", "block_params", "iter_archs"]
@@ -241,121 +241,19 @@ class Space:
             return "none"
         return ", ".join(f"d{d}->e{fmt_number(e)}" for d, e in self.coupling)
 
-    # ---- OFA's arch config ------------------------------------------------------------------------
+    # ---- OFA's formats (onceforall.core.ofa_config) -------------------------------------------------
 
     def to_ofa_config(self, arch: Arch) -> dict[str, list]:
-        """``arch`` in OFA's config format ``{"ks", "e", "d", "r"}`` (what its ``set_active_subnet``, evolution
-        finder and accuracy predictor read), so OFA's tools and published search results interoperate.
-
-        ``ks`` and ``e`` hold one entry per block slot of every stage's max depth (20 for mbv3, 21 for proxyless),
-        ``d`` one per stage, ``r`` a one-element list. Slots beyond a stage's depth repeat the stage's last used
-        kernel and expand: a valid value, as OFA's ``sample_active_subnet`` always writes one there (its network
-        sets it on the unused block and never runs it; its predictor ignores it). The slots are those of a network
-        built for this space: for an arch of a restriction that lowers a stage's max depth, convert with the space
-        the network was built from (``net.space``).
-        """
-        self.validate(arch)
-        ks: list[int] = []
-        es: list[float] = []
-        for st_ks, st_es, slots in zip(arch.kernels, arch.expands, self.max_depths):
-            ks += list(st_ks) + [st_ks[-1]] * (slots - len(st_ks))
-            es += list(st_es) + [st_es[-1]] * (slots - len(st_es))
-        return {"ks": ks, "e": es, "d": list(arch.depths), "r": [arch.resolution]}
+        """``arch`` in OFA's ``{"ks", "e", "d", "r"}`` format (:func:`~onceforall.core.ofa_config.to_ofa_config`)."""
+        return ofa_config.to_ofa_config(self, arch)
 
     def to_ofa_net_config(self, arch: Arch, dropout: float = 0.0) -> dict[str, Any]:
-        """OFA's description of the static subnet of ``arch`` (what ``get_active_subnet().config`` gives on OFA's
-        supernet: ``MobileNetV3`` or ``ProxylessNASNets`` with its first conv, residual blocks, head convs and
-        classifier), which OFA's ``build_from_config`` and latency tables' ``predict_network_latency_given_config``
-        read. ``dropout`` is the classifier's."""
-        self.validate(arch)
-        act = {"hswish": "h_swish"}
-
-        def conv(cin: int, cout: int, k: int, stride: int, bn: bool, a: str) -> dict[str, Any]:
-            return {"name": "ConvLayer", "kernel_size": k, "stride": stride, "dilation": 1, "groups": 1,
-                    "bias": False, "has_shuffle": False, "use_se": False, "in_channels": cin, "out_channels": cout,
-                    "use_bn": bn, "act_func": act.get(a, a), "dropout_rate": 0, "ops_order": "weight_bn_act"}
-
-        def block(shape: BlockShape, expand: float) -> dict[str, Any]:
-            shortcut = {"name": "IdentityLayer", "in_channels": shape.in_ch, "out_channels": shape.out,
-                        "use_bn": False, "act_func": None, "dropout_rate": 0, "ops_order": "weight_bn_act"}
-            return {"name": "ResidualBlock",
-                    "conv": {"name": "MBConvLayer", "in_channels": shape.in_ch, "out_channels": shape.out,
-                             "kernel_size": shape.kernel, "stride": shape.stride, "expand_ratio": expand,
-                             "mid_channels": shape.mid if shape.has_expand else None,
-                             "act_func": act.get(shape.act, shape.act), "use_se": shape.se, "groups": None},
-                    "shortcut": shortcut if shape.residual else None}
-
-        blocks = [block(self.first_block_shape(), 1)]
-        for s, (ks, es) in enumerate(zip(arch.kernels, arch.expands)):
-            blocks += [block(self.block_shape(s, b, k, e), e) for b, (k, e) in enumerate(zip(ks, es))]
-        pre = [h for h in self.head if not h.after_pool]
-        post = [h for h in self.head if h.after_pool]
-        cfg: dict[str, Any] = {
-            "name": "MobileNetV3" if post else "ProxylessNASNets",
-            "bn": {"momentum": self.bn_momentum, "eps": self.bn_eps, "ws_eps": None},
-            "first_conv": conv(self.in_channels, self.stem_width, 3, self.stem_stride, True, self.stem_act),
-            "blocks": blocks,
-        }
-        c = self.final_width
-        names = ["final_expand_layer", "feature_mix_layer"][-len(self.head):]
-        for name, h in zip(names, [*pre, *post]):
-            cfg[name] = conv(c, h.width, 1, 1, h.bn, h.act)
-            c = h.width
-        cfg["classifier"] = {"name": "LinearLayer", "in_features": c, "out_features": self.num_classes,
-                             "bias": True, "use_bn": False, "act_func": None, "dropout_rate": dropout,
-                             "ops_order": "weight_bn_act"}
-        return cfg
+        """OFA's network config of ``arch``'s static subnet (:func:`~onceforall.core.ofa_config.to_ofa_net_config`)."""
+        return ofa_config.to_ofa_net_config(self, arch, dropout)
 
     def from_ofa_config(self, cfg: Mapping[str, Any]) -> Arch:
-        """The arch of an OFA config ``{"ks", "e", "d", "r"}`` (inverse of :meth:`to_ofa_config`).
-
-        Follows OFA's reading: entries of ``ks``/``e`` beyond a stage's depth are ignored (OFA's predictor writes
-        0 there, its sampler random values); a scalar ``ks``, ``e`` or ``d`` applies to every slot or stage (its
-        ``set_active_subnet`` does that); ``r`` may be an int, and OFA's predictor key ``image_size`` stands for
-        ``r``. A stage with a single depth choice (ProxylessNAS's final block) also takes the larger depths of the
-        other stages, since OFA clamps a depth to the blocks a stage has. Anything else that does not fit raises a
-        one-line ValueError naming the field, the value and what is valid.
-        """
-        if not isinstance(cfg, Mapping):
-            raise ValueError(f"ofa config: expected a dict with ks, e, d, r; got {type(cfg).__name__}")
-        unknown = [k for k in cfg if k not in ("ks", "e", "d", "r", "image_size", "wid")]
-        if unknown:
-            raise ValueError(f"ofa config: unknown field {unknown[0]!r}; valid: ks, e, d, r (or image_size), wid")
-        if cfg.get("wid") is not None:
-            raise ValueError(f"ofa config: field 'wid' = {cfg['wid']!r} is not valid; width is not elastic here, "
-                             f"valid: None")
-        missing = [k for k in ("ks", "e", "d") if k not in cfg] + ([] if "r" in cfg or "image_size" in cfg else ["r"])
-        if missing:
-            raise ValueError(f"ofa config: missing field '{missing[0]}'; expected ks, e, d, r")
-        n_slots = sum(self.max_depths)
-        slots = _ofa_field(cfg, "ks", n_slots, f"one per block slot, stages of {_list(self.max_depths)}")
-        expands = _ofa_field(cfg, "e", n_slots, f"one per block slot, stages of {_list(self.max_depths)}")
-        depths = _ofa_field(cfg, "d", self.num_stages, "one per stage")
-        res = _ofa_resolution(cfg["r"] if "r" in cfg else cfg["image_size"], "r" if "r" in cfg else "image_size")
-        if res not in self.resolutions:
-            raise ValueError(f"ofa config: r = {res} is not valid; valid resolutions: {_list(self.resolutions)}")
-        all_depths = sorted({d for st in self.stages for d in st.depths})
-        kernels, exps, start = [], [], 0
-        for s, st in enumerate(self.stages):
-            d = depths[s]
-            fixed = len(st.depths) == 1 and _is_int(d) and d > st.depths[0] and d in all_depths
-            if not (_is_int(d) and d in st.depths) and not fixed:
-                raise ValueError(f"ofa config: d[{s}] = {d!r} is not valid for stage {s}; valid depths: "
-                                 f"{_list(st.depths)}")
-            d = min(int(d), max(st.depths))
-            for b in range(d):
-                i = start + b
-                k, e = slots[i], expands[i]
-                if not (_is_int(k) and k in st.kernels):
-                    raise ValueError(f"ofa config: ks[{i}] = {k!r} (stage {s} block {b}) is not valid; valid kernels: "
-                                     f"{_list(st.kernels)}")
-                if not (_is_number(e) and norm_number(e) in st.expands):
-                    raise ValueError(f"ofa config: e[{i}] = {e!r} (stage {s} block {b}) is not valid; valid expands: "
-                                     f"{_list(st.expands)}")
-            kernels.append(tuple(int(k) for k in slots[start:start + d]))
-            exps.append(tuple(expands[start:start + d]))
-            start += max(st.depths)
-        return self.validate(Arch(res, tuple(kernels), tuple(exps)))
+        """The arch of an OFA config (:func:`~onceforall.core.ofa_config.from_ofa_config`)."""
+        return ofa_config.from_ofa_config(self, cfg)
 
     # ---- restriction ------------------------------------------------------------------------------
 
@@ -666,36 +564,6 @@ def _list(values: Iterable) -> str:
     return ", ".join(fmt_number(v) if isinstance(v, float) else str(v) for v in values)
 
 
-def _is_number(x: Any) -> bool:
-    """A finite real number, not a bool (numpy scalars count: OFA's tools may hand those over)."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _is_int(x: Any) -> bool:
-    return _is_number(x) and float(x).is_integer()
-
-
-def _ofa_field(cfg: Mapping[str, Any], name: str, n: int, what: str) -> list:
-    """Field ``name`` of an OFA config as a list of ``n`` entries (a scalar repeats, as OFA's val2list does)."""
-    value = cfg[name]
-    if _is_number(value):
-        return [value] * n
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"ofa config: field '{name}' = {value!r} is not valid; expected a list of {n} ({what})")
-    if len(value) != n:
-        raise ValueError(f"ofa config: field '{name}' has {len(value)} entries; expected {n} ({what})")
-    return list(value)
-
-
-def _ofa_resolution(value: Any, name: str) -> int:
-    """OFA writes the resolution as ``[224]`` (evolution finder) or ``224`` (predictor's ``image_size``)."""
-    if isinstance(value, (list, tuple)) and len(value) == 1:
-        value = value[0]
-    if not _is_int(value):
-        raise ValueError(f"ofa config: field '{name}' = {value!r} is not valid; expected a resolution like [224]")
-    return int(value)
-
-
 class _PerStage(list):
     flat: bool = False
 
@@ -711,7 +579,6 @@ def _per_stage(name: str, value, n: int) -> _PerStage:
     out = _PerStage([values] * n)
     out.flat = True
     return out
-
 
 
 def iter_archs(space: Space) -> Iterator[Arch]:  # pragma: no cover - only for tiny spaces

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 import os
 import re
 import tempfile
@@ -93,8 +94,10 @@ def nonfinite_keys(state: Any) -> list[str]:
 
 
 def is_int(v: Any) -> bool:
-    """An int that is not a bool."""
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An integer that is not a bool: a Python int or a numpy integer (OFA's tools may hand those over); not
+    ``3.0`` (a JSON field or OFA config that says 3.0 is refused, as elsewhere an int field is: int(3.5) would
+    truncate silently) and not ``True``."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def is_number(v: Any) -> bool:

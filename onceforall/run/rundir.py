@@ -42,6 +42,7 @@ from .setup import (
 )
 
 __all__ = [
+    "GradientFiles",
     "LoadedRun",
     "MetricsError",
     "MetricsLog",
@@ -150,6 +151,49 @@ class RunDir:
     def lock_file(self) -> Path:
         """Held by the process that trains the run (:mod:`onceforall.run.lock`); eval/ and search/ have their own."""
         return self.path / ".lock"
+
+    # ---- names the training and gradient commands write (train, analyze-gradients) -------------------------
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        """``checkpoints/epoch-NNN.pt``: the checkpoint of an epoch end kept beside last.pt (train.keep_checkpoints)."""
+        return self.checkpoint(f"epoch-{epoch:03d}")
+
+    @staticmethod
+    def job_file(out_dir: Path, key: str) -> Path:
+        """``<out_dir>/.jobs/<key>.run``: the run directory a torchrun job chose at its first start, which its
+        restarts continue (the key is the job's, made safe as a file name)."""
+        return Path(out_dir) / ".jobs" / f"{''.join(c if c.isalnum() or c in '-_.' else '_' for c in key)}.run"
+
+    def gradient_files(self, out_dir: str | Path | None = None) -> GradientFiles:
+        """What ``analyze-gradients`` writes, in ``gradients/`` or ``out_dir``."""
+        return GradientFiles(Path(out_dir) if out_dir else self.gradients_dir)
+
+
+@dataclass(frozen=True)
+class GradientFiles:
+    """The files of ``analyze-gradients`` (paper Fig. 3 and Fig. 4) in one folder."""
+
+    folder: Path
+
+    @property
+    def layers_csv(self) -> Path:
+        return self.folder / "layers.csv"
+
+    @property
+    def steps_csv(self) -> Path:
+        return self.folder / "steps.csv"
+
+    @property
+    def layers_png(self) -> Path:
+        return self.folder / "layers.png"
+
+    @property
+    def steps_png(self) -> Path:
+        return self.folder / "steps.png"
+
+    @property
+    def summary(self) -> Path:
+        return self.folder / "summary.json"
 
 
 def read_eval_cache(path: Path, values: str) -> dict[str, Any]:

@@ -37,8 +37,10 @@ from .config import Config, model_space
 
 __all__ = [
     "DATA_SEED",
+    "RunParts",
     "TrainData",
     "build_data",
+    "build_run",
     "build_net",
     "build_optimizer",
     "build_schedule",
@@ -258,3 +260,33 @@ def build_schedule(cfg: Config, steps_per_epoch: int) -> Schedule:
 def build_strategy(cfg: Config, space: Space, schedule: Schedule) -> Strategy:
     """The strategy of ``cfg.strategy`` on ``space``, with the run's seed and label smoothing."""
     return get_strategy(cfg.strategy, space, schedule, cfg.train.seed, label_smoothing=cfg.optim.label_smoothing)
+
+
+@dataclass
+class RunParts:
+    """What a run's config builds, each once (:func:`build_run`)."""
+
+    space: Space
+    """The supernet's space, with the data's number of classes and input channels."""
+    data: TrainData
+    net: Supernet
+    optimizer: torch.optim.SGD
+    schedule: Schedule
+    strategy: Strategy
+
+    @property
+    def eval_space(self) -> Space:
+        """The space the run is validated (and later evaluated) on: the strategy's (e.g. CompOFA's coupled one)."""
+        return self.strategy.trained_space()
+
+
+def build_run(cfg: Config, device: torch.device | str = "cpu") -> RunParts:
+    """The space, data, supernet (on ``device``, in the run's memory format), optimizer, schedule and strategy of
+    ``cfg``. The space's resolutions size the images; the data then sets its classes and input channels."""
+    space = build_space(cfg)
+    data = build_data(cfg, image_size(cfg, space))
+    space = space.with_io(num_classes=data.num_classes, in_channels=data.in_channels)
+    net = build_net(cfg, space).to(device=device, memory_format=memory_format(cfg))
+    optimizer = build_optimizer(net, cfg)
+    schedule = build_schedule(cfg, data.train.steps_per_epoch)
+    return RunParts(space, data, net, optimizer, schedule, build_strategy(cfg, space, schedule))

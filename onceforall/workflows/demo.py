@@ -10,12 +10,13 @@ from pathlib import Path
 
 from ..core.registry import get_space
 from ..run.config import load_config
+from ..run.launch import default_run_name
 from ..run.rundir import load_run
 from .evaluate import EvalArgs, evaluate_run
 from .export import arch_from_search, export_run
 from .report import pareto_table
 from .search import run_search, search_table
-from .train import default_run_name, train
+from .train import train
 
 __all__ = ["run_demo"]
 

@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..core.step import frozen_copy, kd_loss
-from ..core.strategies import Plan, Strategy, get_strategy
+from ..core.step import kd_loss
+from ..core.strategies import Plan, Schedule, Strategy
 from ..run.checkpoint import load_checkpoint, load_model_state
-from ..run.config import to_dict
-from ..run.rundir import LoadedRun
-from ..run.setup import build_optimizer, build_schedule
-from .report import pyplot
-from .train import StepResult, step_once
+from ..run.config import Config, to_dict
+from ..run.plotting import pyplot
+from ..run.rundir import GradientFiles, LoadedRun
+from ..run.setup import build_optimizer, build_schedule, build_strategy
+from ..run.state import StepResult, restore_weights, step_once
 
 __all__ = ["analyze_gradients", "gradient_triplet", "replay_steps"]
 
@@ -70,16 +70,11 @@ def replay_steps(run: LoadedRun, ck: dict, strategy: Strategy, first: int, stop:
                  on_step: Callable[[int, torch.nn.Module, list[torch.Tensor], StepResult], None] | None = None,
                  ) -> torch.nn.Module:
     """Take steps ``first .. stop-1`` of ``run`` from the checkpoint ``ck`` (model, optimizer and teacher state)
-    with ``strategy``, exactly as training takes them (:func:`~onceforall.workflows.train.step_once`, the run's
+    with ``strategy``, exactly as training takes them (:func:`~onceforall.run.state.step_once`, the run's
     batches); returns the model. ``on_step(t, model, weights_before, result)`` is called after each step."""
     model = copy.deepcopy(run.net).train()
-    load_model_state(model, ck["model"], run.checkpoint)
     opt = build_optimizer(model, run.cfg)
-    opt.load_state_dict(ck["optimizer"])
-    teacher = None
-    if ck.get("teacher") is not None:
-        teacher = frozen_copy(model)
-        teacher.load_state_dict(ck["teacher"])
+    teacher = restore_weights(ck, model, opt, run.checkpoint)
     spe = run.data.train.steps_per_epoch
     for t in range(first, stop):
         x, y = run.data.train.batch(*divmod(t, spe))
@@ -104,23 +99,38 @@ def analyze_gradients(run: LoadedRun, *, checkpoint: str | None = None, batches:
         if isinstance(m, torch.nn.Dropout):
             m.eval()
     start = int(ck["state"]["step"])
-    data = run.data
-    spe = data.train.steps_per_epoch
-    schedule = build_schedule(cfg, spe)
+    schedule = build_schedule(cfg, run.data.train.steps_per_epoch)
     if start >= schedule.total_steps:  # before any work: Fig. 4 needs steps left to trace
         raise ValueError(f"checkpoint {ck_path} is at the end of the run; pass --checkpoint epoch-NNN (saved with "
                          "train.keep_checkpoints=true), e.g. the one where shrinking starts")
-    scfg = dataclasses.replace(cfg.strategy, name="deps")
-    ls = cfg.optim.label_smoothing
-    strategy = get_strategy(scfg, run.space, schedule, cfg.train.seed, label_smoothing=ls)
-    fmt = run.memory_format
+    deps = dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, name="deps"))
+    layers = _layer_gradients(run, build_strategy(deps, run.space, schedule), start, batches, eps)
+    trace = _first_shrinking_steps(run, ck, deps, schedule, start, steps)
+    files = run.dir.gradient_files(out_dir)
+    files.folder.mkdir(parents=True, exist_ok=True)
+    _write_csv(files, layers, trace)
+    _plot(files, run.name, layers, trace, eps, start)
+    summary = {
+        "checkpoint": str(ck_path), "step": start, "eps": eps, "batches": batches, "layers": len(layers),
+        "mean_cos_shrink": sum(r["cos_shrink"] for r in layers) / len(layers),
+        "mean_cos_shrink_eps": sum(r["cos_shrink_eps"] for r in layers) / len(layers),
+        "mean_norm_ratio_shrink": sum(r["norm_shrink"] / r["norm_no_shrink"] for r in layers) / len(layers),
+        "mean_norm_ratio_shrink_eps": sum(r["norm_shrink_eps"] / r["norm_no_shrink"] for r in layers) / len(layers),
+        "config": to_dict(cfg)["strategy"], "out": str(files.folder),
+    }
+    files.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
-    # Fig. 3: per layer, averaged over `batches` minibatches of the checkpoint's epoch
+
+def _layer_gradients(run: LoadedRun, strategy: Strategy, start: int, batches: int, eps: float) -> list[dict]:
+    """Fig. 3: per layer, the gradients averaged over ``batches`` minibatches of the checkpoint's epoch."""
+    cfg, data, net = run.cfg, run.data, run.net
+    spe = data.train.steps_per_epoch
     sums: dict[str, dict[str, float]] = {}
     for i in range(batches):
         epoch, index = divmod(start + i, spe)
         x, y = data.train.batch(min(epoch, cfg.train.epochs - 1), index)
-        x = x.contiguous(memory_format=fmt)
+        x = x.contiguous(memory_format=run.memory_format)
         plan = strategy.plan(max(start, strategy.shrink_step) + i)
         g = gradient_triplet(net, plan, x, y, eps=eps)
         for name in g["no_shrink"]:
@@ -132,15 +142,18 @@ def analyze_gradients(run: LoadedRun, *, checkpoint: str | None = None, batches:
             row["norm_shrink_eps"] += float(c.norm()) / batches
             row["cos_shrink"] += _cos(a, b) / batches
             row["cos_shrink_eps"] += _cos(a, c) / batches
-    layers = [{"layer": n, **v} for n, v in sums.items() if v["norm_no_shrink"] > 0]
+    return [{"layer": n, **v} for n, v in sums.items() if v["norm_no_shrink"] > 0]
 
-    # Fig. 4: `steps` optimizer steps from this checkpoint with shrinking starting right there, with and
-    # without ε-Shrinking (the same batches, archs and dropout in both)
+
+def _first_shrinking_steps(run: LoadedRun, ck: dict, deps: Config, schedule: Schedule, start: int,
+                           steps: int) -> dict[str, list[dict]]:
+    """Fig. 4: ``steps`` optimizer steps from the checkpoint with shrinking starting right there, with and without
+    ε-Shrinking (the same batches, archs and dropout in both)."""
     trace = {}
     for label, eps_on in (("eps_shrinking", True), ("no_eps", False)):
-        here = dataclasses.replace(scfg, eps_shrinking=eps_on, fm_warmup=True,
+        here = dataclasses.replace(deps.strategy, eps_shrinking=eps_on, fm_warmup=True,
                                    shrink_start=start / schedule.total_steps)
-        s = get_strategy(here, run.space, schedule, cfg.train.seed, label_smoothing=ls)
+        s = build_strategy(dataclasses.replace(deps, strategy=here), run.space, schedule)
         rows = []
 
         def record(t: int, model: torch.nn.Module, before: list[torch.Tensor], step: StepResult,
@@ -152,19 +165,24 @@ def analyze_gradients(run: LoadedRun, *, checkpoint: str | None = None, batches:
 
         replay_steps(run, ck, s, s.shrink_step, min(s.shrink_step + steps, schedule.total_steps), on_step=record)
         trace[label] = rows
+    return trace
 
-    out = Path(out_dir) if out_dir else run.dir.gradients_dir
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "layers.csv").open("w", newline="") as f:
+
+def _write_csv(files: GradientFiles, layers: list[dict], trace: dict[str, list[dict]]) -> None:
+    with files.layers_csv.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(layers[0]))
         w.writeheader()
         w.writerows(layers)
-    with (out / "steps.csv").open("w", newline="") as f:
+    with files.steps_csv.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["variant", *trace["eps_shrinking"][0]])
         w.writeheader()
         for label, rows in trace.items():
             for r in rows:
                 w.writerow({"variant": label, **r})
+
+
+def _plot(files: GradientFiles, name: str, layers: list[dict], trace: dict[str, list[dict]], eps: float,
+          start: int) -> None:
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
     idx = range(len(layers))
@@ -178,9 +196,9 @@ def analyze_gradients(run: LoadedRun, *, checkpoint: str | None = None, batches:
     a2.set_ylabel("cosine similarity")
     a2.set_xlabel("layer (parameter tensor, input to output)")
     a2.legend(fontsize=8)
-    fig.suptitle(f"{run.name}: gradients at step {start} (Fig. 3)")
+    fig.suptitle(f"{name}: gradients at step {start} (Fig. 3)")
     fig.tight_layout()
-    fig.savefig(out / "layers.png", dpi=120)
+    fig.savefig(files.layers_png, dpi=120)
     plt.close(fig)
     fig, (b1, b2) = plt.subplots(1, 2, figsize=(11, 4))
     for label, rows in trace.items():
@@ -193,17 +211,7 @@ def analyze_gradients(run: LoadedRun, *, checkpoint: str | None = None, batches:
     for ax in (b1, b2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{run.name}: the first shrinking steps (Fig. 4)")
+    fig.suptitle(f"{name}: the first shrinking steps (Fig. 4)")
     fig.tight_layout()
-    fig.savefig(out / "steps.png", dpi=120)
+    fig.savefig(files.steps_png, dpi=120)
     plt.close(fig)
-    summary = {
-        "checkpoint": str(ck_path), "step": start, "eps": eps, "batches": batches, "layers": len(layers),
-        "mean_cos_shrink": sum(r["cos_shrink"] for r in layers) / len(layers),
-        "mean_cos_shrink_eps": sum(r["cos_shrink_eps"] for r in layers) / len(layers),
-        "mean_norm_ratio_shrink": sum(r["norm_shrink"] / r["norm_no_shrink"] for r in layers) / len(layers),
-        "mean_norm_ratio_shrink_eps": sum(r["norm_shrink_eps"] / r["norm_no_shrink"] for r in layers) / len(layers),
-        "config": to_dict(cfg)["strategy"], "out": str(out),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arch import Arch
+
 __all__ = [
     "Point",
     "bootstrap_ci",
@@ -38,9 +40,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Point:
-    """One evaluated subnet."""
+    """One evaluated subnet (reports write its arch as the arch's string)."""
 
-    arch: str
+    arch: Arch
     macs: int
     acc: float
 
@@ -55,7 +57,7 @@ def bucket_index(macs: float, lo: float, hi: float, n: int = 6) -> int:
 
 
 def bucket_winners(points: Sequence[Point], lo: float, hi: float, n: int = 6,
-                   select: Mapping[str, float] | None = None) -> list[Point | None]:
+                   select: Mapping[Arch, float] | None = None) -> list[Point | None]:
     """The most accurate point of each bucket (None for an empty bucket); ties go to fewer MACs. With
     ``select`` (arch -> accuracy on another split), winners are chosen by those accuracies instead."""
     key = (lambda p: (p.acc, -p.macs)) if select is None else (lambda p: (select[p.arch], -p.macs))
@@ -147,7 +149,7 @@ def bootstrap_ci(scores: np.ndarray, *, resamples: int = 2000, level: float = 0.
 
 
 def pareto_summary(points: Sequence[Point], smallest: Point, largest: Point, n: int = 6,
-                   select: Mapping[str, float] | None = None) -> dict:
+                   select: Mapping[Arch, float] | None = None) -> dict:
     """Everything the reports need: bucket edges and winners, the curve, the front, mean Pareto accuracy.
     ``select`` chooses the winners by accuracies measured on another split (see :func:`bucket_winners`)."""
     lo, hi = smallest.macs, largest.macs
@@ -159,16 +161,21 @@ def pareto_summary(points: Sequence[Point], smallest: Point, largest: Point, n: 
         "macs_range": [lo, hi],
         "bucket_edges": edges,
         "buckets": [
-            {"bucket": i, "lo": edges[i], "hi": edges[i + 1], **({"arch": w.arch, "macs": w.macs, "acc": w.acc}
+            {"bucket": i, "lo": edges[i], "hi": edges[i + 1], **({"arch": str(w.arch), "macs": w.macs, "acc": w.acc}
                                                               if w is not None else {"arch": None})}
             for i, w in enumerate(winners)
         ],
-        "curve": [{"arch": p.arch, "macs": p.macs, "acc": p.acc} for p in sorted(curve.values(), key=lambda p: p.macs)],
-        "front": [{"arch": p.arch, "macs": p.macs, "acc": p.acc} for p in non_dominated(every)],
+        "curve": [_row(p) for p in sorted(curve.values(), key=lambda p: p.macs)],
+        "front": [_row(p) for p in non_dominated(every)],
         "mean_pareto_acc": mean_pareto_accuracy(list(curve.values()), lo, hi),
-        "smallest": {"arch": smallest.arch, "macs": smallest.macs, "acc": smallest.acc},
-        "largest": {"arch": largest.arch, "macs": largest.macs, "acc": largest.acc},
+        "smallest": _row(smallest),
+        "largest": _row(largest),
     }
+
+
+def _row(p: Point) -> dict:
+    """A point as a report writes it: its arch's string, MACs, accuracy."""
+    return {"arch": str(p.arch), "macs": p.macs, "acc": p.acc}
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:

@@ -82,7 +82,7 @@ def _search_buckets(space: Space, measured: list[tuple[Arch, float]], *, per_buc
     return found
 
 
-def _finalists(points: list[Point], k: int, lo: int, hi: int, buckets: int, ends: set[str]) -> list[str]:
+def _finalists(points: list[Point], k: int, lo: int, hi: int, buckets: int, ends: set[Arch]) -> list[Arch]:
     """The ``k`` best points of each MACs bucket (by their accuracy on the selection subset) and the ``ends``."""
     per: dict[int, list[Point]] = {}
     for p in points:
@@ -93,7 +93,7 @@ def _finalists(points: list[Point], k: int, lo: int, hi: int, buckets: int, ends
 
 def _top(sel: dict[Arch, float], k: int, space: Space, buckets: int) -> list[Arch]:
     """The ``k`` best archs of each MACs bucket by their ranking accuracy (what the finalists would be)."""
-    pts = [Point(str(a), space.macs(a), acc) for a, acc in sel.items()]
+    pts = [Point(a, space.macs(a), acc) for a, acc in sel.items()]
     return _finalists(pts, k, *space.macs_range(), buckets, set())
 
 
@@ -144,14 +144,14 @@ def evaluate_run(run: LoadedRun, args: EvalArgs | None = None, *, progress: Call
     selection_images, finalist_images = a.selection_images or None, a.finalist_images or None
     n_sel, n_whole = (len(ev.batches("selection", n)[0].ds) for n in (selection_images, finalist_images))
     sel, sources, rounds, rounds_run = _rank_candidates(run, a, ranker, n_sel, say)
-    pts = [Point(str(arch), space.macs(arch), sel[arch]) for arch in sources]
-    smallest, largest = str(space.min()), str(space.max())
-    whole: dict[str, float] = {}
+    pts = [Point(arch, space.macs(arch), sel[arch]) for arch in sources]
+    smallest, largest = space.min(), space.max()
+    whole: dict[Arch, float] = {}
     if a.finalists and n_sel < n_whole:
         picked = _finalists(pts, a.finalists, *space.macs_range(), a.buckets, {smallest, largest})
         say(f"measuring {len(picked)} finalists (the best {a.finalists} of each bucket and the ends) on {n_whole} "
             f"images of the {run.selection_split} split")
-        whole = dict(zip(picked, ranker.accuracy([space.parse(p) for p in picked], "selection",
+        whole = dict(zip(picked, ranker.accuracy(picked, "selection",
                                                  None if n_whole >= len(ev.batches("selection")[0].ds)
                                                  else n_whole, complete=selection_images)))
     ranked = [Point(p.arch, p.macs, whole[p.arch]) for p in pts if p.arch in whole] if whole else pts
@@ -177,10 +177,10 @@ def evaluate_run(run: LoadedRun, args: EvalArgs | None = None, *, progress: Call
         "mean_pareto_ci": [round(ci[0], 4), round(ci[1], 4)],
         "bucket_candidates": counts,
         "evaluated": [
-            {"arch": p.arch, "macs": p.macs, "params": space.params(space.parse(p.arch)), "acc_selection": p.acc,
+            {"arch": str(p.arch), "macs": p.macs, "params": space.params(p.arch), "acc_selection": p.acc,
              "acc_selection_whole": whole.get(p.arch), "acc": test.get(p.arch),
              "bucket": bucket_index(p.macs, lo_b, hi_b, a.buckets),
-             "source": sources[space.parse(p.arch)]}
+             "source": sources[p.arch]}
             for p in pts
         ],
     }
@@ -217,17 +217,17 @@ def _rank_candidates(run: LoadedRun, a: EvalArgs, ranker: Evaluator, n_sel: int,
 
 
 def _test_winners(run: LoadedRun, ev: Evaluator, ranked: list[Point], a: EvalArgs, say: Callable[[str], None]
-                  ) -> tuple[dict, dict[str, float], dict]:
+                  ) -> tuple[dict, dict[Arch, float], dict]:
     """The Pareto summary of the bucket winners chosen on ``ranked`` and the two ends, measured on the whole test
     split: (summary, test accuracy per arch, which test images each got right)."""
     space, buckets = run.space, a.buckets
-    smallest, largest = str(space.min()), str(space.max())
+    smallest, largest = space.min(), space.max()
     chosen = pareto_summary(ranked, next(p for p in ranked if p.arch == smallest),
                             next(p for p in ranked if p.arch == largest), buckets)
     final_archs = [space.parse(p["arch"]) for p in chosen["curve"]]
     say(f"measuring {len(final_archs)} bucket winners and ends on the whole test split")
-    test = dict(zip(map(str, final_archs), ev.accuracy(final_archs, "test")))
-    fpts = [Point(arch, space.macs(space.parse(arch)), acc) for arch, acc in test.items()]
+    test = dict(zip(final_archs, ev.accuracy(final_archs, "test")))
+    fpts = [Point(arch, space.macs(arch), acc) for arch, acc in test.items()]
     summary = pareto_summary(fpts, next(p for p in fpts if p.arch == smallest),  # winners: chosen on selection
                              next(p for p in fpts if p.arch == largest), buckets,
                              select={p.arch: p.acc for p in ranked})

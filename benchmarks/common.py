@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from onceforall.run.config import load_config, resume_differences
+from onceforall.run.config import load_config
 from onceforall.run.rundir import RunDir, read_metrics
+from onceforall.run.state import resume_differences
 
 # The benchmark setting with a capacity signal (capacity.py, reproduce.py's default): the fashion-mnist presets
 # with elastic resolution {10, 15, 20}, images stored at 20 px and resized by the network.

@@ -456,7 +456,7 @@ def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) -
 def plot(curves: dict[str, list[Point]], path: Path) -> None:
     """Mean Pareto, smallest subnet and full model vs training MACs (log x), one curve per method with over-seed
     95 % t-interval bars."""
-    from onceforall.workflows.report import pyplot
+    from onceforall.run.plotting import pyplot
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))

@@ -76,19 +76,20 @@ def instrument(seconds: dict, counts: dict) -> None:
     """Time the evaluation's parts by wrapping the functions it calls (old and new evaluation code alike)."""
     from onceforall.core import evaluation as core_eval
     from onceforall.core import supernet as core_supernet
-    from onceforall.specialize import search as search_mod
+    from onceforall.measure import evaluator as meas_mod
+    from onceforall.specialize import predictor as pred_mod
     from onceforall.workflows import evaluate as ev_mod
+    from onceforall.workflows import report as report_mod
 
     _wrap(core_supernet.Supernet, "extract", "extract subnet", seconds, counts)
-    for mod in (core_eval, ev_mod):  # wherever the evaluation looks them up
+    for mod in (core_eval, meas_mod):  # wherever the evaluation looks them up
         _wrap(mod, "recalibrate_bn", "BN recalibration", seconds, counts)
         _wrap(mod, "correct_mask", lambda a, k: f"forward, {_images(a[1])} images", seconds, counts)
-    _wrap(search_mod.AccuracyPredictor, "fit", "predictor fit", seconds, counts)
-    for mod in (ev_mod, search_mod):
-        _wrap(mod, "nsga2_search", "NSGA-II (predicted front)", seconds, counts)
-        _wrap(mod, "evolutionary_search", "evolution in a bucket", seconds, counts)
-    _wrap(ev_mod.Evaluator, "save", "cache writes", seconds, counts)
-    _wrap(ev_mod, "write_run_report", "report (md, csv, png)", seconds, counts)
+    _wrap(pred_mod.AccuracyPredictor, "fit", "predictor fit", seconds, counts)
+    _wrap(ev_mod, "nsga2_search", "NSGA-II (predicted front)", seconds, counts)
+    _wrap(ev_mod, "evolutionary_search", "evolution in a bucket", seconds, counts)
+    _wrap(meas_mod.Evaluator, "save", "cache writes", seconds, counts)
+    _wrap(report_mod, "write_run_report", "report (md, csv, png)", seconds, counts)
     _wrap(ev_mod, "candidate_archs", "candidate sampling", seconds, counts)
 
 
@@ -161,9 +162,10 @@ def spearman(x: list[float], y: list[float]) -> float:
 def ranking(run_dir: Path, n: int, proxies: list[tuple[int, int]], threads: int) -> None:
     from onceforall.core.pareto import bucket_index
     from onceforall.data import subset_order
+    from onceforall.measure.candidates import candidate_archs
+    from onceforall.measure.evaluator import SUBSET_SEED, Evaluator
     from onceforall.run.rundir import load_run
-    from onceforall.specialize.search import kendall_tau
-    from onceforall.workflows.evaluate import SUBSET_SEED, Evaluator, candidate_archs
+    from onceforall.specialize.predictor import kendall_tau
 
     with tempfile.TemporaryDirectory() as tmp:
         run = load_run(scratch_copy(run_dir, Path(tmp)))
@@ -228,8 +230,10 @@ def main() -> None:
     seconds: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     instrument(seconds, counts)
+    from onceforall.measure.evaluator import Evaluator
     from onceforall.run.rundir import load_run
-    from onceforall.workflows.evaluate import Evaluator, evaluate_run
+    from onceforall.workflows.evaluate import evaluate_run
+    from onceforall.workflows.report import write_run_report
 
     with tempfile.TemporaryDirectory() as tmp:
         run = load_run(scratch_copy(args.run, Path(tmp)))
@@ -237,6 +241,7 @@ def main() -> None:
         ev = Evaluator(run)
         result = evaluate_run(run, evaluator=ev) if "evaluator" in inspect.signature(evaluate_run).parameters \
             else evaluate_run(run)
+        write_run_report(run, result)
         wall, cpu = time.perf_counter() - tic, time.process_time() - cpu0
         if args.keep:
             shutil.copytree(run.run_dir, args.keep, ignore=shutil.ignore_patterns("checkpoints"))

@@ -218,9 +218,9 @@ def fault_json(ref: Path, work: Path, rng: random.Random) -> tuple[bool, bool]:
     eval/curve_correct.json, a search result are refused in one line naming the file; a damaged eval/cache.json
     or correct.json is set aside with a warning and export goes on."""
     from onceforall.core.util import JSONFileError
+    from onceforall.measure.scores import read_curve_correct
     from onceforall.run.rundir import RunDir
     from onceforall.workflows.report import compare_runs
-    from onceforall.workflows.scores import read_curve_correct
 
     run = work / "r"
     shutil.copytree(ref, run)

@@ -27,9 +27,10 @@ import time
 import torch
 
 from onceforall.core.pareto import bucket_index
+from onceforall.measure.candidates import SKEWS
+from onceforall.measure.evaluator import Evaluator
 from onceforall.run.rundir import load_run
-from onceforall.specialize.search import AccuracyPredictor, kendall_tau, top_k_hit_rate
-from onceforall.workflows.evaluate import SKEWS, Evaluator
+from onceforall.specialize.predictor import AccuracyPredictor, kendall_tau, top_k_hit_rate
 
 VARIANTS = {"ofa": {"cost_feature": False, "rank_weight": 0.0}, "ofa+macs": {"cost_feature": True, "rank_weight": 0.0},
             "rank": {"cost_feature": True, "rank_weight": 1.0}}

@@ -25,9 +25,10 @@ import statistics
 import torch
 
 from onceforall.core.pareto import bootstrap_ci
+from onceforall.measure.evaluator import Evaluator
 from onceforall.run.rundir import load_run
-from onceforall.specialize.search import parse_budget, random_search
-from onceforall.workflows.evaluate import Evaluator
+from onceforall.specialize.budgets import parse_budget
+from onceforall.specialize.evolution import random_search
 from onceforall.workflows.front import build_front, read_budgets
 from onceforall.workflows.search import run_search
 

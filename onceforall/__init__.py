@@ -8,7 +8,8 @@ True
 
 Layers (each imports only from those below it): ``core`` (archs, spaces, supernet, subnet, step, strategies)
 and ``data`` -> ``specialize`` (predictor and search, export files, latency tables) -> ``run`` (config,
-checkpoints, run directory) -> ``workflows`` (train, eval, search, export, compare, ...) -> ``cli``.
+checkpoints, run directory) -> ``measure`` (the cache of measured subnets, candidates, the search's predictor,
+cost functions) -> ``workflows`` (train, eval, search, export, compare, ...) -> ``cli``.
 See docs/design.md.
 """
 
@@ -21,9 +22,10 @@ from .core.supernet import Supernet, build_supernet
 from .core.version import __version__
 from .run.ofa_import import load_ofa_supernet
 from .run.rundir import load_run
+from .specialize.evolution import evolutionary_search, nsga2_search
 from .specialize.export import export_subnet, load_preprocess, load_subnet, verify_export
 from .specialize.memory import peak_memory
-from .specialize.search import AccuracyPredictor, evolutionary_search, nsga2_search
+from .specialize.predictor import AccuracyPredictor
 
 __all__ = [
     "AccuracyPredictor",

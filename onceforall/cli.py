@@ -94,7 +94,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a run across its MACs range: eval/pareto.{json,csv}, report.md, pareto.png."""
     from .run.rundir import load_run
     from .workflows.evaluate import EvalArgs, evaluate_run
-    from .workflows.report import pareto_table
+    from .workflows.report import pareto_table, write_run_report
 
     run = load_run(args.run, device=args.device, overrides=args.overrides)
     ensure_writable(run.dir.eval_dir)
@@ -104,6 +104,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     with _writer(run.dir.eval_dir, "eval"), _heartbeat(args.quiet) as say:
         r = evaluate_run(run, _dataclass_from_args(EvalArgs, args), progress=say)
+        write_run_report(run, r)
     print(pareto_table(r))
     print(f"wrote {run.dir.eval_dir}/pareto.json, pareto.csv, report.md, pareto.png")
     return 0
@@ -143,7 +144,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     """Best archs of a run under budgets: one predictor + evolution per budget, or read off the run's front."""
     from .run.rundir import load_run
-    from .workflows.front import parse_budgets
+    from .specialize.budgets import parse_budgets
 
     budgets = parse_budgets(args.macs, args.latency_ms, args.memory, args.params)
     if not args.front and not budgets:
@@ -161,32 +162,29 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _search(run, args: argparse.Namespace, budgets: list[dict], say) -> int:
-    from .workflows.front import build_front, front_table, load_front, read_budgets
-    from .workflows.search import run_search, search_table
+    from .workflows.front import FrontArgs, build_front, front_table, load_front, read_budgets
+    from .workflows.search import SearchArgs, run_search, search_table
 
+    common = dict(predictor=args.predictor, resolution=args.resolution, latency_table=args.latency_table,
+                  accept_noisy_table=args.accept_noisy_table, selection_images=args.selection_images or None,
+                  seed=args.seed)
     if not args.front:
+        search_args = SearchArgs(top=args.top, samples=args.samples or SearchArgs.samples, **common)
         for b in budgets:
-            result = run_search(run, macs=b.get("macs"), latency_ms=b.get("latency"),
-                                latency_table=args.latency_table, accept_noisy_table=args.accept_noisy_table,
-                                top=args.top, samples=args.samples or 60, predictor=args.predictor,
-                                resolution=args.resolution,
-                                selection_images=args.selection_images or None, seed=args.seed, progress=say)
+            result = run_search(run, search_args, macs=b.get("macs"), latency_ms=b.get("latency"), progress=say)
             print(search_table(result))
             print(f"wrote {result['path']}")
         return 0
     costs = [c.strip() for c in args.costs.split(",")] if args.costs else ["macs"]
     costs += [k for b in budgets for k in b if k not in costs]
-    path = run.dir.search_dir / "front.json"
+    path = run.dir.front_json
     front = load_front(path) if path.exists() and not args.rebuild else None
     if front is None or front["step"] != run.step or not set(costs) <= set(front["costs"]) or \
             (args.costs and costs != front["costs"]) or front.get("resolution") != args.resolution or \
             args.predictor is not None:
-        front = build_front(run, costs, latency_table=args.latency_table, accept_noisy_table=args.accept_noisy_table,
-                            memory_dtype=args.memory_dtype or "float32", predictor=args.predictor,
-                            resolution=args.resolution,
-                            samples=args.samples or 120,
-                            selection_images=args.selection_images or None, measure=args.measure, seed=args.seed,
-                            progress=say)
+        front_args = FrontArgs(samples=args.samples or FrontArgs.samples, measure=args.measure,
+                               memory_dtype=args.memory_dtype or FrontArgs.memory_dtype, **common)
+        front = build_front(run, costs, front_args, progress=say)
     elif say:
         say(f"reading budgets off {path} (step {front['step']}; --rebuild searches it again)")
     answers = read_budgets(run, front, budgets, top=args.top, progress=say)
@@ -198,21 +196,20 @@ def _search(run, args: argparse.Namespace, budgets: list[dict], say) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a subnet of a run: safetensors + JSON sidecar (+ ONNX, TorchScript)."""
     from .run.rundir import load_run
-    from .workflows.export import arch_from_search, export_run, resolve_arch
+    from .workflows.export import ExportArgs, arch_from_search, export_run, resolve_arch
 
     run = load_run(args.run)
     remove_stale_tmp(ensure_writable(args.out or run.dir.exports_dir))  # what a killed export left
+    how = dict(onnx=args.onnx, torchscript=args.torchscript, threads=args.threads)
     if args.from_front:
-        from .workflows.export import archs_from_front
-        from .workflows.front import budget_label, parse_budgets
+        from .specialize.budgets import budget_label, parse_budgets
+        from .workflows.front import archs_from_front
 
         budgets = parse_budgets(args.macs or args.budgets, args.latency_ms, args.memory, args.params)
         for budget, arch in archs_from_front(run, args.from_front, budgets, progress=None if args.quiet else _say):
             out = Path(args.out or run.dir.exports_dir) / budget_label(budget)
             remove_stale_tmp(out)
-            result = export_run(run, arch, out_dir=out, onnx=args.onnx, torchscript=args.torchscript,
-                                threads=args.threads)
-            print(result.describe())
+            print(export_run(run, arch, ExportArgs(out_dir=out, **how)).describe())
         return 0
     if args.from_search:
         arch = arch_from_search(run, args.from_search)
@@ -220,9 +217,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         arch = resolve_arch(run, args.arch)
     else:
         raise CLIError("export: give --arch STR (or min / max), --from-search FILE or --from-front FRONT with budgets")
-    result = export_run(run, arch, out_dir=args.out, onnx=args.onnx, torchscript=args.torchscript,
-                        threads=args.threads)
-    print(result.describe())
+    print(export_run(run, arch, ExportArgs(out_dir=args.out, **how)).describe())
     return 0
 
 
@@ -297,8 +292,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a supernet (see onceforall.workflows.train for the launch commands)."""
     from pathlib import Path
 
-    from .run.config import RESUME_SAFE, field_docs, load_config
+    from .run.config import field_docs, load_config
     from .run.rundir import RunDir
+    from .run.state import RESUME_SAFE
     from .workflows.train import train
 
     if args.fields:

@@ -101,3 +101,29 @@ def test_unclear_inputs_get_a_one_line_error_naming_the_option(capsys, tmp_path,
     monkeypatch.setattr(latency, "make_latency_table", lambda *a, **k: measured.append(1))
     assert main(["latency-table", "--run", str(tmp_path)]) == 2
     assert f"Permission denied: {tmp_path}" in capsys.readouterr().err and not measured
+
+
+def test_search_and_export_options_carry_the_argument_dataclasses_defaults():
+    """``search`` and ``export`` take their defaults from SearchArgs / FrontArgs / ExportArgs: one default each (the
+    options whose default depends on --front say both in their help)."""
+    import dataclasses
+
+    from onceforall.workflows.export import ExportArgs
+    from onceforall.workflows.front import FrontArgs
+    from onceforall.workflows.search import SearchArgs
+
+    parser = build_parser()
+    search = vars(parser.parse_args(["search", "RUN"]))
+    for cls in (SearchArgs, FrontArgs):
+        for f in dataclasses.fields(cls):
+            if f.name in ("samples", "memory_dtype", "population", "generations"):
+                continue  # --samples and --memory-dtype: None = the dataclass's; NSGA-II's sizes: not options
+            assert search[f.name] == f.default, f"search --{f.name.replace('_', '-')} vs {cls.__name__}.{f.name}"
+    sub = next(a for a in parser._subparsers._group_actions[0].choices["search"]._actions if a.dest == "samples")
+    assert f"default {SearchArgs.samples}; {FrontArgs.samples} with --front" in sub.help
+    dtype = next(a for a in parser._subparsers._group_actions[0].choices["search"]._actions
+                 if a.dest == "memory_dtype")
+    assert f"default {FrontArgs.memory_dtype}" in dtype.help
+    export = vars(parser.parse_args(["export", "RUN"]))
+    assert {f.name: export["out" if f.name == "out_dir" else f.name] for f in dataclasses.fields(ExportArgs)} == \
+        {f.name: f.default for f in dataclasses.fields(ExportArgs)}

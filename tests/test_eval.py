@@ -11,15 +11,15 @@ import torch
 import onceforall.workflows.evaluate as evaluate_mod
 from onceforall.cli import main
 from onceforall.core.pareto import Point, mean_pareto_accuracy, window_weights
+from onceforall.measure.evaluator import Evaluator
+from onceforall.measure.scores import curve_scores, read_curve_correct
 from onceforall.run.checkpoint import load_checkpoint
 from onceforall.run.config import load_config
 from onceforall.run.rundir import RunError, load_run
 from onceforall.run.setup import build_schedule, build_strategy
 from onceforall.specialize.timing import torch_threads
-from onceforall.workflows.evaluate import Evaluator
 from onceforall.workflows.gradients import replay_steps
-from onceforall.workflows.report import compare_runs
-from onceforall.workflows.scores import curve_scores, read_curve_correct
+from onceforall.workflows.report import compare_runs, write_run_report
 from onceforall.workflows.train import train
 
 from .helpers import needs_fashion
@@ -104,6 +104,13 @@ def test_eval_writes_a_consistent_front_and_caches(runs, monkeypatch, capsys):
     assert calls == [] and again["mean_pareto_acc"] == r["mean_pareto_acc"]
 
 
+def _evaluate(run, **kw):
+    """``onceforall eval`` without the CLI: evaluate, then write the report (pareto.json and the rest)."""
+    result = evaluate_mod.evaluate_run(run, **kw)
+    write_run_report(run, result)
+    return result
+
+
 def _copy_run(src, dst):
     """A run directory without its eval/ folder (config, metrics, cost, last checkpoint)."""
     (dst / "checkpoints").mkdir(parents=True)
@@ -119,7 +126,7 @@ def test_reevaluation_is_byte_identical_whatever_the_cache_held(runs, tmp_path):
     the same pareto.json byte for byte; a cached value is reused only where it is this evaluation's measurement."""
     run_dir = _copy_run(runs / "deps", tmp_path / "deps")
     kw = dict(per_bucket=2, uniform=False, selection_images=100, finalists=2)
-    first = evaluate_mod.evaluate_run(load_run(run_dir), **kw)
+    first = _evaluate(load_run(run_dir), **kw)
     pareto = (run_dir / "eval" / "pareto.json").read_bytes()
     run = load_run(run_dir)
     ev = Evaluator(run)
@@ -137,11 +144,11 @@ def test_reevaluation_is_byte_identical_whatever_the_cache_held(runs, tmp_path):
     (run_dir / "eval" / "cache.json").write_text(json.dumps({**cache, **junk}))
     (run_dir / "eval" / "pareto.json").unlink()
     again = Evaluator(load_run(run_dir))
-    evaluate_mod.evaluate_run(again.run, evaluator=again, **kw)
+    _evaluate(again.run, evaluator=again, **kw)
     assert (run_dir / "eval" / "pareto.json").read_bytes() == pareto
     assert dict(again.images) == {}  # every measurement was this evaluation's own, found in the cache
     shutil.rmtree(run_dir / "eval")  # no cache at all: measured again, the same bytes
-    evaluate_mod.evaluate_run(load_run(run_dir), **kw)
+    _evaluate(load_run(run_dir), **kw)
     assert (run_dir / "eval" / "pareto.json").read_bytes() == pareto
 
 
@@ -187,7 +194,7 @@ def test_two_evaluators_of_a_run_keep_each_others_measurements(runs):
 def test_compare_table_and_plots(runs, tmp_path):
     for name in ("deps", "bignas"):
         if not (runs / name / "eval" / "pareto.json").exists():
-            evaluate_mod.evaluate_run(load_run(runs / name), per_bucket=2, uniform=False, selection_images=100)
+            _evaluate(load_run(runs / name), per_bucket=2, uniform=False, selection_images=100)
     rows = compare_runs([runs / "bignas", runs / "deps"], tmp_path / "cmp")
     by = {r["strategy"]: r for r in rows}
     assert by["deps"]["cost_ratio"] == pytest.approx(1.0)  # the DεpS run is the reference
@@ -297,10 +304,11 @@ def test_search_cli_respects_the_budget_and_measures(runs, capsys):
 
 
 def test_search_front_reads_budgets_and_exports_a_family(runs, tmp_path, capsys):
+    from onceforall.core.pareto import dominates
+    from onceforall.specialize.budgets import parse_budgets
     from onceforall.specialize.export import load_subnet, read_sidecar
     from onceforall.specialize.memory import peak_memory
-    from onceforall.specialize.search import dominates
-    from onceforall.workflows.front import load_front, parse_budgets, read_budgets
+    from onceforall.workflows.front import load_front, read_budgets
 
     run = load_run(runs / "deps")
     space = run.space

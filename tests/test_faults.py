@@ -513,9 +513,9 @@ def test_every_json_read_names_its_file(tmp_path):
     from types import SimpleNamespace
 
     from onceforall.core.util import JSONFileError, read_json
+    from onceforall.measure.scores import read_curve_correct
     from onceforall.workflows.export import arch_from_search
     from onceforall.workflows.report import compare_runs
-    from onceforall.workflows.scores import read_curve_correct
 
     f = tmp_path / "x.json"
     f.write_text('{"a": "unterminated')
@@ -555,7 +555,7 @@ def test_every_json_read_names_its_file(tmp_path):
 def test_damaged_eval_cache_is_set_aside_with_a_warning_and_rebuilt(tmp_path):
     from types import SimpleNamespace
 
-    from onceforall.workflows.evaluate import Evaluator
+    from onceforall.measure.evaluator import Evaluator
 
     eval_dir = tmp_path / "eval"
     eval_dir.mkdir()
@@ -677,8 +677,8 @@ def test_progress_line_every_step_window_without_nan_before_the_first_row(tmp_pa
 
 
 def test_progress_text_counters_heartbeat_and_predictor_figures(capsys):
+    from onceforall.measure.predictor import predictor_quality
     from onceforall.run.progress import Heartbeat, counter, progress_text
-    from onceforall.workflows.search import predictor_quality
 
     assert progress_text(3, 8, 2, 16, 0.0, 0.1, {}, "?") == "epoch   0.38/2 step 3/16 eps 0 lr 0.1 ETA ?"
     # OFA-PS expand phases train no full pass: the line shows the role it has

@@ -356,7 +356,7 @@ def test_build_retimes_monotonicity_breakers_and_stores_the_check(monkeypatch, t
 def test_latency_table_cli_warns_and_search_refuses_a_noisy_table(monkeypatch, tmp_path, capsys):
     import onceforall.specialize.latency as latency_mod
     from onceforall.cli import main
-    from onceforall.workflows.search import latency_table_of
+    from onceforall.measure.costs import latency_table_of
 
     space = ofa.get_space("mbv3-cifar", width_mult=0.25, resolutions=(16,), num_classes=10, in_channels=3)
     entries = _clean_entries(space)

@@ -1,9 +1,10 @@
 """The layering contract of the package (docs/design.md), checked over the import graph of every module,
 imports inside functions included:
 
-    core -> data -> specialize -> run -> workflows -> cli        (each imports only from its left)
+    core -> data -> specialize -> run -> measure -> workflows -> cli        (each imports only from its left)
 
 - a module imports only from its own layer or the layers below it (never from the ``onceforall`` facade);
+- the workflows are siblings: none imports another, except the demo, which chains them;
 - no import cycles between modules;
 - no module imports another module's private names (``_name``), and private attributes are only reached on
   ``self``/``cls`` or on third-party modules.
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "onceforall"
-LAYERS = ("core", "data", "specialize", "run", "workflows", "cli")
+LAYERS = ("core", "data", "specialize", "run", "measure", "workflows", "cli")
+# Workflows that may import other workflows: the demo chains train, eval, search and export.
+CHAINS = {"onceforall.workflows.demo"}
 
 
 def _module_name(path: Path) -> str:
@@ -80,6 +83,29 @@ def test_imports_go_down_the_layers(name):
         assert _layer(module) <= here, f"{name}:{line} imports {module}: layer '{theirs}' is above '{LAYERS[here]}'"
 
 
+def _workflow_imports(name: str) -> list[tuple[str, int]]:
+    """(workflow module, line) for every import of another workflow module by workflow ``name``."""
+    if not name.startswith("onceforall.workflows."):
+        return []
+    return [(m, line) for m, _, line in _imports(name)
+            if m.startswith("onceforall.workflows.") and m != name and _exists(m)]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_workflows_are_siblings(name):
+    if name in CHAINS:
+        return
+    for module, line in _workflow_imports(name):
+        raise AssertionError(f"{name}:{line} imports the workflow {module}: workflows are siblings (move what both "
+                             "need below them)")
+
+
+def test_the_sibling_rule_sees_a_workflow_importing_a_workflow():
+    """Not vacuous: the demo's imports of other workflows are seen (and would fail outside CHAINS)."""
+    found = {m for m, _ in _workflow_imports("onceforall.workflows.demo")}
+    assert {"onceforall.workflows.train", "onceforall.workflows.evaluate", "onceforall.workflows.export"} <= found
+
+
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_no_private_names_from_other_modules(name):
     for module, names, line in _imports(name):
@@ -138,10 +164,3 @@ def test_the_contract_sees_imports_inside_functions(tmp_path):
     found = {m for m, _, _ in _imports("onceforall.cli")}
     assert "onceforall.workflows.train" in found  # imported inside cmd_train only
     assert _layer("onceforall.workflows.train") > _layer("onceforall.run.rundir") > _layer("onceforall.core.step")
-
-
-@pytest.mark.parametrize("name", ["onceforall.workflows.train", "onceforall.workflows.gradients"])
-def test_training_commands_import_no_other_workflow(name):
-    """train and analyze-gradients stand on run/ (step, state, assembly, plotting), not on each other or report."""
-    others = sorted({m for m, _, _ in _imports(name) if m.startswith("onceforall.workflows.") and m != name})
-    assert not others, f"{name} imports {others}"

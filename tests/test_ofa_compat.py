@@ -379,8 +379,8 @@ def test_imported_ofa_run_evaluates_and_exports_under_ofa_protocol(tmp_path, mon
     from onceforall.core.bn import recalibrate_bn
     from onceforall.core.evaluation import correct_mask
     from onceforall.data.recipe import apply_recipe
+    from onceforall.measure.evaluator import Evaluator
     from onceforall.run.rundir import load_run
-    from onceforall.workflows.evaluate import Evaluator
 
     root = _image_folder(tmp_path / "data", classes=3, train_per=4, val_per=3, seed=1)
     _, path = _ofa_file(tmp_path, num_classes=3)
@@ -390,7 +390,7 @@ def test_imported_ofa_run_evaluates_and_exports_under_ofa_protocol(tmp_path, mon
     run = load_run(out)
     arch = run.space.min()  # 128 px
     assert arch.resolution == 128
-    import onceforall.workflows.evaluate as evaluation  # the Evaluator's measurements go through its correct_mask
+    import onceforall.measure.evaluator as evaluation  # the Evaluator's measurements go through its correct_mask
 
     seen = {}
 

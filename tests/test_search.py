@@ -13,18 +13,11 @@ from safetensors.torch import load_file, save_file
 
 import onceforall as ofa
 from onceforall.core.arch import Arch
+from onceforall.core.pareto import dominates
 from onceforall.core.space import iter_archs
-from onceforall.specialize.search import (
-    AccuracyPredictor,
-    dominates,
-    encode,
-    evolutionary_search,
-    feature_dim,
-    format_cost,
-    nsga2_search,
-    parse_budget,
-    random_search,
-)
+from onceforall.specialize.budgets import format_cost, parse_budget
+from onceforall.specialize.evolution import evolutionary_search, nsga2_search, random_search
+from onceforall.specialize.predictor import AccuracyPredictor, encode, feature_dim
 
 COUPLING = {2: 3, 3: 4, 4: 6}
 
@@ -251,7 +244,7 @@ def test_predictor_state_dict_round_trip_through_safetensors_and_json(predictor_
 
 
 def test_predictor_file_round_trip_weights_only(predictor_data, fitted, tmp_path):
-    from onceforall.specialize.predictors import load_predictor, save_predictor
+    from onceforall.specialize.predictor import load_predictor, save_predictor
 
     space, _, _, test = predictor_data
     p, stats = fitted
@@ -276,7 +269,7 @@ def test_predictor_file_round_trip_weights_only(predictor_data, fitted, tmp_path
 
 
 def test_kendall_tau():
-    from onceforall.specialize.search import kendall_tau as _kendall_tau
+    from onceforall.specialize.predictor import kendall_tau as _kendall_tau
 
     assert _kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
     assert _kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
@@ -492,7 +485,7 @@ def test_evolution_inside_a_macs_bucket_finds_its_optimum(small):
 
 
 def test_pairwise_ranking_loss_is_ranknet():
-    from onceforall.specialize.search import _pairwise_logistic
+    from onceforall.specialize.predictor import _pairwise_logistic
 
     pred = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
     target = torch.tensor([1.0, 0.0, 1.0])  # ordered pairs: (0, 1) and (2, 1); 0 and 2 are tied
@@ -505,7 +498,7 @@ def test_pairwise_ranking_loss_is_ranknet():
 
 
 def test_top_k_hit_rate():
-    from onceforall.specialize.search import top_k_hit_rate
+    from onceforall.specialize.predictor import top_k_hit_rate
 
     assert top_k_hit_rate([1, 2, 3, 4], [10, 20, 30, 40], 2) == 1.0
     assert top_k_hit_rate([4, 3, 2, 1], [10, 20, 30, 40], 2) == 0.0
@@ -530,7 +523,7 @@ def test_predictor_with_macs_feature_and_old_states(predictor_data):
 
 
 def test_non_dominated_sort_and_crowding():
-    from onceforall.specialize.search import crowding_distance, dominates, non_dominated_sort
+    from onceforall.core.pareto import crowding_distance, dominates, non_dominated_sort
 
     pts = [(1, 5), (2, 2), (5, 1), (3, 3), (4, 4), (2, 2)]
     assert dominates((1, 1), (1, 2)) and not dominates((1, 2), (1, 2)) and not dominates((0, 3), (1, 2))
@@ -542,7 +535,7 @@ def test_non_dominated_sort_and_crowding():
 def test_non_dominated_sort_matches_the_definition_on_ties_and_three_objectives():
     """Every point's front is one more than the deepest front among the points that dominate it (front 0: no
     dominator), checked pairwise with `dominates` on integer points full of ties."""
-    from onceforall.specialize.search import dominates, non_dominated_sort
+    from onceforall.core.pareto import dominates, non_dominated_sort
 
     rng = random.Random(5)
     for n, k in ((1, 2), (40, 2), (120, 3)):

@@ -7,33 +7,42 @@
   model (trapezoids), i.e. the curve's mean accuracy over the whole range.
 - **Front**: the non-dominated subnets (no other subnet has fewer-or-equal MACs and higher-or-equal
   accuracy with one of the two strict).
+- **Several objectives** (NSGA-II, the accuracy/cost front of ``search --front``): :func:`dominates`,
+  :func:`non_dominated_sort` and :func:`crowding_distance` on objective vectors, all minimized. This module is the
+  one Pareto primitive of the package.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .arch import Arch
 
 __all__ = [
     "Point",
     "bootstrap_ci",
     "bucket_index",
     "bucket_winners",
+    "crowding_distance",
+    "dominates",
     "curve_weights",
     "window_weights",
     "mean_pareto_accuracy",
     "non_dominated",
+    "non_dominated_sort",
     "pareto_summary",
 ]
 
 
 @dataclass(frozen=True)
 class Point:
-    """One evaluated subnet."""
+    """One evaluated subnet (reports write its arch as the arch's string)."""
 
-    arch: str
+    arch: Arch
     macs: int
     acc: float
 
@@ -48,7 +57,7 @@ def bucket_index(macs: float, lo: float, hi: float, n: int = 6) -> int:
 
 
 def bucket_winners(points: Sequence[Point], lo: float, hi: float, n: int = 6,
-                   select: Mapping[str, float] | None = None) -> list[Point | None]:
+                   select: Mapping[Arch, float] | None = None) -> list[Point | None]:
     """The most accurate point of each bucket (None for an empty bucket); ties go to fewer MACs. With
     ``select`` (arch -> accuracy on another split), winners are chosen by those accuracies instead."""
     key = (lambda p: (p.acc, -p.macs)) if select is None else (lambda p: (select[p.arch], -p.macs))
@@ -140,7 +149,7 @@ def bootstrap_ci(scores: np.ndarray, *, resamples: int = 2000, level: float = 0.
 
 
 def pareto_summary(points: Sequence[Point], smallest: Point, largest: Point, n: int = 6,
-                   select: Mapping[str, float] | None = None) -> dict:
+                   select: Mapping[Arch, float] | None = None) -> dict:
     """Everything the reports need: bucket edges and winners, the curve, the front, mean Pareto accuracy.
     ``select`` chooses the winners by accuracies measured on another split (see :func:`bucket_winners`)."""
     lo, hi = smallest.macs, largest.macs
@@ -152,13 +161,66 @@ def pareto_summary(points: Sequence[Point], smallest: Point, largest: Point, n: 
         "macs_range": [lo, hi],
         "bucket_edges": edges,
         "buckets": [
-            {"bucket": i, "lo": edges[i], "hi": edges[i + 1], **({"arch": w.arch, "macs": w.macs, "acc": w.acc}
+            {"bucket": i, "lo": edges[i], "hi": edges[i + 1], **({"arch": str(w.arch), "macs": w.macs, "acc": w.acc}
                                                               if w is not None else {"arch": None})}
             for i, w in enumerate(winners)
         ],
-        "curve": [{"arch": p.arch, "macs": p.macs, "acc": p.acc} for p in sorted(curve.values(), key=lambda p: p.macs)],
-        "front": [{"arch": p.arch, "macs": p.macs, "acc": p.acc} for p in non_dominated(every)],
+        "curve": [_row(p) for p in sorted(curve.values(), key=lambda p: p.macs)],
+        "front": [_row(p) for p in non_dominated(every)],
         "mean_pareto_acc": mean_pareto_accuracy(list(curve.values()), lo, hi),
-        "smallest": {"arch": smallest.arch, "macs": smallest.macs, "acc": smallest.acc},
-        "largest": {"arch": largest.arch, "macs": largest.macs, "acc": largest.acc},
+        "smallest": _row(smallest),
+        "largest": _row(largest),
     }
+
+
+def _row(p: Point) -> dict:
+    """A point as a report writes it: its arch's string, MACs, accuracy."""
+    return {"arch": str(p.arch), "macs": p.macs, "acc": p.acc}
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether objective vector ``a`` dominates ``b`` (all objectives minimized): no worse in every one and
+    better in at least one."""
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def non_dominated_sort(points: Sequence[Sequence[float]]) -> list[list[int]]:
+    """Deb's fast non-dominated sort: indices of ``points`` (objectives minimized) by front, best front first,
+    each front in index order. The domination matrix is computed with numpy in row blocks (NSGA-II sorts
+    every arch it scored at the end: thousands of points)."""
+    pts = np.asarray(points, dtype=np.float64)
+    n = len(pts)
+    if n == 0:
+        return []
+    pts = pts.reshape(n, -1)
+    dom = np.empty((n, n), dtype=bool)  # dom[i, j]: i dominates j (as `dominates`)
+    for start in range(0, n, 256):
+        a = pts[start:start + 256, None, :]
+        dom[start:start + 256] = (a <= pts[None]).all(-1) & (a < pts[None]).any(-1)
+    count = dom.sum(axis=0)  # how many points dominate each point
+    fronts = []
+    current = np.flatnonzero(count == 0)
+    while current.size:
+        fronts.append(current.tolist())
+        count = count - dom[current].sum(axis=0)
+        count[current] = -1  # placed
+        current = np.flatnonzero(count == 0)
+    return fronts
+
+
+def crowding_distance(points: Sequence[Sequence[float]]) -> list[float]:
+    """NSGA-II's crowding distance of each point of one front: the sum over objectives of the normalized gap
+    between its two neighbours (infinite at the extremes), so that spread-out members survive."""
+    n = len(points)
+    dist = [0.0] * n
+    if n == 0:
+        return dist
+    for m in range(len(points[0])):
+        order = sorted(range(n), key=lambda i: (points[i][m], i))
+        lo, hi = points[order[0]][m], points[order[-1]][m]
+        dist[order[0]] = dist[order[-1]] = math.inf
+        if hi == lo:
+            continue
+        for k in range(1, n - 1):
+            dist[order[k]] += (points[order[k + 1]][m] - points[order[k - 1]][m]) / (hi - lo)
+    return dist

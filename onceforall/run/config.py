@@ -33,13 +33,11 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
-    "RESUME_SAFE",
     "StrategyConfig",
     "TrainConfig",
     "field_docs",
     "list_presets",
     "load_config",
-    "resume_differences",
     "model_space",
     "config_from_dict",
     "to_dict",
@@ -454,49 +452,6 @@ def to_dict(cfg: Config) -> dict:
 
 def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-RESUME_SAFE: dict[str, str] = {
-    "name": "the default run name (a resumed run keeps its directory)",
-    "train.log_every": "how often step rows are written",
-    "train.progress": "the progress line",
-    "train.tensorboard": "an extra sink for the same rows",
-    "train.threads": "CPU threads (same arithmetic)",
-    "train.device": "where the run continues (another device may differ in the last bits)",
-    "train.out_dir": "the folder the run directory sits in (moved runs)",
-    "train.eval_every": "validation cadence (validation does not touch training state)",
-    "train.eval_every_steps": "validation cadence",
-    "train.checkpoint_every": "checkpoint cadence",
-    "train.checkpoint_every_steps": "checkpoint cadence",
-    "train.keep_checkpoints": "extra checkpoint copies",
-    "train.stop_after_steps": "where this invocation stops (not kept in config.yaml)",
-    "train.price_per_device_hour": "the rate cost.json uses",
-    "train.init_from": "read only when a run starts",
-    "data.root": "where the same images are (a moved dataset)",
-    "data.workers": "data loading processes (same batches)",
-    "data.eval_batch_size": "batch size of validation passes",
-}
-"""Fields a resumed run may change, with why: they do not change what the run computes. ``train --resume``
-accepts overrides of these only, and refuses a checkpoint whose config differs from config.yaml in any other
-field (an edited lr, seed or label smoothing would silently train on at the new value)."""
-
-
-def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def resume_differences(saved: Config, now: Config) -> list[tuple[str, Any, Any]]:
-    """(field, saved value, new value) for every field outside :data:`RESUME_SAFE` in which ``now`` differs from
-    ``saved`` (a checkpoint's config), in field order."""
-    a, b = _flat(to_dict(saved)), _flat(to_dict(now))
-    return [(k, a.get(k), b.get(k)) for k in dict.fromkeys([*a, *b])
-            if k not in RESUME_SAFE and a.get(k) != b.get(k)]
 
 
 def list_presets() -> list[str]:

@@ -122,6 +122,55 @@ class RunDir:
         """The accuracy predictor ``search`` fitted last (``search --predictor`` reuses such a file)."""
         return self.search_dir / "predictor.pt"
 
+    # -- the files of eval, search, front and export (the measurement lane's names) --
+
+    @property
+    def eval_cache(self) -> Path:
+        """Every measured accuracy of the run's subnets (key -> top-1), shared by eval, search, front, export."""
+        return self.eval_dir / "cache.json"
+
+    @property
+    def eval_correct(self) -> Path:
+        """Which images each cached measurement got right (key -> packed mask)."""
+        return self.eval_dir / "correct.json"
+
+    @property
+    def pareto_json(self) -> Path:
+        return self.eval_dir / "pareto.json"
+
+    @property
+    def pareto_csv(self) -> Path:
+        return self.eval_dir / "pareto.csv"
+
+    @property
+    def report_md(self) -> Path:
+        return self.eval_dir / "report.md"
+
+    @property
+    def pareto_png(self) -> Path:
+        return self.eval_dir / "pareto.png"
+
+    @property
+    def curve_correct(self) -> Path:
+        """The test images each point of the Pareto curve got right (paired comparisons)."""
+        return self.eval_dir / "curve_correct.json"
+
+    @property
+    def front_json(self) -> Path:
+        return self.search_dir / "front.json"
+
+    @property
+    def front_csv(self) -> Path:
+        return self.search_dir / "front.csv"
+
+    @property
+    def front_png(self) -> Path:
+        return self.search_dir / "front.png"
+
+    def search_result(self, label: str) -> Path:
+        """``search/<label>.json``: the answer to one budget (``macs-5.00M``), which ``export --from-search`` reads."""
+        return self.search_dir / f"{label}.json"
+
     def latency_table(self, backend: str = "torch", threads: int = 1, batch: int = 1) -> Path:
         """Where a run keeps the latency lookup table of this device for its space."""
         return self.path / f"latency-{backend}-t{threads}-b{batch}.json"

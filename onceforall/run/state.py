@@ -29,10 +29,10 @@ from ..core.space import Space
 from ..core.step import begin_step, frozen_copy, train_step
 from ..core.strategies import Plan, Strategy
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state
-from .config import Config, config_from_dict, resume_differences, to_dict
+from .config import Config, config_from_dict, to_dict
 
-__all__ = ["StepResult", "TrainState", "check_resume_config", "checkpoint_payload", "cost_summary",
-           "restore_weights", "resume_state", "step_once"]
+__all__ = ["RESUME_SAFE", "StepResult", "TrainState", "check_resume_config", "checkpoint_payload", "cost_summary",
+           "restore_weights", "resume_differences", "resume_state", "step_once"]
 
 
 @dataclass
@@ -152,9 +152,52 @@ def resume_state(path: Path, net: nn.Module, opt: torch.optim.Optimizer, strateg
     return TrainState.from_counters(ck["state"], teacher)
 
 
+RESUME_SAFE: dict[str, str] = {
+    "name": "the default run name (a resumed run keeps its directory)",
+    "train.log_every": "how often step rows are written",
+    "train.progress": "the progress line",
+    "train.tensorboard": "an extra sink for the same rows",
+    "train.threads": "CPU threads (same arithmetic)",
+    "train.device": "where the run continues (another device may differ in the last bits)",
+    "train.out_dir": "the folder the run directory sits in (moved runs)",
+    "train.eval_every": "validation cadence (validation does not touch training state)",
+    "train.eval_every_steps": "validation cadence",
+    "train.checkpoint_every": "checkpoint cadence",
+    "train.checkpoint_every_steps": "checkpoint cadence",
+    "train.keep_checkpoints": "extra checkpoint copies",
+    "train.stop_after_steps": "where this invocation stops (not kept in config.yaml)",
+    "train.price_per_device_hour": "the rate cost.json uses",
+    "train.init_from": "read only when a run starts",
+    "data.root": "where the same images are (a moved dataset)",
+    "data.workers": "data loading processes (same batches)",
+    "data.eval_batch_size": "batch size of validation passes",
+}
+"""Fields a resumed run may change, with why: they do not change what the run computes. ``train --resume``
+accepts overrides of these only, and refuses a checkpoint whose config differs from config.yaml in any other
+field (an edited lr, seed or label smoothing would silently train on at the new value)."""
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_differences(saved: Config, now: Config) -> list[tuple[str, Any, Any]]:
+    """(field, saved value, new value) for every field outside :data:`RESUME_SAFE` in which ``now`` differs from
+    ``saved`` (a checkpoint's config), in field order."""
+    a, b = _flat(to_dict(saved)), _flat(to_dict(now))
+    return [(k, a.get(k), b.get(k)) for k in dict.fromkeys([*a, *b])
+            if k not in RESUME_SAFE and a.get(k) != b.get(k)]
+
+
 def check_resume_config(saved: Config, cfg: Config, path: Path) -> None:
     """Refuse to resume with a config that differs from the checkpoint's outside the resume-safe fields
-    (:data:`~onceforall.run.config.RESUME_SAFE`), naming the first such field and both values."""
+    (:data:`RESUME_SAFE`), naming the first such field and both values."""
     diff = resume_differences(saved, cfg)
     if diff:
         key, old, new = diff[0]

@@ -145,6 +145,74 @@ def _check_normalization(value: Any, channels: int, where: str) -> dict | None:
 # ----------------------------------------------------------------------------------------------------
 
 
+def _rebuilt_space(space: Space, arch: Arch) -> Space:
+    """The space rebuilt from its identity, as ``load_subnet`` will; a ValueError when it cannot be (an unregistered
+    space, a modified skeleton or BN setting), since the export could not be loaded back."""
+    ident = space.identity()
+    try:
+        rebuilt_space = space_from_identity(ident)
+    except ValueError as e:
+        raise ValueError(f"export: space '{space.name}' cannot be rebuilt by get_space ({first_line(e)}); "
+                         "only registered spaces can be exported") from None
+    if (rebuilt_space.skeleton_key() != space.skeleton_key() or rebuilt_space.bn_eps != space.bn_eps
+            or rebuilt_space.bn_momentum != space.bn_momentum or not rebuilt_space.contains(arch)):
+        raise ValueError(f"export: space '{space.name}' differs from what get_space({ident}) builds (a modified "
+                         "skeleton or BN setting); such a subnet cannot be rebuilt from a sidecar")
+    return rebuilt_space
+
+
+def _write_onnx(model: torch.nn.Module, example: torch.Tensor, expected: torch.Tensor, path: Path) -> str:
+    """Write the ONNX export of ``model`` after checking it against eager outputs; its SHA-256."""
+    proto = to_onnx(model, [example], ["input"], ["logits"], dynamic_batch=True)
+    data = proto.SerializeToString()
+    _verify_onnx(data, example, expected, path)
+    atomic_write(path, lambda p: p.write_bytes(data))
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, expected: torch.Tensor, path: Path,
+                       arch: Arch) -> str:
+    """Write the TorchScript trace of ``model`` after checking it against eager outputs; its SHA-256."""
+    with quiet_export(), torch.no_grad():
+        traced = torch.jit.trace(model, example, check_trace=False)
+        with torch.jit.optimized_execution(False):  # one check run: skip the profiling executor's work
+            diff = (traced(example) - expected).abs().max().item()
+    if not diff <= 1e-5:
+        raise ValueError(f"export: TorchScript trace of '{arch}' differs from eager by {diff:.3g}")
+    with quiet_export():
+        atomic_write(path, lambda p: torch.jit.save(traced, str(p)))
+    return _file_sha256(path)
+
+
+def _sidecar(sub: Subnet, ident: dict, normalization: dict | None, preprocessing: dict | None, params: int,
+             accuracy: dict | None, latency: dict | None, source: dict | None, files: dict, checksums: dict) -> dict:
+    """The JSON sidecar of an exported subnet (its keys in the order the format lists them)."""
+    space, arch = sub.space, sub.arch
+    return {
+        "format": FORMAT,
+        "onceforall": __version__,
+        "arch": str(arch),
+        "arch_json": arch.to_json(),
+        "space": ident,
+        "dropout": float(sub.dropout_rate),
+        "input": {"channels": space.in_channels, "resolution": arch.resolution, "layout": "NCHW",
+                  "dtype": "float32"},
+        "normalization": normalization,
+        "preprocessing": preprocessing,
+        "macs": space.macs(arch),
+        "params": params,
+        "peak_memory": {"bytes": peak_memory(space, arch, "float32"), "dtype": "float32", "batch": 1,
+                        "counts": "activations alive at once in the inference forward (BN folded, in-place "
+                                  "activations; onceforall.specialize.memory)"},
+        "accuracy": accuracy,
+        "latency": latency,
+        "source": source,
+        "files": files,
+        "sha256": checksums["safetensors"],
+        "checksums": checksums,
+    }
+
+
 def export_subnet(
     sub: Subnet,
     out_dir: str | Path,
@@ -167,15 +235,7 @@ def export_subnet(
         raise ValueError(f"export: expected a onceforall Subnet (net.extract(arch)), got {type(sub).__name__}")
     space, arch = sub.space, sub.arch
     ident = space.identity()
-    try:
-        rebuilt_space = space_from_identity(ident)
-    except ValueError as e:
-        raise ValueError(f"export: space '{space.name}' cannot be rebuilt by get_space ({first_line(e)}); "
-                         "only registered spaces can be exported") from None
-    if (rebuilt_space.skeleton_key() != space.skeleton_key() or rebuilt_space.bn_eps != space.bn_eps
-            or rebuilt_space.bn_momentum != space.bn_momentum or not rebuilt_space.contains(arch)):
-        raise ValueError(f"export: space '{space.name}' differs from what get_space({ident}) builds (a modified "
-                         "skeleton or BN setting); such a subnet cannot be rebuilt from a sidecar")
+    rebuilt_space = _rebuilt_space(space, arch)
     where = "export"
     accuracy = _check_json_dict("accuracy", accuracy)
     latency = _check_json_dict("latency", latency)
@@ -216,46 +276,13 @@ def export_subnet(
             expected = model(example)
     if onnx:
         files["onnx"] = f"{stem}.onnx"
-        proto = to_onnx(model, [example], ["input"], ["logits"], dynamic_batch=True)
-        data = proto.SerializeToString()
-        _verify_onnx(data, example, expected, out_dir / files["onnx"])
-        atomic_write(out_dir / files["onnx"], lambda p: p.write_bytes(data))
-        checksums["onnx"] = hashlib.sha256(data).hexdigest()
+        checksums["onnx"] = _write_onnx(model, example, expected, out_dir / files["onnx"])
     if torchscript:
         files["torchscript"] = f"{stem}.pt"
-        with quiet_export(), torch.no_grad():
-            traced = torch.jit.trace(model, example, check_trace=False)
-            with torch.jit.optimized_execution(False):  # one check run: skip the profiling executor's work
-                diff = (traced(example) - expected).abs().max().item()
-        if not diff <= 1e-5:
-            raise ValueError(f"export: TorchScript trace of '{arch}' differs from eager by {diff:.3g}")
-        with quiet_export():
-            atomic_write(out_dir / files["torchscript"], lambda p: torch.jit.save(traced, str(p)))
-        checksums["torchscript"] = _file_sha256(out_dir / files["torchscript"])
+        checksums["torchscript"] = _write_torchscript(model, example, expected, out_dir / files["torchscript"], arch)
 
-    sidecar = {
-        "format": FORMAT,
-        "onceforall": __version__,
-        "arch": stem,
-        "arch_json": arch.to_json(),
-        "space": ident,
-        "dropout": float(sub.dropout_rate),
-        "input": {"channels": space.in_channels, "resolution": arch.resolution, "layout": "NCHW",
-                  "dtype": "float32"},
-        "normalization": normalization,
-        "preprocessing": preprocessing,
-        "macs": space.macs(arch),
-        "params": params,
-        "peak_memory": {"bytes": peak_memory(space, arch, "float32"), "dtype": "float32", "batch": 1,
-                        "counts": "activations alive at once in the inference forward (BN folded, in-place "
-                                  "activations; onceforall.specialize.memory)"},
-        "accuracy": accuracy,
-        "latency": latency,
-        "source": source,
-        "files": files,
-        "sha256": checksums["safetensors"],
-        "checksums": checksums,
-    }
+    sidecar = _sidecar(sub, ident, normalization, preprocessing, params, accuracy, latency, source, files,
+                       checksums)
     json_path = out_dir / f"{stem}.json"
     atomic_write(json_path, lambda p: p.write_text(json.dumps(sidecar, indent=2) + "\n"))
     return json_path
@@ -292,6 +319,50 @@ def _sidecar_path(path: str | Path) -> Path:
         if path.name.endswith(suffix):
             return path.with_name(path.name[: -len(suffix)] + ".json")
     raise ValueError(f"sidecar {path}: expected a .json sidecar or its .safetensors/.onnx/.pt sibling")
+
+
+def _check_sidecar_space(sp: Any, arch: Arch, bad: Callable[[str, str], ValueError]) -> None:
+    """The sidecar's ``space`` field: a space identity whose resolutions include the arch's."""
+    if not isinstance(sp, dict):
+        raise bad("space", "must be an object {name, width_mult, resolutions, num_classes, in_channels}")
+    for key in IDENTITY_FIELDS:
+        if key not in sp:
+            raise bad(f"space.{key}", "is missing")
+    if not isinstance(sp["name"], str):
+        raise bad("space.name", "must be a string")
+    if not is_number(sp["width_mult"]):
+        raise bad("space.width_mult", "must be a number")
+    if not isinstance(sp["resolutions"], list) or not sp["resolutions"] or not all(map(is_int, sp["resolutions"])):
+        raise bad("space.resolutions", "must be a non-empty list of integers")
+    for key in ("num_classes", "in_channels"):
+        if not is_int(sp[key]) or sp[key] < 1:
+            raise bad(f"space.{key}", "must be a positive integer")
+    if arch.resolution not in sp["resolutions"]:
+        raise bad("space.resolutions", f"{sp['resolutions']} do not include the arch's resolution {arch.resolution}")
+
+
+def _check_sidecar_files(data: dict[str, Any], path: Path, bad: Callable[[str, str], ValueError]) -> None:
+    """The sidecar's ``files``, ``sha256`` and (format 2) ``preprocessing`` and ``checksums`` fields."""
+    files = data["files"]
+    if not isinstance(files, dict):
+        raise bad("files", "must be an object {safetensors, onnx?, torchscript?}")
+    if "safetensors" not in files:
+        raise bad("files.safetensors", "is missing")
+    for key, name in files.items():
+        if key not in ("safetensors", "onnx", "torchscript"):
+            raise bad(f"files.{key}", "is not a known file kind (safetensors, onnx, torchscript)")
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise bad(f"files.{key}", f"must be a bare file name next to the sidecar, got {name!r}")
+    sha = data["sha256"]
+    if not _is_sha256(sha):
+        raise bad("sha256", "must be 64 lowercase hex digits")
+    if data["format"] == FORMAT:
+        _check_preprocessing(data["preprocessing"], f"sidecar {path}")
+        sums = data["checksums"]
+        if not isinstance(sums, dict) or set(sums) != set(files) or not all(map(_is_sha256, sums.values())):
+            raise bad("checksums", f"must give a sha256 (64 hex digits) for each of files ({', '.join(files)})")
+        if sums["safetensors"] != sha:
+            raise bad("checksums.safetensors", "differs from field 'sha256'")
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
@@ -334,22 +405,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         raise bad("arch", f"'{data['arch']}' disagrees with arch_json ('{arch}')")
 
     sp = data["space"]
-    if not isinstance(sp, dict):
-        raise bad("space", "must be an object {name, width_mult, resolutions, num_classes, in_channels}")
-    for key in IDENTITY_FIELDS:
-        if key not in sp:
-            raise bad(f"space.{key}", "is missing")
-    if not isinstance(sp["name"], str):
-        raise bad("space.name", "must be a string")
-    if not is_number(sp["width_mult"]):
-        raise bad("space.width_mult", "must be a number")
-    if not isinstance(sp["resolutions"], list) or not sp["resolutions"] or not all(map(is_int, sp["resolutions"])):
-        raise bad("space.resolutions", "must be a non-empty list of integers")
-    for key in ("num_classes", "in_channels"):
-        if not is_int(sp[key]) or sp[key] < 1:
-            raise bad(f"space.{key}", "must be a positive integer")
-    if arch.resolution not in sp["resolutions"]:
-        raise bad("space.resolutions", f"{sp['resolutions']} do not include the arch's resolution {arch.resolution}")
+    _check_sidecar_space(sp, arch, bad)
     if not is_number(data["dropout"]) or not 0 <= data["dropout"] < 1:
         raise bad("dropout", "must be a number in [0, 1)")
 
@@ -371,26 +427,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         if data[key] is not None and not isinstance(data[key], dict):
             raise bad(key, "must be an object or null")
 
-    files = data["files"]
-    if not isinstance(files, dict):
-        raise bad("files", "must be an object {safetensors, onnx?, torchscript?}")
-    if "safetensors" not in files:
-        raise bad("files.safetensors", "is missing")
-    for key, name in files.items():
-        if key not in ("safetensors", "onnx", "torchscript"):
-            raise bad(f"files.{key}", "is not a known file kind (safetensors, onnx, torchscript)")
-        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
-            raise bad(f"files.{key}", f"must be a bare file name next to the sidecar, got {name!r}")
-    sha = data["sha256"]
-    if not _is_sha256(sha):
-        raise bad("sha256", "must be 64 lowercase hex digits")
-    if data["format"] == FORMAT:
-        _check_preprocessing(data["preprocessing"], f"sidecar {path}")
-        sums = data["checksums"]
-        if not isinstance(sums, dict) or set(sums) != set(files) or not all(map(_is_sha256, sums.values())):
-            raise bad("checksums", f"must give a sha256 (64 hex digits) for each of files ({', '.join(files)})")
-        if sums["safetensors"] != sha:
-            raise bad("checksums.safetensors", "differs from field 'sha256'")
+    _check_sidecar_files(data, path, bad)
     return data
 
 

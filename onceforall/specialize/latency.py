@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -57,6 +56,7 @@ from ..core.devices import device_name
 from ..core.space import Space
 from ..core.subnet import ConvBNAct, Head, MBConv, build_subnet
 from ..core.util import atomic_write, first_line, is_int, is_number
+from .latency_check import ERROR_THRESHOLD_PCT, consistency_check, monotone_violations
 from .onnx_export import ort_session, to_onnx
 from .timing import torch_threads
 
@@ -320,94 +320,7 @@ def _time_chains(steps: dict[str, Callable[[Any], Any]], chains: Sequence[Sequen
     return {key: statistics.median(v) for key, v in samples.items()}, info
 
 
-# ----------------------------------------------------------------------------------------------------
-# consistency check
-# ----------------------------------------------------------------------------------------------------
-
-MONOTONE_TOLERANCE = 0.2
-"""A larger layer may measure this fraction faster than a smaller one before the table is called inconsistent."""
-MONOTONE_FLOOR_MS = 0.002
-"""...plus this many milliseconds (timer resolution on tiny layers)."""
-ERROR_THRESHOLD_PCT = 25.0
-"""Largest mean absolute error (%) of the table's sums against whole-network timings that passes the check."""
-
-_BLOCK_KEY = re.compile(r"^r(\d+):s(\d+)b(\d+):k(\d+)e([0-9.]+)$")
-_FIXED_KEY = re.compile(r"^r(\d+):(stem|first|head)$")
-
-
-def _parse_key(key: str) -> tuple[int, str, tuple[int, float]] | None:
-    """(resolution, slot, (kernel, expand)) of a layer key; slot is 's2b1' or 'stem'/'first'/'head' (size (0, 0))."""
-    m = _BLOCK_KEY.match(key)
-    if m:
-        return int(m[1]), f"s{m[2]}b{m[3]}", (int(m[4]), float(m[5]))
-    m = _FIXED_KEY.match(key)
-    return (int(m[1]), m[2], (0, 0.0)) if m else None
-
-
-def _ordered_pairs(keys: Iterable[str]) -> list[tuple[str, str]]:
-    """(smaller, larger) pairs of layers of the same slot: the larger has kernel, expand and resolution all >=,
-    one of them >. A larger op does more work on the same input, so it must not be faster."""
-    by_slot: dict[str, list[tuple[int, tuple[int, float], str]]] = {}
-    for key in keys:
-        parsed = _parse_key(key)
-        if parsed is not None:
-            r, slot, size = parsed
-            by_slot.setdefault(slot, []).append((r, size, key))
-    pairs = []
-    for items in by_slot.values():
-        for r1, (k1, e1), a in items:
-            for r2, (k2, e2), b in items:
-                if a != b and r1 <= r2 and k1 <= k2 and e1 <= e2:
-                    pairs.append((a, b))
-    return pairs
-
-
-def monotone_violations(entries: dict[str, float], *, tolerance: float = MONOTONE_TOLERANCE,
-                        floor_ms: float = MONOTONE_FLOOR_MS) -> list[dict[str, Any]]:
-    """Pairs of layers where the larger op (more expand, larger kernel or resolution, same slot) is faster than
-    the smaller one beyond noise (``tolerance`` x the smaller's time + ``floor_ms``), worst first:
-    ``[{smaller, larger, smaller_ms, larger_ms, faster_pct}]``."""
-    out = []
-    for a, b in _ordered_pairs(entries):
-        small, large = entries[a], entries[b]
-        if large < small * (1.0 - tolerance) - floor_ms:
-            out.append({"smaller": a, "larger": b, "smaller_ms": small, "larger_ms": large,
-                        "faster_pct": round(100.0 * (small - large) / small, 1)})
-    return sorted(out, key=lambda v: -v["faster_pct"])
-
-
-def consistency_check(entries: dict[str, float], whole_net: dict[str, Any] | None = None, *,
-                      tolerance: float = MONOTONE_TOLERANCE, floor_ms: float = MONOTONE_FLOOR_MS,
-                      max_error_pct: float = ERROR_THRESHOLD_PCT) -> dict[str, Any]:
-    """The check a table stores (``table.check``): monotonicity of its entries and, given a
-    :func:`latency_error` report, its sums against whole networks.
-
-    Returns ``{"ok", "problems": [one line each], "monotone": {pairs, violations (the worst 20), count,
-    tolerance, floor_ms}, "whole_net": {archs, mean_abs_error_pct, max_abs_error_pct, threshold_pct} or None}``.
-    """
-    violations = monotone_violations(entries, tolerance=tolerance, floor_ms=floor_ms)
-    problems = []
-    if violations:
-        v = violations[0]
-        problems.append(f"{len(violations)} larger layer(s) measured faster than smaller ones beyond "
-                        f"{100 * tolerance:g}% (worst: {v['larger']} {v['larger_ms']:.4g} ms < {v['smaller']} "
-                        f"{v['smaller_ms']:.4g} ms)")
-    net = None
-    if whole_net is not None:
-        net = {"archs": len(whole_net["archs"]), "mean_abs_error_pct": round(whole_net["mean_abs_error_pct"], 2),
-               "max_abs_error_pct": round(whole_net["max_abs_error_pct"], 2), "threshold_pct": max_error_pct}
-        if whole_net["mean_abs_error_pct"] > max_error_pct:
-            problems.append(f"the table's sums are {whole_net['mean_abs_error_pct']:.1f}% off whole-network "
-                            f"timings on average (threshold {max_error_pct:g}%)")
-    return {"ok": not problems, "problems": problems,
-            "monotone": {"pairs": len(_ordered_pairs(entries)), "violations": violations[:20],
-                         "count": len(violations), "tolerance": tolerance, "floor_ms": floor_ms},
-            "whole_net": net}
-
-
-# ----------------------------------------------------------------------------------------------------
-# table
-# ----------------------------------------------------------------------------------------------------
+# -- the table (its consistency check: latency_check.py) --
 
 
 @dataclass
@@ -535,6 +448,33 @@ def _measure_chains(steps: dict[str, Callable[[Any], Any]], chains: list[list[st
     return got
 
 
+def _table_resolutions(space: Space, resolutions: Iterable[int] | None) -> tuple[int, ...]:
+    """The resolutions a table is built for (default: all of the space's); one-line error naming the valid ones."""
+    if resolutions is None:
+        return tuple(space.resolutions)
+    res = tuple(sorted(set(int(r) for r in resolutions)))
+    if not res or [r for r in res if r not in space.resolutions]:
+        raise ValueError(f"resolutions: {list(resolutions)} is not valid; choose among the space's "
+                         f"{list(space.resolutions)}")
+    return res
+
+
+def _resolution_steps(space: Space, r: int, batch: int, backend: str, threads: int,
+                      progress: Callable[[str], None] | None) -> tuple[list, dict, list[list[str]], list]:
+    """The layers of resolution ``r``, a timed step per layer, and the chains they are timed in with their inputs
+    (onnxruntime: one session per layer, each timed in its own loop; module docstring)."""
+    layers = _layers(space, r, batch)
+    steps = {}
+    for i, (key, factory, shape) in enumerate(layers):
+        if progress is not None and backend == "onnxruntime":
+            progress(f"latency: exporting {key} to ONNX ({i + 1}/{len(layers)})")
+        steps[key] = _step(_build(factory), shape, backend, threads)
+    if backend == "onnxruntime":
+        return layers, steps, [[key] for key, _, _ in layers], [_input(shape) for _, _, shape in layers]
+    chains = _chains(space, r)
+    return layers, steps, chains, [_input(layers[0][2])] * len(chains)
+
+
 def build_latency_table(
     space: Space,
     *,
@@ -562,14 +502,7 @@ def build_latency_table(
     Torch threads are set for the duration and restored.
     """
     _check_timing(backend, threads, batch, repeats, warmup)
-    if resolutions is None:
-        res = tuple(space.resolutions)
-    else:
-        res = tuple(sorted(set(int(r) for r in resolutions)))
-        bad = [r for r in res if r not in space.resolutions]
-        if not res or bad:
-            raise ValueError(f"resolutions: {list(resolutions)} is not valid; choose among the space's "
-                             f"{list(space.resolutions)}")
+    res = _table_resolutions(space, resolutions)
     if not is_number(min_seconds) or min_seconds < 0:
         raise ValueError(f"min_seconds: {min_seconds!r} is not valid; must be a number >= 0")
     t_start = time.perf_counter()
@@ -579,18 +512,7 @@ def build_latency_table(
     spread: dict[str, float] = {}
     with torch_threads(threads):
         for r in res:
-            layers = _layers(space, r, batch)
-            steps = {}
-            for i, (key, factory, shape) in enumerate(layers):
-                if progress is not None and backend == "onnxruntime":
-                    progress(f"latency: exporting {key} to ONNX ({i + 1}/{len(layers)})")
-                steps[key] = _step(_build(factory), shape, backend, threads)
-            if backend == "onnxruntime":  # one session per layer: each timed in its own loop (module docstring)
-                chains = [[key] for key, _, _ in layers]
-                inputs = [_input(shape) for _, _, shape in layers]
-            else:
-                chains = _chains(space, r)
-                inputs = [_input(layers[0][2])] * len(chains)
+            layers, steps, chains, inputs = _resolution_steps(space, r, batch, backend, threads, progress)
             kw = {"backend": backend, "repeats": repeats, "warmup": warmup, "seconds_per_chain": min_seconds /
                   len(chains), "spread": spread, "timing": timing, "label": f"r{r}"}
             measured = _measure_chains(steps, chains, inputs, **kw)

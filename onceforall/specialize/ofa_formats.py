@@ -74,7 +74,7 @@ class OFAAccuracyPredictor:
 
     ``image_sizes`` is the encoder's ``image_size_list`` (default: the space's resolutions, or OFA's published
     128..224 when the weights' input width says so). Usable as a search ``score_fn`` like
-    :class:`~onceforall.specialize.search.AccuracyPredictor`.
+    :class:`~onceforall.specialize.predictor.AccuracyPredictor`.
     """
 
     def __init__(self, space: Space, state: Mapping[str, torch.Tensor], *, image_sizes: Sequence[int] | None = None,

@@ -13,9 +13,9 @@ from ..run.config import load_config
 from ..run.launch import default_run_name
 from ..run.rundir import load_run
 from .evaluate import EvalArgs, evaluate_run
-from .export import arch_from_search, export_run
-from .report import pareto_table
-from .search import run_search, search_table
+from .export import ExportArgs, arch_from_search, export_run
+from .report import pareto_table, write_run_report
+from .search import SearchArgs, run_search, search_table
 from .train import train
 
 __all__ = ["run_demo"]
@@ -56,18 +56,20 @@ def run_demo(*, config: str = "fashion-mnist-quick", overrides: list[str] | None
     loaded = load_run(run_dir)
     say(f"\n[2/4] evaluating subnets across the MACs range (ranked on {loaded.selection_split}, reported on test)")
     r = evaluate_run(loaded, per_bucket=per_bucket, uniform=False, selection_images=selection_images, progress=say)
+    write_run_report(loaded, r)
     say(pareto_table(r))
     lo, hi = loaded.space.macs_range()
     found = []
     for i, frac in enumerate((1 / 3, 2 / 3)):
         budget = lo + frac * (hi - lo)
         say(f"\n[3/4] search {i + 1}/2: best subnet under {budget / 1e6:.2f}M MACs")
-        found.append(run_search(loaded, macs=budget, top=2, samples=samples, selection_images=selection_images,
-                                progress=say))
+        found.append(run_search(loaded, SearchArgs(top=2, samples=samples, selection_images=selection_images),
+                                macs=budget, progress=say))
         say(search_table(found[-1]))
     say("\n[4/4] exporting the best subnet found under the first budget")
-    ex = export_run(loaded, arch_from_search(loaded, found[0]["path"]), onnx=_has_onnxruntime(), torchscript=True)
+    ex = export_run(loaded, arch_from_search(loaded, found[0]["path"]),
+                    ExportArgs(onnx=_has_onnxruntime(), torchscript=True))
     say(ex.describe())
-    say(f"\nreports: {loaded.dir.eval_dir / 'report.md'} (+ pareto.png); whole demo "
+    say(f"\nreports: {loaded.dir.report_md} (+ pareto.png); whole demo "
         f"{(time.perf_counter() - start) / 60:.1f} min")
     return run_dir

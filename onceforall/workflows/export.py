@@ -3,8 +3,10 @@ written as safetensors + JSON sidecar (+ ONNX, TorchScript) with the run's accur
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..core.arch import Arch
 from ..core.bn import recalibrate_bn
@@ -12,12 +14,27 @@ from ..core.devices import device_name
 from ..core.evaluation import at_resolution
 from ..core.util import JSONFileError, read_json
 from ..data.recipe import eval_recipe
+from ..measure.evaluator import Evaluator
 from ..run.rundir import LoadedRun
 from ..specialize.export import export_subnet
 from ..specialize.timing import measure_latency_ms
-from .evaluate import Evaluator
 
-__all__ = ["ExportResult", "arch_from_search", "archs_from_front", "export_run", "resolve_arch"]
+__all__ = ["ExportArgs", "ExportResult", "arch_from_search", "export_run", "resolve_arch"]
+
+
+@dataclass(frozen=True)
+class ExportArgs:
+    """How a subnet is exported (``onceforall export``); the command's options carry the same defaults
+    (``tests/test_cli.py`` checks)."""
+
+    out_dir: str | None = None
+    """Output folder (default RUN/exports)."""
+    onnx: bool = False
+    """Also write <arch>.onnx (checked with onnxruntime)."""
+    torchscript: bool = False
+    """Also write <arch>.pt (TorchScript)."""
+    threads: int = 1
+    """Threads for the latency measurement."""
 
 
 @dataclass
@@ -54,17 +71,6 @@ def resolve_arch(run: LoadedRun, text: str) -> Arch:
     return run.space.parse(text)
 
 
-def archs_from_front(run: LoadedRun, path: str | Path, budgets: list[dict[str, float]],
-                     progress=None) -> list[tuple[dict[str, float], Arch]]:
-    """The subnet the front ``path`` (``search --front``) gives each budget (:func:`~.front.read_budgets`)."""
-    from .front import load_front, read_budgets
-
-    if not budgets:
-        raise ValueError("--from-front: give the budgets to export, e.g. --macs 5M,10M or --latency-ms 2,4,8")
-    answers = read_budgets(run, load_front(path), budgets, progress=progress)
-    return [(b, run.space.parse(a["best"])) for b, a in zip(budgets, answers)]
-
-
 def arch_from_search(run: LoadedRun, path: str | Path) -> Arch:
     """The arch a ``search/<budget>.json`` result chose: the candidate best on the selection split (not on the
     test split it reports)."""
@@ -84,10 +90,12 @@ def arch_from_search(run: LoadedRun, path: str | Path) -> Arch:
     return run.space.parse(max(measured, key=lambda c: c["measured_acc"])["arch"])
 
 
-def export_run(run: LoadedRun, arch: Arch, *, out_dir: str | Path | None = None, onnx: bool = False,
-               torchscript: bool = False, threads: int = 1) -> ExportResult:
+def export_run(run: LoadedRun, arch: Arch, args: ExportArgs | None = None, **overrides: Any) -> ExportResult:
     """Extract ``arch``, recalibrate its BN as evaluation does, time it (torch, ``threads``, batch 1) and
-    export it into ``out_dir`` (default ``RUN/exports``) with its accuracy (the cached evaluation) and source."""
+    export it into ``out_dir`` (default ``RUN/exports``) with its accuracy (the cached evaluation) and source;
+    ``args`` default to :class:`ExportArgs`, ``overrides`` replace single fields."""
+    a = dataclasses.replace(args or ExportArgs(), **overrides)
+    out_dir, onnx, torchscript, threads = a.out_dir, a.onnx, a.torchscript, a.threads
     acc = Evaluator(run).accuracy([arch], "test")[0]  # cached; the same recalibration as below
     sub = run.net.extract(arch)
     recalibrate_bn(sub, at_resolution(run.data.bn, arch.resolution), num_images=run.cfg.data.bn_images)

@@ -1,10 +1,10 @@
 """One search, every device (``onceforall search RUN --front``): the accuracy/cost front of a run, and budgets
 read off it.
 
-1. The accuracy predictor (:class:`~onceforall.specialize.search.AccuracyPredictor`, MSE + ranking loss) learns
+1. The accuracy predictor (:class:`~onceforall.specialize.predictor.AccuracyPredictor`, MSE + ranking loss) learns
    from subnets measured on a fixed subset of the selection split (cached; more are measured when there are
    fewer than ``samples``).
-2. NSGA-II (:func:`~onceforall.specialize.search.nsga2_search`) finds the archs that no other arch beats in
+2. NSGA-II (:func:`~onceforall.specialize.evolution.nsga2_search`) finds the archs that no other arch beats in
    predicted accuracy and every chosen cost at once: MACs, latency (this device's lookup table), peak
    activation memory (:func:`~onceforall.specialize.memory.peak_memory`), parameters.
 3. ``measure`` members spread along the first cost are measured on the whole selection and test splits, and
@@ -19,59 +19,53 @@ read off it.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core.arch import Arch
-from ..core.space import Space
+from ..core.pareto import non_dominated_sort
+from ..measure.costs import COSTS, check_costs, cost_functions, pin_resolution
+from ..measure.evaluator import Evaluator, eval_set
+from ..measure.predictor import predictor_for, predictor_text
 from ..run.rundir import LoadedRun
-from ..specialize.memory import DTYPE_BYTES, peak_memory
-from ..specialize.search import format_cost, non_dominated_sort, nsga2_search, parse_budget
-from .evaluate import Evaluator
-from .search import latency_space, latency_table_of, pin_resolution, predictor_for, predictor_text
+from ..specialize.budgets import budget_label, budget_text, check_front_budgets, format_cost, front_candidates
+from ..specialize.evolution import nsga2_search
+from ..specialize.memory import peak_memory
 
-__all__ = ["COSTS", "build_front", "cost_functions", "front_table", "load_front", "parse_budgets", "read_budgets"]
-
-COSTS = {"macs": "MACs", "latency": "ms", "memory": "bytes", "params": "params"}
-"""The costs a front can minimize, with their units."""
+__all__ = ["FrontArgs", "archs_from_front", "build_front", "front_table", "load_front", "read_budgets"]
 
 
-def _check_costs(costs: list[str]) -> list[str]:
-    bad = [c for c in costs if c not in COSTS]
-    if bad or not costs:
-        raise ValueError(f"costs: {','.join(bad) or '(none)'} is not valid; valid: {', '.join(COSTS)}")
-    return list(dict.fromkeys(costs))
+@dataclass(frozen=True)
+class FrontArgs:
+    """The arguments of a front search (``onceforall search --front``); the command's options carry the same
+    defaults (``tests/test_cli.py`` checks)."""
 
-
-def cost_functions(run: LoadedRun, costs: list[str], *, latency_table: str | None = None,
-                   accept_noisy_table: bool = False, memory_dtype: str = "float32",
-                   say: Callable[[str], None] = lambda s: None
-                   ) -> tuple[dict[str, Callable[[Arch], float]], dict, Space]:
-    """The cost functions of ``costs`` for the run's space, what they were computed with, and the space to
-    search (the run's, restricted to the latency table's resolutions when it covers only some)."""
-    space = run.space
-    if "latency" in costs:
-        table, where = latency_table_of(run, latency_table, say, accept_noisy_table)
-        space = latency_space(space, table, say)
-    fns: dict[str, Callable[[Arch], float]] = {}
-    info: dict[str, Any] = {}
-    for c in _check_costs(costs):
-        if c == "macs":
-            fns[c] = space.macs
-        elif c == "params":
-            fns[c] = space.params
-        elif c == "memory":
-            if memory_dtype not in DTYPE_BYTES:
-                raise ValueError(f"memory dtype: {memory_dtype!r} is not valid; valid: {', '.join(DTYPE_BYTES)}")
-            fns[c] = lambda a: peak_memory(space, a, memory_dtype)
-            info["memory_dtype"] = memory_dtype
-        else:
-            fns[c] = lambda a, table=table: table.predict(space, a)
-            info["latency_table"] = where
-    return fns, info, space
-
+    samples: int = 120
+    """Measured subnets the predictor needs; more are measured when eval left fewer."""
+    selection_images: int | None = 2000
+    """Images per predictor measurement (0 or None: all)."""
+    measure: int = 12
+    """Front members measured on the whole selection and test splits."""
+    population: int = 100
+    """NSGA-II's population."""
+    generations: int = 40
+    """NSGA-II's generations."""
+    seed: int = 0
+    """Seed of the predictor's fit and of NSGA-II."""
+    predictor: str | None = None
+    """An accuracy predictor file to use instead of fitting one (no subnets are measured to fit it)."""
+    resolution: int | None = None
+    """Search at this one resolution only."""
+    latency_table: str | None = None
+    """Latency table of a latency cost (default: build one for this device into the run)."""
+    accept_noisy_table: bool = False
+    """Search with a latency table whose consistency check failed (refused otherwise)."""
+    memory_dtype: str = "float32"
+    """Element type of the peak-memory cost: float32, float16, bfloat16, int8."""
 
 def _spread(n_front: int, k: int) -> list[int]:
     """``k`` indices spread evenly over 0..n_front-1, both ends included."""
@@ -80,25 +74,24 @@ def _spread(n_front: int, k: int) -> list[int]:
     return sorted({round(i * (n_front - 1) / (k - 1)) for i in range(k)}) if k > 1 else [n_front - 1]
 
 
-def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), *, latency_table: str | None = None,
-                accept_noisy_table: bool = False, memory_dtype: str = "float32", samples: int = 120,
-                selection_images: int | None = 1000, predictor: str | None = None,
-                resolution: int | None = None,
-                measure: int = 12, population: int = 100, generations: int = 40, seed: int = 0,
-                progress: Callable[[str], None] | None = None) -> dict:
-    """Search the run's accuracy/cost front and measure ``measure`` of its members (module docstring); writes
-    ``search/front.json``, ``front.csv`` and ``front.png`` and returns the front."""
+def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), args: FrontArgs | None = None, *,
+                progress: Callable[[str], None] | None = None, **overrides: Any) -> dict:
+    """Search the run's accuracy/cost front with ``args`` (default :class:`FrontArgs`; ``overrides`` replace single
+    fields) and measure ``measure`` of its members (module docstring); writes ``search/front.json``, ``front.csv``
+    and ``front.png`` and returns the front."""
+    a = dataclasses.replace(args or FrontArgs(), **overrides)
+    seed, resolution, selection_images = a.seed, a.resolution, a.selection_images or None
     say = progress or (lambda text: None)
-    costs = _check_costs(list(costs))
-    fns, info, space = cost_functions(run, costs, latency_table=latency_table, accept_noisy_table=accept_noisy_table,
-                                      memory_dtype=memory_dtype, say=say)
+    costs = check_costs(list(costs))
+    fns, info, space = cost_functions(run, costs, latency_table=a.latency_table,
+                                      accept_noisy_table=a.accept_noisy_table, memory_dtype=a.memory_dtype, say=say)
     space = pin_resolution(space, resolution, say)
     ev = Evaluator(run)
-    predictor_obj, report = predictor_for(run, ev, predictor, samples, selection_images, seed, say)
-    found = nsga2_search(space, predictor_obj.predict, [fns[c] for c in costs], seed=seed, population=population,
-                         generations=generations)
+    predictor_obj, report = predictor_for(run, ev, a.predictor, a.samples, selection_images, seed, say)
+    found = nsga2_search(space, predictor_obj.predict, [fns[c] for c in costs], seed=seed, population=a.population,
+                         generations=a.generations)
     say(f"NSGA-II: {len(found)} archs on the predicted front ({' / '.join(['accuracy', *costs])})")
-    chosen = [found[i][0] for i in _spread(len(found), measure)]
+    chosen = [found[i][0] for i in _spread(len(found), a.measure)]
     say(f"measuring {len(chosen)} of them on the whole {run.selection_split} and {run.report_split} splits")
     sel = dict(zip(chosen, ev.accuracy(chosen, "selection")))
     test = dict(zip(chosen, ev.accuracy(chosen, "test")))
@@ -110,8 +103,7 @@ def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), 
     front = {
         "run": str(run.run_dir), "step": run.step, "costs": costs, "units": {c: COSTS[c] for c in costs},
         **info, "seed": seed, "resolution": resolution, "predictor": report,
-        "eval_set": {"split": run.report_split, "selection_split": run.selection_split, "held_out": run.held_out,
-                     "images": len(run.data.test.ds), "predictor_images": selection_images},
+        "eval_set": eval_set(run, predictor_images=selection_images),
         "members": members,
     }
     _write_front(run, front)
@@ -127,23 +119,23 @@ def _member(run: LoadedRun, arch: Arch, score: float, cost: tuple[float, ...], c
 
 
 def _write_front(run: LoadedRun, front: dict) -> None:
-    out = run.dir.search_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "front.json").write_text(json.dumps(front, indent=1) + "\n")
+    files = run.dir
+    files.search_dir.mkdir(parents=True, exist_ok=True)
+    files.front_json.write_text(json.dumps(front, indent=1) + "\n")
     costs = front["costs"]
-    with open(out / "front.csv", "w", newline="") as f:
+    with open(files.front_csv, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arch", *costs, "macs", "params", "memory_bytes_fp32", "predicted_acc", "selection_acc",
                     "test_acc"])
         for m in front["members"]:
             w.writerow([m["arch"], *(m["costs"][c] for c in costs), m["macs"], m["params"], m["memory"],
                         m["predicted_acc"], m["selection_acc"], m["measured_acc"]])
-    _plot_front(front, out / "front.png")
-    front["path"] = str(out / "front.json")
+    _plot_front(front, files.front_png)
+    front["path"] = str(files.front_json)
 
 
 def _plot_front(front: dict, path: Path) -> None:
-    from .report import pyplot
+    from ..run.plotting import pyplot
 
     plt = pyplot()
     costs = front["costs"]
@@ -183,52 +175,6 @@ def load_front(path: str | Path) -> dict:
     return front
 
 
-_BUDGET_UNITS = {"macs": "MACs", "latency": "ms", "memory": "bytes", "params": "params"}
-
-
-def parse_budgets(macs: str | None = None, latency_ms: str | None = None, memory: str | None = None,
-                  params: str | None = None) -> list[dict[str, float]]:
-    """Budgets from comma-separated lists (``"5M,10M"``; memory in bytes, ``300k`` = 300,000): one dict of
-    joint constraints per budget. Lists of several kinds pair up element by element; a list of one value
-    applies to every budget."""
-    lists = {}
-    for kind, text in (("macs", macs), ("latency", latency_ms), ("memory", memory), ("params", params)):
-        if text is None:
-            continue
-        values = []
-        for item in str(text).split(","):
-            try:
-                values.append(float(item) if kind == "latency" else parse_budget(item.strip()))
-            except ValueError:
-                raise ValueError(f"--{'latency-ms' if kind == 'latency' else kind}: {item.strip()!r} is not "
-                                 "valid; expected positive numbers separated by commas, e.g. 5M,10M") from None
-            if not values[-1] > 0:
-                raise ValueError(f"--latency-ms: {item.strip()!r} is not valid; must be > 0")
-        lists[kind] = values
-    if not lists:
-        return []
-    n = max(len(v) for v in lists.values())
-    bad = {k: len(v) for k, v in lists.items() if len(v) not in (1, n)}
-    if bad:
-        raise ValueError(f"budgets: lists of {', '.join(f'{len(v)}' for v in lists.values())} values do not pair "
-                         "up; give each kind one value or the same number of values")
-    return [{k: v[i] if len(v) > 1 else v[0] for k, v in lists.items()} for i in range(n)]
-
-
-def _budget_text(budget: dict[str, float]) -> str:
-    return " & ".join(format_cost(v, _BUDGET_UNITS[k]) if k != "memory" else f"{v / 1e3:g} kB"
-                      for k, v in budget.items())
-
-
-def budget_label(budget: dict[str, float]) -> str:
-    """File-name form of a budget: ``macs-5.00M``, ``latency-4ms_memory-300kB``."""
-    parts = []
-    for k, v in budget.items():
-        parts.append({"macs": f"macs-{v / 1e6:.2f}M", "params": f"params-{v / 1e6:.2f}M",
-                      "latency": f"latency-{v:g}ms", "memory": f"memory-{v / 1e3:g}kB"}[k])
-    return "_".join(parts)
-
-
 def read_budgets(run: LoadedRun, front: dict, budgets: list[dict[str, float]], *, top: int = 3,
                  progress: Callable[[str], None] | None = None) -> list[dict]:
     """For each budget (joint constraints on the front's costs), the front's best subnet under it: its ``top``
@@ -236,44 +182,40 @@ def read_budgets(run: LoadedRun, front: dict, budgets: list[dict[str, float]], *
     split, the most accurate there wins, and its test accuracy is reported. Writes
     ``search/<budget>.json`` (the format ``export --from-search`` reads) and returns the results."""
     say = progress or (lambda text: None)
-    missing = sorted({k for b in budgets for k in b} - set(front["costs"]))
-    if missing:
-        raise ValueError(f"front {front.get('path', '')}: has no {', '.join(missing)} cost (it has "
-                         f"{', '.join(front['costs'])}); rebuild it with --front --costs "
-                         f"{','.join([*front['costs'], *missing])}")
-    if front["step"] != run.step:
-        raise ValueError(f"front {front.get('path', '')}: was searched at step {front['step']}, the run is at step "
-                         f"{run.step}; rebuild it with --front")
+    check_front_budgets(front, budgets, run.step)
     ev = Evaluator(run)
     space = run.space
     out = []
     for budget in budgets:
-        fits = [m for m in front["members"] if all(m["costs"][k] <= v for k, v in budget.items())]
-        if not fits:
-            cheapest = min(front["members"], key=lambda m: m["costs"][next(iter(budget))])
-            raise ValueError(f"budget {_budget_text(budget)}: no subnet of the front fits; its cheapest is "
-                             f"{', '.join(f'{k} {v:g}' for k, v in cheapest['costs'].items())}")
-        by_pred = sorted(fits, key=lambda m: -m["predicted_acc"])[: max(1, top)]
-        cands = list({m["arch"]: m for m in [*by_pred, *(m for m in fits if m["selection_acc"] is not None)]}.values())
+        fits, cands = front_candidates(front, budget, top)
         archs = [space.parse(m["arch"]) for m in cands]
-        say(f"budget {_budget_text(budget)}: {len(fits)} front members fit; measuring {len(archs)}")
+        say(f"budget {budget_text(budget)}: {len(fits)} front members fit; measuring {len(archs)}")
         sel = ev.accuracy(archs, "selection")
         test = ev.accuracy(archs, "test")
         best = max(range(len(archs)), key=lambda i: (sel[i], -cands[i]["macs"]))
         result = {
-            "run": str(run.run_dir), "step": run.step, "budget": budget, "budget_text": _budget_text(budget),
+            "run": str(run.run_dir), "step": run.step, "budget": budget, "budget_text": budget_text(budget),
             "front": front.get("path"), "eval_set": front["eval_set"], "predictor": front["predictor"],
-            "candidates": [{**m, "cost_text": _budget_text({k: m["costs"][k] for k in budget}),
+            "candidates": [{**m, "cost_text": budget_text({k: m["costs"][k] for k in budget}),
                             "selection_acc": s, "measured_acc": t, "source": "front"}
                            for m, s, t in zip(cands, sel, test)],
             "best": str(archs[best]),
         }
-        path = run.dir.search_dir / f"{budget_label(budget)}.json"
+        path = run.dir.search_result(budget_label(budget))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
         result["path"] = str(path)
         out.append(result)
     return out
+
+
+def archs_from_front(run: LoadedRun, path: str | Path, budgets: list[dict[str, float]],
+                     progress=None) -> list[tuple[dict[str, float], Arch]]:
+    """The subnet the front ``path`` (``search --front``) gives each budget (:func:`read_budgets`)."""
+    if not budgets:
+        raise ValueError("--from-front: give the budgets to export, e.g. --macs 5M,10M or --latency-ms 2,4,8")
+    answers = read_budgets(run, load_front(path), budgets, progress=progress)
+    return [(b, run.space.parse(a["best"])) for b, a in zip(budgets, answers)]
 
 
 def front_table(front: dict, answers: list[dict] = ()) -> str:

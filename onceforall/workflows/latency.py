@@ -18,7 +18,7 @@ from ..specialize.latency import (
     latency_error,
 )
 
-__all__ = ["LatencyTableResult", "check_table_usable", "default_table_path", "make_latency_table"]
+__all__ = ["LatencyTableResult", "default_table_path", "make_latency_table"]
 
 
 @dataclass
@@ -54,21 +54,3 @@ def make_latency_table(space: Space, *, backend: str = "torch", threads: int = 1
         table.check = consistency_check(table.entries, report, max_error_pct=max_error_pct)
     path = table.save(out or default_table_path(space, backend, threads, batch, run_dir))
     return LatencyTableResult(table, path, report)
-
-
-def check_table_usable(table: LatencyTable, where: str, accept_noisy: bool, say: Callable[[str], None]) -> None:
-    """Refuse a table whose stored consistency check failed (one line naming the file and the first problem),
-    unless ``accept_noisy``; then, or for a table without a check, only say so."""
-    if table.check is None:
-        say(f"latency table {where} has no consistency check (written by an older onceforall); rebuild it with "
-            "`onceforall latency-table` to have it checked")
-        return
-    if not table.failed_check:
-        return
-    problem = (table.check.get("problems") or ["check failed"])[0]
-    if not accept_noisy:
-        raise ValueError(f"latency table {where}: failed its consistency check: {problem}; rebuild it with "
-                         "`onceforall latency-table` on a quieter machine (or more --repeats), or pass "
-                         "--accept-noisy-table to search with it anyway")
-    say(f"warning: latency table {where} failed its consistency check ({problem}); using it as asked "
-        "(--accept-noisy-table)")

@@ -14,20 +14,11 @@ import numpy as np
 
 from ..core.pareto import bootstrap_ci
 from ..core.util import JSONFileError, read_json
+from ..measure.scores import curve_scores, read_curve_correct
+from ..run.plotting import pyplot
 from ..run.rundir import LoadedRun, RunDir
-from .scores import curve_scores, read_curve_correct
 
-__all__ = ["big_number", "compare_runs", "pareto_table", "point_differences", "pyplot", "write_run_report"]
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (files only; imported on first use, not at package import)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+__all__ = ["big_number", "compare_runs", "pareto_table", "point_differences", "write_run_report"]
 
 
 def _m(macs: float) -> str:
@@ -48,19 +39,19 @@ _PER_RESOLUTION = (" Images are decoded at each subnet's resolution r (shorter s
 
 def write_run_report(run: LoadedRun, result: dict) -> None:
     """eval/pareto.json, eval/pareto.csv (every evaluated subnet), eval/report.md, eval/pareto.png."""
-    out = run.dir.eval_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pareto.json").write_text(json.dumps(result, indent=2) + "\n")
+    files = run.dir
+    files.eval_dir.mkdir(parents=True, exist_ok=True)
+    files.pareto_json.write_text(json.dumps(result, indent=2) + "\n")
     curve = {p["arch"] for p in result["curve"]}
     front = {p["arch"] for p in result["front"]}
-    with (out / "pareto.csv").open("w", newline="") as f:
+    with files.pareto_csv.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arch", "macs", "params", "bucket", "acc_selection", "acc", "bucket_winner", "on_front"])
         for e in sorted(result["evaluated"], key=lambda e: e["macs"]):
             w.writerow([e["arch"], e["macs"], e["params"], e["bucket"], e["acc_selection"],
                         "" if e["acc"] is None else e["acc"], e["arch"] in curve, e["arch"] in front])
-    (out / "report.md").write_text(_run_markdown(run, result))
-    _plot_run(result, out / "pareto.png", title=run.name)
+    files.report_md.write_text(_run_markdown(run, result))
+    _plot_run(result, files.pareto_png, title=run.name)
 
 
 def _run_markdown(run: LoadedRun, r: dict) -> str:
@@ -216,7 +207,7 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, reference: str
     rows, results, metrics = [], [], []
     for run in map(RunDir, run_dirs):
         d = run.path
-        pj = run.eval_dir / "pareto.json"
+        pj = run.pareto_json
         if not pj.is_file():
             raise ValueError(f"run {d} has no eval/pareto.json; run `onceforall eval {d}` first")
         c = run.read_cost()
@@ -291,7 +282,7 @@ def _paired_correct(run_dirs: list[Path], ref: int) -> list[dict | None]:
 def _unpaired_reason(run: Path, ref_run: Path, ref: str) -> str:
     """Why a run has no paired Δ against the reference (said in compare.md instead of a bare "–")."""
     for d in (ref_run, run):
-        if not (d / "eval" / "curve_correct.json").is_file():
+        if not RunDir(d).curve_correct.is_file():
             return f"{d.name} has no eval/curve_correct.json: evaluate it again"
     return f"evaluated on other test images than {ref}"
 

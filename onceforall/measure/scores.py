@@ -14,6 +14,7 @@ import numpy as np
 from ..core.pareto import curve_weights, window_weights
 from ..core.util import JSONFileError, atomic_write, first_line, is_int, read_json
 from ..data import EvalBatches
+from ..run.rundir import RunDir
 
 __all__ = ["curve_scores", "fingerprint", "pack_mask", "read_curve_correct", "unpack_mask", "write_curve_correct"]
 
@@ -51,7 +52,7 @@ def curve_scores(curve: list[dict], correct: dict[str, np.ndarray], lo: float, h
 
 def read_curve_correct(run_dir: str | Path) -> dict | None:
     """``eval/curve_correct.json`` of an evaluated run: the test images each curve point got right."""
-    path = Path(run_dir) / "eval" / "curve_correct.json"
+    path = RunDir(run_dir).curve_correct
     if not path.is_file():
         return None
     data = read_json(path, "eval per-image results", fix=f"run `onceforall eval {run_dir}` again")
@@ -67,9 +68,9 @@ def read_curve_correct(run_dir: str | Path) -> dict | None:
     return data
 
 
-def write_curve_correct(eval_dir: Path, correct: dict[str, np.ndarray], fingerprint: str) -> None:
-    """Write ``eval/curve_correct.json`` (packed bits per curve arch)."""
+def write_curve_correct(path: Path, correct: dict[str, np.ndarray], fingerprint: str) -> None:
+    """Write ``eval/curve_correct.json`` (``RunDir.curve_correct``: packed bits per curve arch)."""
     images = len(next(iter(correct.values())))
     text = json.dumps({"images": images, "fingerprint": fingerprint,
                        "correct": {a: pack_mask(m) for a, m in correct.items()}}, indent=0)
-    atomic_write(eval_dir / "curve_correct.json", lambda p: p.write_text(text))
+    atomic_write(path, lambda p: p.write_text(text))

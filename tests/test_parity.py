@@ -25,7 +25,6 @@ TOLERANCE = 1e-6  # relative, per tensor and step (the float64 replays agree to 
 # This package's settings before 2026-12-03, one at a time: each must break the parity (first failing step).
 OLD_DEFAULTS = {
     "eps-loss": ("strategy.eps_mode", "loss"),
-    "eps-lr": ("strategy.eps_mode", "lr"),
     "global-sort": ("strategy.reorganize_mode", "global"),
     "permute-momentum": ("strategy.reorganize_momentum", True),
     "bn-momentum-0.1": ("model.bn_momentum", 0.1),

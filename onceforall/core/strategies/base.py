@@ -52,7 +52,7 @@ class StrategyConfig:
     eps_shrinking: bool = True
     """deps ablation switch: False gives the subnets their full weight as soon as shrinking starts."""
     eps_start: float = 1.0e-4
-    """deps, eps_mode loss or lr: ε when shrinking starts (lr-ramp does not read it: there ε_t·η_t starts at 1/R of
+    """deps, eps_mode loss: ε when shrinking starts (lr-ramp does not read it: there ε_t·η_t starts at 1/R of
     η at the ramp's end)."""
     eps_ramp_epochs: float | None = None
     """deps: epochs from the first shrinking step until ε reaches 1 (the official --smallnet_warmup, sw: ε = 1
@@ -62,9 +62,8 @@ class StrategyConfig:
     adjust_beta_value): ε_t = (t - s + 1) / R · η(s + R) / η_t, so the subnets' effective learning rate ε_t·η_t
     rises linearly to η(s + R), from 1/R of it at the first shrinking step; loss: ε_t grows linearly from
     eps_start to 1 with no learning-rate ratio (the paper's eq. 4 read literally; the default before
-    2026-12-03); lr: ε_t of loss times
-    η(s + R) / η_t (the ramp of lr-ramp one step late, from eps_start; this package's code-faithful reading
-    before 2026-12-03). η always comes from the learning-rate schedule."""
+    2026-12-03). η always comes from the learning-rate schedule. (lr, ε_t of loss times η(s + R) / η_t, an
+    earlier reading of the official code that no committed result used, went on 2026-12-03.)"""
     ikd: bool = True
     """deps, bignas: subnets learn from the full model's detached logits (in-place KD); False: from labels."""
     kd_temperature: float = 1.0
@@ -105,7 +104,7 @@ _RANGES: dict[str, tuple[float | None, float | None, str]] = {
     "kd_label_weight": (0, None, ">= 0"),
     "kd_ratio": (0, None, ">= 0"),
 }
-_CHOICES = {"eps_mode": ("lr-ramp", "loss", "lr"), "reorganize_mode": ("ofa", "global")}
+_CHOICES = {"eps_mode": ("lr-ramp", "loss"), "reorganize_mode": ("ofa", "global")}
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ class DEpS(Strategy):
     def eps(self, step: int) -> float:
         """ε_t, the multiplier of the subnets' losses that is logged: 0 before the shrink step, 1 from the ramp's
         end; in between, eps_mode lr-ramp: the official adjust_beta_value (deps.py:51-102),
-        ε_t = (t - s + 1) / R · η(s + R) / η_t; loss and lr: eps_start + (1 - eps_start) · (t - s) / R (lr
-        scales the subnets' losses by η(s + R) / η_t on top: :meth:`subnet_weight`)."""
+        ε_t = (t - s + 1) / R · η(s + R) / η_t; loss: eps_start + (1 - eps_start) · (t - s) / R. It scales the
+        subnets' losses (their Pass weight)."""
         if step < self.shrink_step:
             return 0.0
         if not self.cfg.eps_shrinking:
@@ -48,20 +48,11 @@ class DEpS(Strategy):
             return (done + 1) / self.ramp_steps * self.lr_at(self.shrink_step + self.ramp_steps) / self.lr_at(step)
         return self.cfg.eps_start + (1.0 - self.cfg.eps_start) * done / self.ramp_steps
 
-    def subnet_weight(self, step: int) -> float:
-        """Multiplier on the subnets' losses: ε_t (eps_mode lr-ramp and loss), or, for eps_mode lr, ε_t scaled by
-        η(ramp end) / η_t so that ε_t·η_t rises linearly to η(ramp end), with η from the LR schedule."""
-        eps = self.eps(step)
-        if self.cfg.eps_mode != "lr" or eps in (0.0, 1.0):
-            return eps
-        end = self.shrink_step + self.ramp_steps
-        return eps * self.lr_at(end) / self.lr_at(step)
-
     def plan(self, step: int) -> Plan:
         full = self.space.max()
         if step < self.shrink_step:
             return Plan((Pass(full, "full", self.ce(), 1.0),), phase="fm-warmup")
-        weight = self.subnet_weight(step)
+        weight = self.eps(step)
         archs = sample_sandwich(self.space, self.seed, step, self.cfg.num_subnets)
         passes = [Pass(full, "full", self.ce(), 1.0)] + [
             Pass(a, role, self.kd(), weight, self.cfg.subnet_dropout) for role, a in archs[1:]

@@ -2,6 +2,7 @@
 after a killed worker, image folders with missing, empty or corrupt classes, OS errors, progress in log files.
 (benchmarks/faults.py repeats the injections many times and counts.)"""
 
+import json
 import os
 import re
 import signal
@@ -577,6 +578,26 @@ def test_damaged_eval_cache_is_set_aside_with_a_warning_and_rebuilt(tmp_path):
     assert aside == ["cache.json"] * 3 + ["correct.json"] * 3  # nothing deleted
     (eval_dir / "cache.json").write_text('{"k": 81.5}')  # a good cache is read as it is, silently
     assert Evaluator(run).cache == {"k": 81.5}
+
+
+def test_saving_beside_a_cache_another_writer_damaged_sets_it_aside(tmp_path):
+    """save() merges what another Evaluator of the run wrote meanwhile; a file it left damaged is set aside with
+    the same warning as at load, not a crash that loses this evaluation's measurements."""
+    from types import SimpleNamespace
+
+    from onceforall.measure.evaluator import Evaluator
+
+    (tmp_path / "eval").mkdir()
+    run = SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(bn_images=8)), dir=RunDir(tmp_path))
+    ev = Evaluator(run)
+    ev.cache["mine"], ev.hits["mine"], ev._unsaved = 80.0, "AAE=", 1  # noqa: SLF001 (a measurement of ours)
+    (tmp_path / "eval" / "cache.json").write_text('{"theirs": 70.0, "cut')  # the other writer's, cut short
+    (tmp_path / "eval" / "correct.json").write_text('{"theirs": "AAE="}')
+    with pytest.warns(UserWarning, match="moved it to cache.json.damaged-"):
+        ev.save()
+    assert json.loads((tmp_path / "eval" / "cache.json").read_text()) == {"mine": 80.0}
+    assert json.loads((tmp_path / "eval" / "correct.json").read_text()) == {"mine": "AAE=", "theirs": "AAE="}
+    assert len(list((tmp_path / "eval").glob("cache.json.damaged-*"))) == 1
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -203,10 +203,9 @@ class Evaluator:
         if not self._unsaved:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for path, data in ((self.path, self.cache), (self.correct_path, self.hits)):
-            if path.exists():
-                for k, v in json.loads(path.read_text()).items():
-                    data.setdefault(k, v)
+        for path, data, values in ((self.path, self.cache, "numbers"), (self.correct_path, self.hits, "strings")):
+            for k, v in read_eval_cache(path, values).items():  # damaged by the other writer: set aside, warned
+                data.setdefault(k, v)
             text = json.dumps(data, indent=0, sort_keys=True)
             atomic_write(path, lambda p, text=text: p.write_text(text))
         self._unsaved = 0

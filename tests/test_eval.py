@@ -319,8 +319,9 @@ def test_search_front_reads_budgets_and_exports_a_family(runs, tmp_path, capsys)
                  "--samples", "12", "--selection-images", "100", "--measure", "4", "--quiet"]) == 0
     out = capsys.readouterr().out
     front = load_front(runs / "deps" / "search" / "front.json")
-    members = front["members"]
-    assert front["costs"] == ["macs", "memory"] and front["memory_dtype"] == "float32" and len(members) >= 4
+    members = front.members
+    assert front.costs == ["macs", "memory"] and front.info == {"memory_dtype": "float32"} and len(members) >= 4
+    assert json.dumps(front.to_json(), indent=1) + "\n" == (runs / "deps" / "search" / "front.json").read_text()
     for m in members:  # costs are recomputed, and no member dominates another on (predicted accuracy, costs)
         arch = space.parse(m["arch"])
         assert m["costs"] == {"macs": space.macs(arch), "memory": peak_memory(space, arch)}

@@ -250,9 +250,9 @@ def main() -> None:
     eval_macs = sum(ev.macs.values())
     cost = json.loads((args.run / "cost.json").read_text())
     train = cost["train_seconds"]
-    lines = [f"# eval_speed: {args.run.name} ({result['strategy']}), {args.threads} thread(s), torch "
+    lines = [f"# eval_speed: {args.run.name} ({result.strategy}), {args.threads} thread(s), torch "
              f"{torch.__version__}", "",
-             f"mean Pareto accuracy {result['mean_pareto_acc']:.2f} (the evaluation timed)", "",
+             f"mean Pareto accuracy {result.mean_pareto_acc:.2f} (the evaluation timed)", "",
              "| part | calls | seconds | share |", "|---|---|---|---|"]
     for part, s in sorted(seconds.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {part} | {counts.get(part, '')} | {s:.1f} | {100 * s / wall:.0f} % |")
@@ -271,7 +271,7 @@ def main() -> None:
                                          "train_wall": train, "train_cpu": args.train_cpu_seconds,
                                          "parts": dict(seconds), "calls": dict(counts), "eval_macs": eval_macs,
                                          "train_macs": train_macs, "macs": dict(ev.macs),
-                                         "mean_pareto_acc": result["mean_pareto_acc"]}, indent=1) + "\n")
+                                         "mean_pareto_acc": result.mean_pareto_acc}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -75,12 +75,12 @@ def main() -> None:
         fr = build_front(run, ["macs"], samples=args.samples, selection_images=args.selection_images,
                          measure=4 * args.top)
         answers = read_budgets(run, fr, [{"macs": b} for b in budgets], top=args.top)
-        print(f"# front: {len(fr['members'])} archs, {sum(m['measured_acc'] is not None for m in fr['members'])} "
-              f"measured; predictor held-out top-10% hit rate {fr['predictor']['heldout_top10']}")
+        print(f"# front: {len(fr.members)} archs, {sum(m['measured_acc'] is not None for m in fr.members)} "
+              f"measured; predictor held-out top-10% hit rate {fr.predictor['heldout_top10']}")
     for i, budget in enumerate(budgets):
         found = answers[i] if args.front else run_search(run, macs=budget, top=args.top, samples=args.samples,
                                                          selection_images=args.selection_images)
-        best_search = next(c["measured_acc"] for c in found["candidates"] if c["arch"] == found["best"])
+        best_search = next(c["measured_acc"] for c in found.candidates if c["arch"] == found.best)
         anywhere, matched = [], []
         for seed in range(args.random_seeds):
             for bests, floor in ((anywhere, 0.0), (matched, args.band * budget)):
@@ -100,7 +100,7 @@ def main() -> None:
             eval_acc = ev.accuracy([eval_pick], "test")[0]
             # paired over test images: both subnets see the same images, so their shared noise cancels
             per_image = 100.0 * (ev.correct(eval_pick, "test").astype(float)
-                                 - ev.correct(space.parse(found["best"]), "test").astype(float))
+                                 - ev.correct(space.parse(found.best), "test").astype(float))
             ci = bootstrap_ci(per_image, seed=i)
             held += eval_acc >= best_search
             beaten += ci[1] < 0
@@ -108,7 +108,7 @@ def main() -> None:
             ci_txt = f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
         else:
             eval_txt, diff_txt, ci_txt = f"{'-':>10s}", f"{'-':>13s}", "-"
-        pr = found["predictor"]
+        pr = found.predictor
         matched_txt = (f"{statistics.mean(matched):11.2f}% {max(matched):11.2f}%" if matched
                        else f"{'-':>12s} {'-':>12s}")
         anywhere_txt = (f"{statistics.mean(anywhere):10.2f}% {max(anywhere):10.2f}%" if anywhere

@@ -173,23 +173,23 @@ def _search(run, args: argparse.Namespace, budgets: list[dict], say) -> int:
         for b in budgets:
             result = run_search(run, search_args, macs=b.get("macs"), latency_ms=b.get("latency"), progress=say)
             print(search_table(result))
-            print(f"wrote {result['path']}")
+            print(f"wrote {result.path}")
         return 0
     costs = [c.strip() for c in args.costs.split(",")] if args.costs else ["macs"]
     costs += [k for b in budgets for k in b if k not in costs]
     path = run.dir.front_json
     front = load_front(path) if path.exists() and not args.rebuild else None
-    if front is None or front["step"] != run.step or not set(costs) <= set(front["costs"]) or \
-            (args.costs and costs != front["costs"]) or front.get("resolution") != args.resolution or \
+    if front is None or front.step != run.step or not set(costs) <= set(front.costs) or \
+            (args.costs and costs != front.costs) or front.resolution != args.resolution or \
             args.predictor is not None:
         front_args = FrontArgs(samples=args.samples or FrontArgs.samples, measure=args.measure,
                                memory_dtype=args.memory_dtype or FrontArgs.memory_dtype, **common)
         front = build_front(run, costs, front_args, progress=say)
     elif say:
-        say(f"reading budgets off {path} (step {front['step']}; --rebuild searches it again)")
+        say(f"reading budgets off {path} (step {front.step}; --rebuild searches it again)")
     answers = read_budgets(run, front, budgets, top=args.top, progress=say)
     print(front_table(front, answers))
-    print(f"front: {front['path']} (+ front.csv, front.png)")
+    print(f"front: {front.path} (+ front.csv, front.png)")
     return 0
 
 

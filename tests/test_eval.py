@@ -101,7 +101,8 @@ def test_eval_writes_a_consistent_front_and_caches(runs, monkeypatch, capsys):
     real = Evaluator._forward
     monkeypatch.setattr(Evaluator, "_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = evaluate_mod.evaluate_run(load_run(runs / "deps"), per_bucket=2, uniform=False, selection_images=100)
-    assert calls == [] and again["mean_pareto_acc"] == r["mean_pareto_acc"]
+    assert calls == [] and again.mean_pareto_acc == r["mean_pareto_acc"]
+    assert json.dumps(again.to_json(), indent=2) + "\n" == (out / "pareto.json").read_text()  # the file, exactly
 
 
 def _evaluate(run, **kw):
@@ -130,7 +131,7 @@ def test_reevaluation_is_byte_identical_whatever_the_cache_held(runs, tmp_path):
     pareto = (run_dir / "eval" / "pareto.json").read_bytes()
     run = load_run(run_dir)
     ev = Evaluator(run)
-    mine = {e["arch"] for e in first["evaluated"]}
+    mine = {e["arch"] for e in first.evaluated}
     cache = json.loads((run_dir / "eval" / "cache.json").read_text())
     junk = {}
     for k, v in cache.items():  # the same archs, measured under other weights or an older protocol: other values
@@ -318,8 +319,9 @@ def test_search_front_reads_budgets_and_exports_a_family(runs, tmp_path, capsys)
                  "--samples", "12", "--selection-images", "100", "--measure", "4", "--quiet"]) == 0
     out = capsys.readouterr().out
     front = load_front(runs / "deps" / "search" / "front.json")
-    members = front["members"]
-    assert front["costs"] == ["macs", "memory"] and front["memory_dtype"] == "float32" and len(members) >= 4
+    members = front.members
+    assert front.costs == ["macs", "memory"] and front.info == {"memory_dtype": "float32"} and len(members) >= 4
+    assert json.dumps(front.to_json(), indent=1) + "\n" == (runs / "deps" / "search" / "front.json").read_text()
     for m in members:  # costs are recomputed, and no member dominates another on (predicted accuracy, costs)
         arch = space.parse(m["arch"])
         assert m["costs"] == {"macs": space.macs(arch), "memory": peak_memory(space, arch)}
@@ -465,22 +467,24 @@ def test_report_says_when_selection_and_report_share_images(tmp_path):
     """Without a held-out split the winners are chosen on the images they are reported on: the report says so."""
     from types import SimpleNamespace
 
+    from onceforall.measure.results import EvalResult
     from onceforall.run.rundir import RunDir
     from onceforall.workflows.report import write_run_report
 
     pts = [Point("a", 10, 70.0), Point("b", 20, 75.0), Point("c", 30, 80.0)]
     summary = evaluate_mod.pareto_summary(pts[1:2], pts[0], pts[2])
-    result = {"step": 5, "strategy": "deps", "space": {"name": "mbv3-cifar", "width_mult": 0.25},
+    result = EvalResult.from_json({
+              "run": "r", "step": 5, "strategy": "deps", "space": {"name": "mbv3-cifar", "width_mult": 0.25},
               "eval_set": {"split": "test", "selection_split": "test", "held_out": False, "images": 100,
                            "selection_images": 100, "bn_images": 10},
               **summary, "mean_pareto_ci": [74.0, 76.0], "bucket_candidates": [1, 0, 0, 1, 0, 1],
               "evaluated": [{"arch": p.arch, "macs": p.macs, "params": 1, "acc_selection": p.acc, "acc": p.acc,
-                             "bucket": 0, "source": "sampled"} for p in pts]}
+                             "bucket": 0, "source": "sampled"} for p in pts]})
     run = SimpleNamespace(dir=RunDir(tmp_path / "r"), name="r", cost=None)
     write_run_report(run, result)
     text = (tmp_path / "r" / "eval" / "report.md").read_text()
     assert "**No held-out split**" in text and "optimistically biased" in text
-    result["eval_set"].update(held_out=True, selection_split="validation (300 held-out training images)")
+    result.eval_set.update(held_out=True, selection_split="validation (300 held-out training images)")
     write_run_report(run, result)
     text = (tmp_path / "r" / "eval" / "report.md").read_text()
     assert "No held-out split" not in text and "played no part in choosing them" in text

@@ -582,3 +582,25 @@ def test_nsga2_recovers_the_exact_front_of_an_enumerable_space():
     assert all(len(c) == 2 and c == (space.macs(a), space.params(a)) for a, _, c in two)
     with pytest.raises(ValueError, match="cost_fns: give at least one cost"):
         nsga2_search(space, score, [])
+
+
+def test_results_write_their_files_key_for_key_and_read_back():
+    """A typed result's ``to_json`` is the file's content in the file's key order (a front's cost information
+    between units and seed, ``path`` left out); ``from_json`` reads it back, and a file missing a key is refused
+    naming it."""
+    from onceforall.measure.results import EvalResult, FrontResult, SearchResult
+
+    front_file = {"run": "r", "step": 3, "costs": ["macs", "latency"], "units": {"macs": "MACs", "latency": "ms"},
+                  "latency_table": "t.json", "memory_dtype": "float16", "seed": 0, "resolution": None,
+                  "predictor": {"pairs": 4}, "eval_set": {"split": "test"}, "members": [{"arch": "a"}]}
+    front = FrontResult.from_json(front_file, "f.json")
+    assert front.info == {"latency_table": "t.json", "memory_dtype": "float16"} and front.path == "f.json"
+    assert json.dumps(front.to_json()) == json.dumps(front_file)
+    search_file = {"run": "r", "step": 3, "budget": 5e6, "unit": "MACs", "budget_text": "5.00M MACs", "seed": 0,
+                   "resolution": 16, "predictor": {}, "eval_set": {}, "candidates": [], "best": "a", "searched": 9}
+    found = SearchResult.from_json(search_file, "s.json")
+    assert list(found.to_json().items()) == list(search_file.items()) and found.path == "s.json"
+    with pytest.raises(ValueError, match=r"eval result: has no 'mean_pareto_ci' \(needs run, step"):
+        EvalResult.from_json({k: 0 for k in ("run", "step", "strategy", "space", "eval_set", "macs_range",
+                                             "bucket_edges", "buckets", "curve", "front", "mean_pareto_acc",
+                                             "smallest", "largest")})

@@ -5,5 +5,6 @@
 - ``candidates.py``: candidate subnets across the MACs buckets (skewed draws);
 - ``predictor.py``: the accuracy predictor of a search, read from a file or fitted on cached measurements;
 - ``costs.py``: the cost functions (MACs, latency table, peak memory, parameters), built in one place;
-- ``scores.py``: per-image results of a Pareto curve (``curve_correct.json``), their scores and fingerprints.
+- ``scores.py``: per-image results of a Pareto curve (``curve_correct.json``), their scores and fingerprints;
+- ``results.py``: the typed results of eval, search and search --front, each ``to_json()`` the file it writes.
 """

@@ -131,25 +131,27 @@ def budget_label(budget: dict[str, float]) -> str:
     return "_".join(parts)
 
 
-def check_front_budgets(front: dict, budgets: Sequence[dict[str, float]], step: int) -> None:
-    """Refuse budgets a front cannot answer (a cost it did not minimize) and a front of other weights (another
-    step), each with a one-line error saying how to rebuild it."""
-    missing = sorted({k for b in budgets for k in b} - set(front["costs"]))
+def check_front_budgets(costs: Sequence[str], front_step: int, budgets: Sequence[dict[str, float]], step: int,
+                        where: str | None = None) -> None:
+    """Refuse budgets a front (of ``costs``, searched at ``front_step``, read from ``where``) cannot answer (a cost
+    it did not minimize) and a front of other weights (another step), each with a one-line error saying how to
+    rebuild it."""
+    missing = sorted({k for b in budgets for k in b} - set(costs))
     if missing:
-        raise ValueError(f"front {front.get('path', '')}: has no {', '.join(missing)} cost (it has "
-                         f"{', '.join(front['costs'])}); rebuild it with --front --costs "
-                         f"{','.join([*front['costs'], *missing])}")
-    if front["step"] != step:
-        raise ValueError(f"front {front.get('path', '')}: was searched at step {front['step']}, the run is at step "
+        raise ValueError(f"front {where or ''}: has no {', '.join(missing)} cost (it has "
+                         f"{', '.join(costs)}); rebuild it with --front --costs "
+                         f"{','.join([*costs, *missing])}")
+    if front_step != step:
+        raise ValueError(f"front {where or ''}: was searched at step {front_step}, the run is at step "
                          f"{step}; rebuild it with --front")
 
 
-def front_candidates(front: dict, budget: dict[str, float], top: int) -> tuple[list[dict], list[dict]]:
+def front_candidates(members: list[dict], budget: dict[str, float], top: int) -> tuple[list[dict], list[dict]]:
     """The members of a front under ``budget`` (joint constraints) and those of them to measure: the ``top`` best
     predicted and every one already measured. One-line error naming the front's cheapest when none fits."""
-    fits = [m for m in front["members"] if all(m["costs"][k] <= v for k, v in budget.items())]
+    fits = [m for m in members if all(m["costs"][k] <= v for k, v in budget.items())]
     if not fits:
-        cheapest = min(front["members"], key=lambda m: m["costs"][next(iter(budget))])
+        cheapest = min(members, key=lambda m: m["costs"][next(iter(budget))])
         raise ValueError(f"budget {budget_text(budget)}: no subnet of the front fits; its cheapest is "
                          f"{', '.join(f'{k} {v:g}' for k, v in cheapest['costs'].items())}")
     by_pred = sorted(fits, key=lambda m: -m["predicted_acc"])[: max(1, top)]

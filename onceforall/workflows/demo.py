@@ -67,7 +67,7 @@ def run_demo(*, config: str = "fashion-mnist-quick", overrides: list[str] | None
                                 macs=budget, progress=say))
         say(search_table(found[-1]))
     say("\n[4/4] exporting the best subnet found under the first budget")
-    ex = export_run(loaded, arch_from_search(loaded, found[0]["path"]),
+    ex = export_run(loaded, arch_from_search(loaded, found[0].path),
                     ExportArgs(onnx=_has_onnxruntime(), torchscript=True))
     say(ex.describe())
     say(f"\nreports: {loaded.dir.report_md} (+ pareto.png); whole demo "

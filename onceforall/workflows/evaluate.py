@@ -39,12 +39,13 @@ from ..core.pareto import Point, bootstrap_ci, bucket_index, pareto_summary
 from ..core.space import Space
 from ..measure.candidates import candidate_archs, new_in_bucket
 from ..measure.evaluator import Evaluator, eval_set
+from ..measure.results import EvalResult
 from ..measure.scores import curve_scores, fingerprint, write_curve_correct
 from ..run.rundir import LoadedRun
 from ..specialize.evolution import evolutionary_search, nsga2_search
 from ..specialize.predictor import AccuracyPredictor
 
-__all__ = ["EvalArgs", "evaluate_run"]
+__all__ = ["EvalArgs", "EvalResult", "evaluate_run"]
 
 
 def _search_buckets(space: Space, measured: list[tuple[Arch, float]], *, per_bucket: int, buckets: int, seed: int,
@@ -128,10 +129,10 @@ class EvalArgs:
 
 
 def evaluate_run(run: LoadedRun, args: EvalArgs | None = None, *, progress: Callable[[str], None] | None = None,
-                 evaluator: Evaluator | None = None, **overrides: Any) -> dict:
+                 evaluator: Evaluator | None = None, **overrides: Any) -> EvalResult:
     """Evaluate a run's supernet across the MACs range of the space it trained (see the module docstring) with
     ``args`` (default :class:`EvalArgs`; ``overrides`` replace single fields); write eval/curve_correct.json and
-    return the result (the caller writes eval/pareto.{json,csv}, report.md and pareto.png:
+    return the result (:class:`EvalResult`; the caller writes eval/pareto.{json,csv}, report.md and pareto.png:
     ``report.write_run_report``). The result depends on the weights, the config and the arguments alone (not on
     what the cache held before); ``evaluator`` (default: a new one) lets a caller read where the time went."""
     a = dataclasses.replace(args or EvalArgs(), **overrides)
@@ -162,30 +163,30 @@ def evaluate_run(run: LoadedRun, args: EvalArgs | None = None, *, progress: Call
     counts = [0] * a.buckets
     for p in pts:
         counts[bucket_index(p.macs, lo_b, hi_b, a.buckets)] += 1
-    result = {
-        "run": str(run.run_dir),
-        "step": run.step,
-        "strategy": run.cfg.strategy.name,
-        "space": space.identity(),
-        "eval_set": eval_set(run, selection_images=n_sel, search_per_bucket=a.search_per_bucket,
+    result = EvalResult(
+        run=str(run.run_dir),
+        step=run.step,
+        strategy=run.cfg.strategy.name,
+        space=space.identity(),
+        eval_set=eval_set(run, selection_images=n_sel, search_per_bucket=a.search_per_bucket,
                              search_rounds=rounds, search_rounds_run=rounds_run, ranking_bn_images=ranker.bn_images,
                              finalists_per_bucket=a.finalists if whole else 0,
                              finalist_images=n_whole if whole else n_sel, bn_images=ev.bn_images,
                              bn_augment=run.cfg.data.bn_augment, per_resolution=run.data.test.per_resolution,
                              fingerprint=fingerprint(run.data.test)),
         **summary,
-        "mean_pareto_ci": [round(ci[0], 4), round(ci[1], 4)],
-        "bucket_candidates": counts,
-        "evaluated": [
+        mean_pareto_ci=[round(ci[0], 4), round(ci[1], 4)],
+        bucket_candidates=counts,
+        evaluated=[
             {"arch": str(p.arch), "macs": p.macs, "params": space.params(p.arch), "acc_selection": p.acc,
              "acc_selection_whole": whole.get(p.arch), "acc": test.get(p.arch),
              "bucket": bucket_index(p.macs, lo_b, hi_b, a.buckets),
              "source": sources[p.arch]}
             for p in pts
         ],
-    }
+    )
     run.dir.eval_dir.mkdir(parents=True, exist_ok=True)
-    write_curve_correct(run.dir.curve_correct, correct, result["eval_set"]["fingerprint"])
+    write_curve_correct(run.dir.curve_correct, correct, result.eval_set["fingerprint"])
     return result
 
 

@@ -39,15 +39,24 @@ class ExportArgs:
 
 @dataclass
 class ExportResult:
+    """What ``onceforall export`` wrote for one subnet (the files' content is the sidecar's: ``read_sidecar``)."""
+
     arch: Arch
+    """The exported subnet."""
     sidecar: Path
+    """Its JSON sidecar (accuracy, latency, provenance, checksums); the weights and other formats beside it."""
     macs: int
+    """Its MACs at its resolution."""
     params: int
+    """Its parameters."""
     accuracy: float
     """Top-1 (%) on the run's test split (``split``)."""
     split: str
+    """The split ``accuracy`` was measured on."""
     latency_ms: float
+    """Its latency on this machine (torch, ``threads``, batch 1)."""
     threads: int
+    """Threads of the latency measurement."""
 
     @property
     def files(self) -> list[Path]:

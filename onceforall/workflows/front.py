@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,14 @@ from ..core.pareto import non_dominated_sort
 from ..measure.costs import COSTS, check_costs, cost_functions, pin_resolution
 from ..measure.evaluator import Evaluator, eval_set
 from ..measure.predictor import predictor_for, predictor_text
+from ..measure.results import BudgetAnswer, FrontResult
 from ..run.rundir import LoadedRun
 from ..specialize.budgets import budget_label, budget_text, check_front_budgets, format_cost, front_candidates
 from ..specialize.evolution import nsga2_search
 from ..specialize.memory import peak_memory
 
-__all__ = ["FrontArgs", "archs_from_front", "build_front", "front_table", "load_front", "read_budgets"]
+__all__ = ["BudgetAnswer", "FrontArgs", "FrontResult", "archs_from_front", "build_front", "front_table", "load_front",
+           "read_budgets"]
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,10 @@ def _spread(n_front: int, k: int) -> list[int]:
 
 
 def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), args: FrontArgs | None = None, *,
-                progress: Callable[[str], None] | None = None, **overrides: Any) -> dict:
+                progress: Callable[[str], None] | None = None, **overrides: Any) -> FrontResult:
     """Search the run's accuracy/cost front with ``args`` (default :class:`FrontArgs`; ``overrides`` replace single
     fields) and measure ``measure`` of its members (module docstring); writes ``search/front.json``, ``front.csv``
-    and ``front.png`` and returns the front."""
+    and ``front.png`` and returns the front (:class:`FrontResult`, ``path`` where it was written)."""
     a = dataclasses.replace(args or FrontArgs(), **overrides)
     seed, resolution, selection_images = a.seed, a.resolution, a.selection_images or None
     say = progress or (lambda text: None)
@@ -100,12 +102,12 @@ def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), 
     on_measured = set(non_dominated_sort(measured_pts)[0]) if measured_pts else set()
     for k, m in enumerate(m for m in members if m["selection_acc"] is not None):
         m["measured_front"] = k in on_measured
-    front = {
-        "run": str(run.run_dir), "step": run.step, "costs": costs, "units": {c: COSTS[c] for c in costs},
-        **info, "seed": seed, "resolution": resolution, "predictor": report,
-        "eval_set": eval_set(run, predictor_images=selection_images),
-        "members": members,
-    }
+    front = FrontResult(
+        run=str(run.run_dir), step=run.step, costs=costs, units={c: COSTS[c] for c in costs},
+        info=info, seed=seed, resolution=resolution, predictor=report,
+        eval_set=eval_set(run, predictor_images=selection_images),
+        members=members,
+    )
     _write_front(run, front)
     return front
 
@@ -118,50 +120,50 @@ def _member(run: LoadedRun, arch: Arch, score: float, cost: tuple[float, ...], c
             "selection_acc": selection_acc, "measured_acc": test_acc}
 
 
-def _write_front(run: LoadedRun, front: dict) -> None:
+def _write_front(run: LoadedRun, front: FrontResult) -> None:
     files = run.dir
     files.search_dir.mkdir(parents=True, exist_ok=True)
-    files.front_json.write_text(json.dumps(front, indent=1) + "\n")
-    costs = front["costs"]
+    files.front_json.write_text(json.dumps(front.to_json(), indent=1) + "\n")
+    costs = front.costs
     with open(files.front_csv, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arch", *costs, "macs", "params", "memory_bytes_fp32", "predicted_acc", "selection_acc",
                     "test_acc"])
-        for m in front["members"]:
+        for m in front.members:
             w.writerow([m["arch"], *(m["costs"][c] for c in costs), m["macs"], m["params"], m["memory"],
                         m["predicted_acc"], m["selection_acc"], m["measured_acc"]])
     _plot_front(front, files.front_png)
-    front["path"] = str(files.front_json)
+    front.path = str(files.front_json)
 
 
-def _plot_front(front: dict, path: Path) -> None:
+def _plot_front(front: FrontResult, path: Path) -> None:
     from ..run.plotting import pyplot
 
     plt = pyplot()
-    costs = front["costs"]
+    costs = front.costs
     fig, axes = plt.subplots(1, len(costs), figsize=(5.5 * len(costs), 4), squeeze=False)
     for ax, c in zip(axes[0], costs):
         scale = 1e6 if COSTS[c] in ("MACs", "params") else (1e3 if c == "memory" else 1.0)
         unit = {"MACs": "M MACs", "params": "M params", "bytes": "kB"}.get(COSTS[c], COSTS[c])
-        ms = front["members"]
+        ms = front.members
         ax.plot([m["costs"][c] / scale for m in ms], [m["predicted_acc"] for m in ms], ".", ms=3, alpha=0.5,
                 label="predicted (front)")
         meas = [m for m in ms if m["measured_acc"] is not None]
         ax.plot([m["costs"][c] / scale for m in meas], [m["selection_acc"] for m in meas], "s", mfc="none",
-                label=f"measured, {front['eval_set']['selection_split']}")
+                label=f"measured, {front.eval_set['selection_split']}")
         ax.plot([m["costs"][c] / scale for m in meas], [m["measured_acc"] for m in meas], "o",
-                label=f"measured, {front['eval_set']['split']}")
+                label=f"measured, {front.eval_set['split']}")
         ax.set_xlabel(f"{c} ({unit})")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{Path(front['run']).name}: accuracy vs {', '.join(costs)} (step {front['step']})")
+    fig.suptitle(f"{Path(front.run).name}: accuracy vs {', '.join(costs)} (step {front.step})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def load_front(path: str | Path) -> dict:
+def load_front(path: str | Path) -> FrontResult:
     """A front written by :func:`build_front` (one-line error for a file that is not one)."""
     path = Path(path)
     try:
@@ -171,40 +173,40 @@ def load_front(path: str | Path) -> dict:
     if not isinstance(front, dict) or not {"costs", "members", "step"} <= front.keys():
         raise ValueError(f"front: {path} is not a front written by `onceforall search --front` "
                          "(needs costs, members and step)")
-    front["path"] = str(path)
-    return front
+    return FrontResult.from_json(front, str(path))
 
 
-def read_budgets(run: LoadedRun, front: dict, budgets: list[dict[str, float]], *, top: int = 3,
-                 progress: Callable[[str], None] | None = None) -> list[dict]:
+def read_budgets(run: LoadedRun, front: FrontResult, budgets: list[dict[str, float]], *, top: int = 3,
+                 progress: Callable[[str], None] | None = None) -> list[BudgetAnswer]:
     """For each budget (joint constraints on the front's costs), the front's best subnet under it: its ``top``
     best predicted members under the budget and the measured ones are measured (cached) on the selection
     split, the most accurate there wins, and its test accuracy is reported. Writes
-    ``search/<budget>.json`` (the format ``export --from-search`` reads) and returns the results."""
+    ``search/<budget>.json`` (the format ``export --from-search`` reads) and returns the answers (``path`` where
+    each was written)."""
     say = progress or (lambda text: None)
-    check_front_budgets(front, budgets, run.step)
+    check_front_budgets(front.costs, front.step, budgets, run.step, front.path)
     ev = Evaluator(run)
     space = run.space
     out = []
     for budget in budgets:
-        fits, cands = front_candidates(front, budget, top)
+        fits, cands = front_candidates(front.members, budget, top)
         archs = [space.parse(m["arch"]) for m in cands]
         say(f"budget {budget_text(budget)}: {len(fits)} front members fit; measuring {len(archs)}")
         sel = ev.accuracy(archs, "selection")
         test = ev.accuracy(archs, "test")
         best = max(range(len(archs)), key=lambda i: (sel[i], -cands[i]["macs"]))
-        result = {
-            "run": str(run.run_dir), "step": run.step, "budget": budget, "budget_text": budget_text(budget),
-            "front": front.get("path"), "eval_set": front["eval_set"], "predictor": front["predictor"],
-            "candidates": [{**m, "cost_text": budget_text({k: m["costs"][k] for k in budget}),
-                            "selection_acc": s, "measured_acc": t, "source": "front"}
-                           for m, s, t in zip(cands, sel, test)],
-            "best": str(archs[best]),
-        }
+        result = BudgetAnswer(
+            run=str(run.run_dir), step=run.step, budget=budget, budget_text=budget_text(budget),
+            front=front.path, eval_set=front.eval_set, predictor=front.predictor,
+            candidates=[{**m, "cost_text": budget_text({k: m["costs"][k] for k in budget}),
+                         "selection_acc": s, "measured_acc": t, "source": "front"}
+                        for m, s, t in zip(cands, sel, test)],
+            best=str(archs[best]),
+        )
         path = run.dir.search_result(budget_label(budget))
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        result["path"] = str(path)
+        path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        result.path = str(path)
         out.append(result)
     return out
 
@@ -215,27 +217,27 @@ def archs_from_front(run: LoadedRun, path: str | Path, budgets: list[dict[str, f
     if not budgets:
         raise ValueError("--from-front: give the budgets to export, e.g. --macs 5M,10M or --latency-ms 2,4,8")
     answers = read_budgets(run, load_front(path), budgets, progress=progress)
-    return [(b, run.space.parse(a["best"])) for b, a in zip(budgets, answers)]
+    return [(b, run.space.parse(a.best)) for b, a in zip(budgets, answers)]
 
 
-def front_table(front: dict, answers: list[dict] = ()) -> str:
+def front_table(front: FrontResult, answers: Sequence[BudgetAnswer] = ()) -> str:
     """The measured members of a front and the budgets' answers, as plain text."""
-    es, p = front["eval_set"], front["predictor"]
-    costs = front["costs"]
-    rows = [f"front of {len(front['members'])} archs (accuracy vs {', '.join(costs)}); {predictor_text(p)}",
+    es, p = front.eval_set, front.predictor
+    costs = front.costs
+    rows = [f"front of {len(front.members)} archs (accuracy vs {', '.join(costs)}); {predictor_text(p)}",
             f"measured members (chosen on {es['selection_split']}, reported on {es['split']}):",
             "  " + " ".join(f"{c:>12s}" for c in costs) + f" {'predicted':>9s} {'selection':>9s} {'test':>9s}  arch"]
-    for m in front["members"]:
+    for m in front.members:
         if m["measured_acc"] is None:
             continue
         cells = " ".join(f"{_cell(c, m['costs'][c]):>12s}" for c in costs)
         rows.append(f"  {cells} {m['predicted_acc']:8.2f}% {m['selection_acc']:8.2f}% {m['measured_acc']:8.2f}%  "
                     f"{m['arch']}")
     for a in answers:
-        best = next(c for c in a["candidates"] if c["arch"] == a["best"])
-        rows.append(f"budget {a['budget_text']}: {best['arch']}  {best['measured_acc']:.2f}% on {es['split']} "
+        best = next(c for c in a.candidates if c["arch"] == a.best)
+        rows.append(f"budget {a.budget_text}: {best['arch']}  {best['measured_acc']:.2f}% on {es['split']} "
                     f"({best['selection_acc']:.2f}% {es['selection_split']}; "
-                    f"{', '.join(_cell(c, best['costs'][c]) for c in costs)})  -> {a['path']}")
+                    f"{', '.join(_cell(c, best['costs'][c]) for c in costs)})  -> {a.path}")
     return "\n".join(rows)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.pareto import bootstrap_ci
 from ..core.util import JSONFileError, read_json
+from ..measure.results import EvalResult
 from ..measure.scores import curve_scores, read_curve_correct
 from ..run.plotting import pyplot
 from ..run.rundir import LoadedRun, RunDir
@@ -37,28 +38,28 @@ _PER_RESOLUTION = (" Images are decoded at each subnet's resolution r (shorter s
                    "OFA's ImageNet protocol).")
 
 
-def write_run_report(run: LoadedRun, result: dict) -> None:
+def write_run_report(run: LoadedRun, result: EvalResult) -> None:
     """eval/pareto.json, eval/pareto.csv (every evaluated subnet), eval/report.md, eval/pareto.png."""
     files = run.dir
     files.eval_dir.mkdir(parents=True, exist_ok=True)
-    files.pareto_json.write_text(json.dumps(result, indent=2) + "\n")
-    curve = {p["arch"] for p in result["curve"]}
-    front = {p["arch"] for p in result["front"]}
+    files.pareto_json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    curve = {p["arch"] for p in result.curve}
+    front = {p["arch"] for p in result.front}
     with files.pareto_csv.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arch", "macs", "params", "bucket", "acc_selection", "acc", "bucket_winner", "on_front"])
-        for e in sorted(result["evaluated"], key=lambda e: e["macs"]):
+        for e in sorted(result.evaluated, key=lambda e: e["macs"]):
             w.writerow([e["arch"], e["macs"], e["params"], e["bucket"], e["acc_selection"],
                         "" if e["acc"] is None else e["acc"], e["arch"] in curve, e["arch"] in front])
     files.report_md.write_text(_run_markdown(run, result))
-    _plot_run(result, files.pareto_png, title=run.name)
+    _plot_run(result.to_json(), files.pareto_png, title=run.name)
 
 
-def _run_markdown(run: LoadedRun, r: dict) -> str:
-    es = r["eval_set"]
-    ci = r["mean_pareto_ci"]
-    counts = ", ".join(map(str, r["bucket_candidates"]))
-    searched = sum(e.get("source") == "search" for e in r["evaluated"])
+def _run_markdown(run: LoadedRun, r: EvalResult) -> str:
+    es = r.eval_set
+    ci = r.mean_pareto_ci
+    counts = ", ".join(map(str, r.bucket_candidates))
+    searched = sum(e.get("source") == "search" for e in r.evaluated)
     final = (f" the best {es['finalists_per_bucket']} of each bucket and the ends were measured again on "
              f"{es['finalist_images']} and the winners chosen on that;" if es.get("finalists_per_bucket") else "")
     if es["held_out"]:
@@ -72,30 +73,30 @@ def _run_markdown(run: LoadedRun, r: dict) -> str:
     lines = [
         f"# {run.name}: Pareto front",
         "",
-        f"Strategy `{r['strategy']}`, space `{r['space']['name']}` width {r['space']['width_mult']:g}"
-        f"{' (restricted: ' + _choices(r['space']) + ')' if 'choices' in r['space'] else ''}, "
-        f"checkpoint step {r['step']}. {splits} BN recalibrated on {es['bn_images']} training images per reported "
+        f"Strategy `{r.strategy}`, space `{r.space['name']}` width {r.space['width_mult']:g}"
+        f"{' (restricted: ' + _choices(r.space) + ')' if 'choices' in r.space else ''}, "
+        f"checkpoint step {r.step}. {splits} BN recalibrated on {es['bn_images']} training images per reported "
         f"subnet{_ranking_bn(es)}"
         f"{' (training crops, drawn once)' if es.get('bn_augment') else ''}."
         f"{_PER_RESOLUTION if es.get('per_resolution') else ''}",
         "",
-        f"**Mean Pareto accuracy: {r['mean_pareto_acc']:.2f}%** (95 % bootstrap interval over test images "
+        f"**Mean Pareto accuracy: {r.mean_pareto_acc:.2f}%** (95 % bootstrap interval over test images "
         f"{ci[0]:.2f}–{ci[1]:.2f}; area under accuracy vs normalized MACs, 6 buckets over "
-        f"{_m(r['macs_range'][0])}..{_m(r['macs_range'][1])})",
+        f"{_m(r.macs_range[0])}..{_m(r.macs_range[1])})",
         "",
         f"Measured candidates per bucket: {counts} ({searched} of them found by the per-bucket predictor search).",
         "",
         "| bucket | MACs range | MACs | accuracy | arch |",
         "|---|---|---|---|---|",
     ]
-    for b in r["buckets"]:
+    for b in r.buckets:
         rng = f"{_m(b['lo'])}–{_m(b['hi'])}"
         if b["arch"] is None:
             lines.append(f"| {b['bucket'] + 1} | {rng} | – | – | (no subnet evaluated) |")
         else:
             lines.append(f"| {b['bucket'] + 1} | {rng} | {_m(b['macs'])} | {b['acc']:.2f}% | `{b['arch']}` |")
-    lines += ["", f"Smallest subnet: {r['smallest']['acc']:.2f}% at {_m(r['smallest']['macs'])}; "
-              f"full model: {r['largest']['acc']:.2f}% at {_m(r['largest']['macs'])}.", ""]
+    lines += ["", f"Smallest subnet: {r.smallest['acc']:.2f}% at {_m(r.smallest['macs'])}; "
+              f"full model: {r.largest['acc']:.2f}% at {_m(r.largest['macs'])}.", ""]
     if run.cost:
         c = run.cost
         lines += [f"Training cost: {c['wall_seconds'] / 60:.1f} min wall, {c['epochs']:g} epochs, "
@@ -172,19 +173,19 @@ def _plot_run(r: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def pareto_table(r: dict) -> str:
+def pareto_table(r: EvalResult) -> str:
     """The Pareto summary of ``evaluate_run`` as a plain-text table."""
-    es, ci = r["eval_set"], r["mean_pareto_ci"]
-    rows = [f"mean Pareto accuracy {r['mean_pareto_acc']:.2f}% (95% CI {ci[0]:.2f}-{ci[1]:.2f}; {es['split']}, "
+    es, ci = r.eval_set, r.mean_pareto_ci
+    rows = [f"mean Pareto accuracy {r.mean_pareto_acc:.2f}% (95% CI {ci[0]:.2f}-{ci[1]:.2f}; {es['split']}, "
             f"{es['images']} images; ranked on {es['selection_split']})",
             f"{'bucket':>6s} {'MACs':>9s} {'acc':>7s}  arch"]
-    for b in r["buckets"]:
+    for b in r.buckets:
         if b["arch"] is None:
             rows.append(f"{b['bucket'] + 1:6d} {'-':>9s} {'-':>7s}  (none)")
         else:
             rows.append(f"{b['bucket'] + 1:6d} {b['macs'] / 1e6:8.2f}M {b['acc']:6.2f}%  {b['arch']}")
-    rows.append(f"smallest {r['smallest']['acc']:.2f}% at {r['smallest']['macs'] / 1e6:.2f}M MACs; "
-                f"full model {r['largest']['acc']:.2f}% at {r['largest']['macs'] / 1e6:.2f}M MACs")
+    rows.append(f"smallest {r.smallest['acc']:.2f}% at {r.smallest['macs'] / 1e6:.2f}M MACs; "
+                f"full model {r.largest['acc']:.2f}% at {r.largest['macs'] / 1e6:.2f}M MACs")
     return "\n".join(rows)
 
 

@@ -12,13 +12,14 @@ from ..core.arch import Arch
 from ..measure.costs import cost_functions, pin_resolution
 from ..measure.evaluator import Evaluator, eval_set
 from ..measure.predictor import predictor_for, predictor_text
+from ..measure.results import SearchResult
 from ..run.progress import counter
 from ..run.rundir import LoadedRun
 from ..specialize.budgets import CostFn, check_budget, format_cost, parse_budget
 from ..specialize.evolution import evolutionary_search
 from ..specialize.predictor import Predictor
 
-__all__ = ["SearchArgs", "run_search", "search_table"]
+__all__ = ["SearchArgs", "SearchResult", "run_search", "search_table"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class SearchArgs:
 
 def run_search(run: LoadedRun, args: SearchArgs | None = None, *, macs: str | float | None = None,
                latency_ms: float | None = None, progress: Callable[[str], None] | None = None,
-               **overrides: Any) -> dict:
+               **overrides: Any) -> SearchResult:
     """Search a run's supernet for the most accurate archs under a budget (``macs`` or ``latency_ms``) with ``args``
     (default :class:`SearchArgs`; ``overrides`` replace single fields) and measure the best ``top``.
 
@@ -55,7 +56,7 @@ def run_search(run: LoadedRun, args: SearchArgs | None = None, *, macs: str | fl
     selection images (more random subnets are measured when there are fewer than ``samples``); its
     held-out error is reported, and it is saved as ``<run>/search/predictor.pt``; ``predictor`` (a file) is used
     instead, measuring nothing to fit it. ``resolution`` pins the search to one resolution. Results go to
-    ``<run>/search/<budget>.json``."""
+    ``<run>/search/<budget>.json`` (:class:`SearchResult`, ``path`` where it was written)."""
     a = dataclasses.replace(args or SearchArgs(), **overrides)
     top, samples, seed, resolution = a.top, a.samples, a.seed, a.resolution
     selection_images = a.selection_images or None
@@ -77,23 +78,23 @@ def run_search(run: LoadedRun, args: SearchArgs | None = None, *, macs: str | fl
     say(f"measuring the best {len(best)} candidates on the whole {run.selection_split} and test splits")
     chosen = evaluator.accuracy(archs, "selection", progress=counter(say, f"on the whole {run.selection_split}"))
     measured = evaluator.accuracy(archs, "test", progress=counter(say, f"on the whole {run.report_split} split"))
-    result = {
-        "run": str(run.run_dir), "step": run.step, "budget": budget, "unit": unit,
-        "budget_text": format_cost(budget, unit), "seed": seed, "resolution": resolution,
-        "predictor": report,
-        "eval_set": eval_set(run, predictor_images=selection_images),
-        "candidates": [
+    result = SearchResult(
+        run=str(run.run_dir), step=run.step, budget=budget, unit=unit,
+        budget_text=format_cost(budget, unit), seed=seed, resolution=resolution,
+        predictor=report,
+        eval_set=eval_set(run, predictor_images=selection_images),
+        candidates=[
             {"arch": str(a), "macs": space.macs(a), "cost": c, "cost_text": format_cost(c, unit),
              "predicted_acc": round(float(score), 4), "selection_acc": sel, "measured_acc": acc, "source": source}
             for (a, score, c, source), sel, acc in zip(best, chosen, measured)
         ],
-        "best": str(archs[max(range(len(archs)), key=lambda i: (chosen[i], -best[i][2]))]),
-        "searched": len(found),
-    }
+        best=str(archs[max(range(len(archs)), key=lambda i: (chosen[i], -best[i][2]))]),
+        searched=len(found),
+    )
     out = run.dir.search_result(label)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    result["path"] = str(out)
+    out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    result.path = str(out)
     return result
 
 
@@ -127,16 +128,16 @@ def _contenders(space, found: list, top: int, pairs: dict[Arch, float], predicto
     return best
 
 
-def search_table(r: dict) -> str:
+def search_table(r: SearchResult) -> str:
     """A search result as a plain-text table."""
-    es = r["eval_set"]
-    rows = [f"budget {r['budget_text']}: {predictor_text(r['predictor'])}",
+    es = r.eval_set
+    rows = [f"budget {r.budget_text}: {predictor_text(r.predictor)}",
             f"chosen on the {es.get('selection_split', 'test')} split, reported on {es['split']}; * = chosen",
             f"  {'cost':>12s} {'MACs':>9s} {'predicted':>9s} {'selection':>9s} {'test':>9s}  arch"]
-    for c in r["candidates"]:
+    for c in r.candidates:
         sel = f"{c['selection_acc']:8.2f}%" if c.get("selection_acc") is not None else f"{'-':>9s}"
         test = f"{c['measured_acc']:8.2f}%" if c.get("measured_acc") is not None else f"{'-':>9s}"
-        mark = "*" if c["arch"] == r.get("best") else " "
+        mark = "*" if c["arch"] == r.best else " "
         rows.append(f"{mark} {c['cost_text']:>12s} {c['macs'] / 1e6:8.2f}M {c['predicted_acc']:8.2f}% {sel} {test}  "
                     f"{c['arch']}")
     return "\n".join(rows)

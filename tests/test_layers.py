@@ -95,9 +95,8 @@ def _workflow_imports(name: str) -> list[tuple[str, int]]:
 def test_workflows_are_siblings(name):
     if name in CHAINS:
         return
-    for module, line in _workflow_imports(name):
-        raise AssertionError(f"{name}:{line} imports the workflow {module}: workflows are siblings (move what both "
-                             "need below them)")
+    found = [f"{name}:{line} imports {module}" for module, line in _workflow_imports(name)]
+    assert not found, f"{found}: workflows are siblings (move what both need below them)"
 
 
 def test_the_sibling_rule_sees_a_workflow_importing_a_workflow():

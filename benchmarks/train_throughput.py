@@ -25,16 +25,7 @@ import torch
 from onceforall.core.step import train_step
 from onceforall.core.strategies import StrategyConfig
 from onceforall.run.config import load_config
-from onceforall.run.setup import (
-    build_data,
-    build_net,
-    build_optimizer,
-    build_schedule,
-    build_space,
-    build_strategy,
-    image_size,
-    memory_format,
-)
+from onceforall.run.setup import build_run, memory_format
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import peak_rss_mib, run_child  # noqa: E402
@@ -43,16 +34,11 @@ from common import peak_rss_mib, run_child  # noqa: E402
 def setup(args):
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(args.threads)
-    space0 = build_space(cfg)
-    data = build_data(cfg, image_size(cfg, space0))
-    space = space0.with_io(num_classes=data.num_classes, in_channels=data.in_channels)
-    fmt = memory_format(cfg)
-    net = build_net(cfg, space, seed=0).to(memory_format=fmt)
-    opt = build_optimizer(net, cfg)
-    sched = build_schedule(cfg, data.train.steps_per_epoch)
-    deps = build_strategy(dataclasses.replace(cfg, strategy=StrategyConfig(name="deps")), space, sched)
+    # the run's own assembly, with the DεpS strategy whatever the preset's (both step kinds come from its plans)
+    parts = build_run(dataclasses.replace(cfg, strategy=StrategyConfig(name="deps")))
+    deps = parts.strategy
     plans = {"full-only": lambda t: deps.plan(0), "deps-shrinking": lambda t: deps.plan(deps.shrink_step + 50 + t)}
-    return cfg, data, net, opt, plans, fmt
+    return cfg, parts.data, parts.net, parts.optimizer, plans, memory_format(cfg)
 
 
 def one_step(cfg, data, net, opt, plan, fmt, t):

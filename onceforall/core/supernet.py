@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .arch import Arch, mid_channels, se_channels
+from .depthwise import DEPTHWISE_GRADS, depthwise_conv2d
 from .space import BlockShape, Space
 from .subnet import Head, Stem, Subnet, resize_to, squeeze_excite
 
@@ -79,9 +80,10 @@ class ElasticBlock(nn.Module):
     """
 
     def __init__(self, shape: BlockShape, kernels: tuple[int, ...], kernel_transform: bool, eps: float,
-                 momentum: float):
+                 momentum: float, depthwise_grad: str = "auto"):
         super().__init__()
         self.shape = shape  # shape of the largest variant (max kernel, max expand)
+        self.depthwise_grad = depthwise_grad
         self.kernel_sizes = tuple(sorted(kernels))
         kmax, mid = self.kernel_sizes[-1], shape.mid
         self.expand_conv = nn.Conv2d(shape.in_ch, mid, 1, bias=False)
@@ -126,7 +128,7 @@ class ElasticBlock(nn.Module):
         act, full = self.shape.act, mid == self.shape.mid
         w_expand = self.expand_conv.weight if full else self.expand_conv.weight[:mid]
         h = _act(_bn(F.conv2d(x, w_expand), self.expand_bn, mid), act)
-        h = F.conv2d(h, self.dw_weight(kernel, mid), None, self.shape.stride, kernel // 2, 1, mid)
+        h = depthwise_conv2d(h, self.dw_weight(kernel, mid), self.shape.stride, kernel // 2, self.depthwise_grad)
         h = _act(_bn(h, self.dw_bn, mid), act)
         if self.se is not None:
             h = self.se(h, mid)
@@ -194,7 +196,8 @@ class Supernet(nn.Module):
     classes and input channels); archs of restrictions of that space run too.
     """
 
-    def __init__(self, space: Space, dropout: float = 0.1, kernel_transform: bool = True):
+    def __init__(self, space: Space, dropout: float = 0.1, kernel_transform: bool = True,
+                 depthwise_grad: str = "auto"):
         super().__init__()
         self.space = space
         self.dropout_rate = dropout
@@ -205,7 +208,7 @@ class Supernet(nn.Module):
         for s, st in enumerate(space.stages):
             blocks = nn.ModuleList(
                 ElasticBlock(space.block_shape(s, b, max(st.kernels), max(st.expands)), st.kernels,
-                             kernel_transform, space.bn_eps, space.bn_momentum)
+                             kernel_transform, space.bn_eps, space.bn_momentum, depthwise_grad)
                 for b in range(max(st.depths))
             )
             self.stages.append(blocks)
@@ -347,20 +350,25 @@ def build_supernet(
     kernel_transform: bool = True,
     bn_momentum: float | None = None,
     seed: int = 0,
+    depthwise_grad: str = "auto",
 ) -> Supernet:
     """Build and initialise a supernet for ``space`` (deterministic in ``seed``; global RNG untouched).
 
     ``num_classes`` / ``in_channels`` override the space's; ``net.space`` reflects them. ``bn_momentum``: the
     training BN momentum of every BN (PyTorch convention); None: the space's (``space.bn_momentum``, which
-    extracted subnets and exports keep, so it stays part of the space's identity unchanged).
+    extracted subnets and exports keep, so it stays part of the space's identity unchanged). ``depthwise_grad``:
+    the weight-gradient kernel of depthwise convolutions (:mod:`onceforall.core.depthwise`).
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout: {dropout} is not valid; must be in [0, 1)")
     if bn_momentum is not None and not 0.0 < bn_momentum <= 1.0:
         raise ValueError(f"bn_momentum: {bn_momentum} is not valid; must be in (0, 1]")
+    if depthwise_grad not in DEPTHWISE_GRADS:
+        raise ValueError(f"depthwise_grad: {depthwise_grad!r} is not valid; must be one of "
+                         f"{', '.join(DEPTHWISE_GRADS)}")
     space = space.with_io(num_classes=num_classes, in_channels=in_channels)
     with torch.random.fork_rng(devices=[]):
-        net = Supernet(space, dropout=dropout, kernel_transform=kernel_transform)
+        net = Supernet(space, dropout=dropout, kernel_transform=kernel_transform, depthwise_grad=depthwise_grad)
     init_weights(net, torch.Generator().manual_seed(seed))
     if bn_momentum is not None:
         for m in net.modules():

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from ..core.depthwise import DEPTHWISE_GRADS
 from ..core.registry import get_space, list_spaces
 from ..core.space import Space
 from ..core.strategies import StrategyConfig, get_strategy_class, list_strategies
@@ -199,6 +200,10 @@ class TrainConfig:
     """auto, cpu, cuda or cuda:N."""
     channels_last: bool = True
     """channels_last memory format (1.2–3.2× faster depthwise convolutions on CPU)."""
+    depthwise_grad: str = "auto"
+    """auto or native: the weight gradient of depthwise convolutions whose filter is larger than the feature
+    map, on CPU, as one batched matmul (auto; several times faster there, the same math with the sums in another
+    order) or PyTorch's kernel everywhere (native; the arithmetic of runs trained before 2026-12-03)."""
     amp: str = "none"
     """none or bf16 (autocast; meant for GPUs)."""
     threads: int | None = None
@@ -247,6 +252,7 @@ class Config:
 
 _CHOICES = {
     "train.amp": ("none", "bf16"),
+    "train.depthwise_grad": DEPTHWISE_GRADS,
     "train.progress": ("auto", "on", "off"),
 }
 

@@ -240,9 +240,11 @@ def report_split(cfg: Config) -> str:
 
 
 def build_net(cfg: Config, space: Space, seed: int | None = None) -> Supernet:
-    """The supernet of ``space`` with the model settings of ``cfg`` (dropout, kernel transforms, BN momentum)."""
+    """The supernet of ``space`` with the model settings of ``cfg`` (dropout, kernel transforms, BN momentum) and
+    its depthwise weight-gradient kernel (``train.depthwise_grad``)."""
     return build_supernet(space, dropout=cfg.model.dropout, kernel_transform=cfg.model.kernel_transform,
-                          bn_momentum=cfg.model.bn_momentum, seed=cfg.train.seed if seed is None else seed)
+                          bn_momentum=cfg.model.bn_momentum, seed=cfg.train.seed if seed is None else seed,
+                          depthwise_grad=cfg.train.depthwise_grad)
 
 
 def build_optimizer(net: nn.Module, cfg: Config) -> torch.optim.SGD:

@@ -158,6 +158,7 @@ RESUME_SAFE: dict[str, str] = {
     "train.progress": "the progress line",
     "train.tensorboard": "an extra sink for the same rows",
     "train.threads": "CPU threads (same arithmetic)",
+    "train.depthwise_grad": "the depthwise weight-gradient kernel (same math, the last bits differ)",
     "train.device": "where the run continues (another device may differ in the last bits)",
     "train.out_dir": "the folder the run directory sits in (moved runs)",
     "train.eval_every": "validation cadence (validation does not touch training state)",

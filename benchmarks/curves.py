@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import re
 import statistics
@@ -96,6 +97,17 @@ def read_durations(path: Path) -> dict[tuple[str, str], float]:
     return total
 
 
+def with_record_walls(out: Path, durations: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """``durations`` with each recorded run's training seconds taken from its cost.json (``wall_seconds``: the
+    training's own total over every resume; durations.csv misses the parts of a suite that was killed)."""
+    out_durations = dict(durations)
+    for cost_file in sorted((out / "records").glob("*/cost.json")):
+        wall = json.loads(cost_file.read_text()).get("wall_seconds")
+        if wall:
+            out_durations[(cost_file.parent.name, "train")] = float(wall)
+    return out_durations
+
+
 def estimate(job: Job, durations: dict[tuple[str, str], float]) -> tuple[float | None, float | None]:
     """(train seconds, eval seconds) estimated for ``job``: the method's mean training seconds per epoch and
     mean evaluation seconds over its measured runs (any seed and budget); None where none is measured."""
@@ -127,11 +139,12 @@ def reproduce_durations(path: Path) -> dict[tuple[str, str], float]:
 def plan(out: Path, todo: list[Job]) -> list[str]:
     """The runs left, in order, each with its estimated time (from <out>/durations.csv; for a method not measured
     there yet, from reproduce.py's quick runs, marked *) and the running total."""
-    durations = read_durations(out / "durations.csv")
+    durations = with_record_walls(out, read_durations(out / "durations.csv"))
     fallback = reproduce_durations(REPRODUCE_DURATIONS)
     left = [j for j in todo if not recorded(out, j.name, j.preset, j.overrides())]
-    lines = [f"{len(left)} of {len(todo)} runs left (estimates from {out / 'durations.csv'}: each method's "
-             "measured seconds per training epoch and per evaluation; * from reproduce.py's quick runs of the "
+    lines = [f"{len(left)} of {len(todo)} runs left (estimates from {out / 'durations.csv'} and the records' "
+             "cost.json: each method's measured seconds per training epoch and per evaluation; * from reproduce.py's "
+             "quick runs of the "
              "same setting at 2 threads):"]
     total, unknown = 0.0, 0
     for j in left:

@@ -97,7 +97,7 @@ def test_defaults_match_the_paper():
 def test_presets_inherit_with_a_deep_merge(tmp_path):
     quick, bench = load_config("fashion-mnist-quick"), load_config("fashion-mnist")
     assert quick.train.epochs == 3 and bench.train.epochs == 10 and quick.strategy.eps_ramp_epochs is None
-    assert quick.data.train_subset == 10000 and bench.data.train_subset == 24000
+    assert quick.data.train_subset == 15000 and bench.data.train_subset == 24000
     # every other data field inherited
     assert quick.model == bench.model and dataclasses.replace(quick.data, train_subset=24000) == bench.data
     ofa_ps = load_config("fashion-mnist-ofa-ps")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -38,6 +39,16 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def preset_parser(doc: str, steps: int, steps_help: str, threads: int) -> argparse.ArgumentParser:
+    """The arguments of the step benchmarks: --config (a preset), --steps, --threads and config overrides."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="fashion-mnist-quick")
+    p.add_argument("--steps", type=int, default=steps, help=steps_help)
+    p.add_argument("--threads", type=int, default=threads)
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.width_mult=0.5")
+    return p
 
 
 def run_child(script: str, args: list[str]) -> dict:

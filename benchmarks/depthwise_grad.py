@@ -12,10 +12,11 @@ milliseconds of each path on the shapes of the preset's full model.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -25,6 +26,9 @@ from onceforall.core.strategies import StrategyConfig
 from onceforall.core.supernet import ElasticBlock
 from onceforall.run.config import load_config
 from onceforall.run.setup import build_run, memory_format
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import preset_parser  # noqa: E402
 
 
 def set_grad(net: torch.nn.Module, mode: str) -> None:
@@ -99,12 +103,7 @@ def _weight_grad_ms(x: torch.Tensor, k: int, s: int, reps: int) -> tuple[float, 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="fashion-mnist-quick")
-    p.add_argument("--steps", type=int, default=8, help="timed steps of each kind and setting")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.width_mult=0.5")
-    args = p.parse_args()
+    args = preset_parser(__doc__, 8, "timed steps of each kind and setting", 1).parse_args()
     torch.set_num_threads(args.threads)
     net, cfg = step_times(args)
     layer_times(net, cfg)

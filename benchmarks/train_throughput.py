@@ -28,7 +28,7 @@ from onceforall.run.config import load_config
 from onceforall.run.setup import build_run, memory_format
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import peak_rss_mib, run_child  # noqa: E402
+from common import peak_rss_mib, preset_parser, run_child  # noqa: E402
 
 
 def setup(args):
@@ -59,11 +59,7 @@ def child(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="fashion-mnist-quick")
-    p.add_argument("--steps", type=int, default=20, help="timed steps of each kind")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.width_mult=0.5")
+    p = preset_parser(__doc__, 20, "timed steps of each kind", 2)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 import onceforall as ofa
-from onceforall.specialize.export import export_subnet, load_preprocess, load_subnet, read_sidecar, verify_export
+from onceforall.specialize.export import (
+    canonical_safetensors,
+    export_subnet,
+    load_preprocess,
+    load_subnet,
+    read_sidecar,
+    verify_export,
+)
 from onceforall.specialize.timing import measure_latency_ms, torch_threads
 
 from .helpers import SPACE_NAMES, randomize_bn_and_transforms
@@ -114,6 +121,22 @@ def test_safetensors_holds_exactly_the_state_dict(exported):
     for key, value in state.items():
         assert isinstance(tensors[key], torch.Tensor)
         assert torch.equal(tensors[key], value.cpu()), key
+
+
+def test_safetensors_bytes_do_not_depend_on_the_process_hash_order(exported):
+    """safetensors writes its metadata keys in a per-process hash order; exports sort them, so the same weights
+    give the same bytes and sha256 (30 raw saves in one process show both orders with near certainty)."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    sub, sidecar = exported
+    state = {k: v.detach().float().contiguous() for k, v in sub.state_dict().items() if v.is_floating_point()}
+    meta = {"format": "pt", "arch": "x"}
+    assert len({canonical_safetensors(save(state, metadata=meta)) for _ in range(30)}) == 1
+    written = (sidecar.parent / read_sidecar(sidecar)["files"]["safetensors"]).read_bytes()
+    assert canonical_safetensors(written) == written  # the export wrote the sorted form
+    with safe_open(str(sidecar.parent / read_sidecar(sidecar)["files"]["safetensors"]), "pt") as f:
+        assert f.metadata()["format"] == "pt"
 
 
 def test_tampered_weights_are_refused(exported, tmp_path):

@@ -161,6 +161,21 @@ def _rebuilt_space(space: Space, arch: Arch) -> Space:
     return rebuilt_space
 
 
+def canonical_safetensors(blob: bytes) -> bytes:
+    """``blob`` (a safetensors file) with its ``__metadata__`` keys in sorted order: safetensors writes them in
+    a per-process hash order, which made identical exports differ byte for byte (and in sha256). Tensor entries
+    and data stay as written; the header keeps its length and 8-byte alignment."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    if "__metadata__" in header:
+        header = {"__metadata__": dict(sorted(header["__metadata__"].items())),
+                  **{k: v for k, v in header.items() if k != "__metadata__"}}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # not the compact form safetensors writes: leave the file as it is
+        return blob
+    return blob[:8] + text + b" " * (n - len(text)) + blob[8 + n :]
+
+
 def _write_onnx(model: torch.nn.Module, example: torch.Tensor, expected: torch.Tensor, path: Path) -> str:
     """Write the ONNX export of ``model`` after checking it against eager outputs; its SHA-256."""
     proto = to_onnx(model, [example], ["input"], ["logits"], dynamic_batch=True)
@@ -265,7 +280,7 @@ def export_subnet(
 
     from safetensors.torch import save
 
-    blob = save(state, metadata={"format": "pt", "arch": stem})
+    blob = canonical_safetensors(save(state, metadata={"format": "pt", "arch": stem}))
     atomic_write(out_dir / files["safetensors"], lambda p: p.write_bytes(blob))
     checksums = {"safetensors": hashlib.sha256(blob).hexdigest()}
 

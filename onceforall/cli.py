@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR exactly (refused while another process writes it; config.yaml "
                         "and overrides may change only resume-safe fields: logging, threads, device, paths, "
-                        "cadences, stop_after_steps)")
+                        "cadences, stop_after_steps, the depthwise gradient kernel)")
     p.add_argument("--init-from", default=None, metavar="RUN_OR_CHECKPOINT",
                    help="start from another run's weights (fresh optimizer and schedule; train.init_from)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import onceforall as ofa
 from onceforall.core.arch import parse_arch
+from onceforall.core.subnet import fold_batchnorm
 from onceforall.core.supernet import ElasticBlock
 
 from .helpers import SPACE_NAMES, randomize_bn_and_transforms, tiny_space
@@ -35,6 +36,27 @@ def test_extracted_subnet_matches_supernet_and_analytic_macs(net):
             sub(torch.zeros(1, 3, a.resolution, a.resolution))
         assert counter.get_total_flops() == 2 * net.space.macs(a), str(a)
         assert sum(p.numel() for p in sub.parameters()) == net.space.params(a) == sub.num_params()
+
+
+def test_folded_batchnorm_is_the_same_function_without_bn(net):
+    """fold_batchnorm (eval's measured forwards): every BN of a subnet folded into the conv before it; in float64
+    the logits equal the unfolded subnet's (non-trivial statistics and affine: a wrong fold moves them), in float32
+    too up to rounding, channels_last included; the subnet it came from is unchanged."""
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    for a in _archs(net.space, n=2, seed=5):
+        sub = net.extract(a).eval().double()
+        state = {k: v.clone() for k, v in sub.state_dict().items()}
+        folded = fold_batchnorm(sub)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules()), str(a)
+        biased = lambda m: sum(isinstance(c, nn.Conv2d) and c.bias is not None for c in m.modules())  # noqa: E731
+        assert biased(folded) == biased(sub) + sum(isinstance(c, nn.BatchNorm2d) for c in sub.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x.double()), sub(x.double()), rtol=1e-10, atol=1e-10)
+            assert all(torch.equal(v, sub.state_dict()[k]) for k, v in state.items())
+            sub.float()
+            cl = fold_batchnorm(sub).to(memory_format=torch.channels_last)
+            torch.testing.assert_close(cl(x.contiguous(memory_format=torch.channels_last)), sub(x), rtol=1e-4,
+                                       atol=1e-4)
 
 
 def test_subnet_is_plain_static_modules(net):

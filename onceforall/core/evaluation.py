@@ -15,7 +15,7 @@ from .supernet import Supernet
 __all__ = ["PerResolution", "accuracy", "at_resolution", "correct_mask", "evaluate_arch", "mask_accuracy"]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def correct_mask(model: nn.Module, batches: Iterable, device: torch.device, memory_format=torch.contiguous_format,
                  arch: Arch | None = None) -> torch.Tensor:
     """Per image of ``batches`` (in order): whether ``model`` (or ``model`` running ``arch``) classifies it

@@ -6,16 +6,19 @@ supernet. The fixed parts of the supernet (stem, first block, head) are these sa
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .arch import Arch, se_channels
 from .space import BlockShape, Space
 
-__all__ = ["ConvBNAct", "Head", "MBConv", "SqueezeExcite", "Subnet", "activation", "build_subnet", "resize_to"]
+__all__ = ["ConvBNAct", "Head", "MBConv", "SqueezeExcite", "Subnet", "activation", "build_subnet", "fold_batchnorm",
+           "resize_to"]
 
 
 def activation(name: str) -> nn.Module:
@@ -171,6 +174,27 @@ class Subnet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch}, space={self.space.name}, width_mult={self.space.width_mult:g}"
+
+
+# (conv, BN) attribute pairs of each module type, the BN applied right after the conv
+_CONV_BN = {MBConv: (("expand_conv", "expand_bn"), ("dw_conv", "dw_bn"), ("project_conv", "project_bn")),
+            ConvBNAct: (("conv", "bn"),)}
+
+
+@torch.no_grad()
+def fold_batchnorm(sub: Subnet) -> Subnet:
+    """A copy of ``sub`` for inference with every BatchNorm folded into the conv before it (the conv gets the
+    bias ``beta - gamma * mean / sqrt(var + eps)`` and its weight is scaled by ``gamma / sqrt(var + eps)``; the BN
+    becomes an identity): the same function in eval mode up to float rounding, one memory pass fewer per conv
+    (on CPU, eval-mode BN in channels_last took 30 % of a forward). ``sub`` is untouched."""
+    out = copy.deepcopy(sub).eval()
+    for module in out.modules():
+        for conv_name, bn_name in _CONV_BN.get(type(module), ()):
+            if hasattr(module, conv_name):  # an MBConv without expansion has no expand conv
+                conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, bn_name, nn.Identity())
+    return out
 
 
 def build_subnet(space: Space, arch: Arch, dropout: float = 0.1) -> Subnet:

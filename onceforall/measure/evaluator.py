@@ -21,6 +21,7 @@ from ..core.arch import Arch
 from ..core.bn import recalibrate_bn
 from ..core.evaluation import at_resolution, correct_mask, mask_accuracy
 from ..core.seeds import derive_seed
+from ..core.subnet import fold_batchnorm
 from ..core.util import atomic_write
 from ..data import EvalBatches, subset_order
 from ..run.rundir import LoadedRun, read_eval_cache
@@ -33,7 +34,9 @@ SPLITS = ("selection", "test")
 
 # Part of every cache key: a measurement made under another definition (another protocol version, other weights,
 # images or BN subset) is never reused. e2: keys name the weights (LoadedRun.weights_digest) instead of the step.
-PROTOCOL = "e2"
+# e3: BN folded into the convs for the measured forwards, BN recalibrated in batches of data.bn_batch_size (named
+# in the key) instead of data.eval_batch_size.
+PROTOCOL = "e3"
 # In-memory evaluation sets are kept as ready input tensors up to this size (bytes), instead of being resized
 # and normalized again for every subnet.
 KEEP_INPUTS_BYTES = 512 * 2**20
@@ -98,7 +101,8 @@ class Evaluator:
         return self._slice(split, 0, images), f"{name}|{images}"
 
     def key(self, arch: Arch, split: str, images: int | None = None) -> str:
-        bn = f"bn{self.bn_images}" + ("aug" if self.run.cfg.data.bn_augment else "")
+        d = self.run.cfg.data
+        bn = f"bn{self.bn_images}x{d.bn_batch_size}" + ("aug" if d.bn_augment else "")
         return f"{PROTOCOL}|w{self.run.weights_digest}|{self.batches(split, images)[1]}|{bn}|{arch}"
 
     def accuracy(self, archs: list[Arch], split: str = "test", images: int | None = None,
@@ -141,9 +145,10 @@ class Evaluator:
 
     def _forward(self, arch: Arch, batches: EvalBatches, name: str) -> np.ndarray:
         tic = time.perf_counter()
-        sub = self.subnet(arch)
-        mid = time.perf_counter()
         run = self.run
+        # BN folded into the convs (protocol e3): the same subnet up to float rounding, 1.3-2x faster on CPU
+        sub = fold_batchnorm(self.subnet(arch)).to(memory_format=run.memory_format)
+        mid = time.perf_counter()
         hits = correct_mask(sub, self._ready(at_resolution(batches, arch.resolution)), run.device, run.memory_format)
         self.seconds["subnets (extract + BN)"] += mid - tic
         self.seconds[f"forward {name}"] += time.perf_counter() - mid
@@ -212,7 +217,8 @@ class Evaluator:
 
 
 def eval_set(run: LoadedRun, **extra: Any) -> dict[str, Any]:
-    """The ``eval_set`` record of a result (eval, search, front): the split reported on, the split chosen on, whether
-    it is held out and the test split's size, then ``extra`` (what the command adds), in that order."""
-    return {"split": run.report_split, "selection_split": run.selection_split, "held_out": run.held_out,
-            "images": len(run.data.test.ds), **extra}
+    """The ``eval_set`` record of a result (eval, search, front): the measurement protocol, the split reported on, the
+    split chosen on, whether it is held out and the test split's size, then ``extra`` (what the command adds), in
+    that order."""
+    return {"protocol": PROTOCOL, "split": run.report_split, "selection_split": run.selection_split,
+            "held_out": run.held_out, "images": len(run.data.test.ds), **extra}

@@ -142,12 +142,13 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
 
     bn_set = bn_subset(train, d.bn_images, seed=DATA_SEED)
     # BN recalibration crops: OFA's protocol (crop and flip), no AutoAugment, colour jitter, erasing or mixing
-    bn = (FixedCrops(bn_set, d.eval_batch_size, replace(augment, random_erase=0.0, color_jitter=None,
+    bn = (FixedCrops(bn_set, d.bn_batch_size, replace(augment, random_erase=0.0, color_jitter=None,
                                                         auto_augment=False, mixup_alpha=0.0, cutmix_alpha=0.0),
                      image_size,
                      workers,
                      seed=derive_seed(DATA_SEED, "bn"),
-                     per_resolution=d.per_resolution) if d.bn_augment else batches(bn_set))
+                     per_resolution=d.per_resolution) if d.bn_augment
+          else EvalBatches(bn_set, d.bn_batch_size, image_size, workers, per_resolution=d.per_resolution))
     val_batches = batches(val_full)
     return TrainData(
         train=TrainBatches(train, cfg.train.batch_size, cfg.train.seed, augment, image_size, workers=workers,

@@ -172,6 +172,7 @@ RESUME_SAFE: dict[str, str] = {
     "data.root": "where the same images are (a moved dataset)",
     "data.workers": "data loading processes (same batches)",
     "data.eval_batch_size": "batch size of validation passes",
+    "data.bn_batch_size": "batch size of the BN recalibration before validation (not training state)",
 }
 """Fields a resumed run may change, with why: they do not change what the run computes. ``train --resume``
 accepts overrides of these only, and refuses a checkpoint whose config differs from config.yaml in any other

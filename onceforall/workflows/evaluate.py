@@ -172,6 +172,7 @@ def evaluate_run(run: LoadedRun, args: EvalArgs | None = None, *, progress: Call
                              search_rounds=rounds, search_rounds_run=rounds_run, ranking_bn_images=ranker.bn_images,
                              finalists_per_bucket=a.finalists if whole else 0,
                              finalist_images=n_whole if whole else n_sel, bn_images=ev.bn_images,
+                             bn_batch_size=run.cfg.data.bn_batch_size,
                              bn_augment=run.cfg.data.bn_augment, per_resolution=run.data.test.per_resolution,
                              fingerprint=fingerprint(run.data.test)),
         **summary,

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from onceforall.measure.evaluator import PROTOCOL
 from onceforall.run.config import load_config
 from onceforall.run.rundir import RunDir, read_metrics
 from onceforall.run.state import resume_differences
@@ -101,12 +102,22 @@ def record(out: Path, name: str) -> Path:
     return out / "records" / name
 
 
+def eval_protocol(run: Path) -> str | None:
+    """The measurement protocol of the evaluation in a run or record (``eval/pareto.json``'s eval_set; "e2" for one
+    written before eval_set named it); None when it has none."""
+    path = run / "eval" / "pareto.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())["eval_set"].get("protocol", "e2")
+
+
 def recorded(out: Path, name: str, preset: str | None = None, overrides: list[str] | None = None) -> bool:
-    """Whether run ``name`` has a complete record (trained and evaluated): it is neither trained nor evaluated
-    again. Given the job's ``preset`` and ``overrides``, a record written with other training settings (older
-    defaults, say) stops the suite with a one-line error instead of standing in for this job."""
+    """Whether run ``name`` has a complete record (trained and evaluated under this package's evaluation protocol):
+    it is neither trained nor evaluated again. Given the job's ``preset`` and ``overrides``, a record written with
+    other training settings (older defaults, say) stops the suite with a one-line error instead of standing in for
+    this job."""
     rec = record(out, name)
-    if not (rec / "eval" / "pareto.json").is_file():
+    if eval_protocol(rec) != PROTOCOL:  # none, or measured under another protocol: not comparable, done again
         return False
     if preset is not None:
         check_settings(rec, preset, overrides or [])
@@ -175,8 +186,8 @@ def train_run(name: str, preset: str, overrides: list[str], out: Path, log: Path
 
 
 def eval_and_record(run: Path, out: Path, name: str, log: Path, threads: int) -> None:
-    """``onceforall eval`` (default settings, cached) unless done, then the run's record."""
-    if not (run / "eval" / "pareto.json").exists():
+    """``onceforall eval`` (default settings, cached) unless done under this protocol, then the run's record."""
+    if eval_protocol(run) != PROTOCOL:
         print(f"  {name}: evaluating", flush=True)
         tic = time.time()
         sh([sys.executable, "-m", "onceforall", "eval", str(run), "--quiet", "--threads", str(threads)], log)

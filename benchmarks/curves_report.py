@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from common import VERDICT_RULE, t_interval, verdict
 
+from onceforall.measure.evaluator import PROTOCOL
+
 METRICS = {"pareto": "mean Pareto", "smallest": "smallest subnet", "full": "full model"}
 BELOW, NOT_REACHED = "below the cheapest budget", "not reached"
 PAIRS = (("deps", "ofa-ps"), ("deps", "bignas"), ("deps", "compofa"))
@@ -68,8 +70,8 @@ class Point:
 def load_records(records: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int]
                  ) -> tuple[dict[str, list[Point]], list[str]]:
     """Each method's points (cheapest first) from <records>/<method>-e<epochs>-s<seed>/, and the problems found
-    (missing records, records without training MACs): reported, never fatal. A point without any seed is left
-    out of its curve."""
+    (missing records, records without training MACs or evaluated under another protocol): reported, never fatal. A
+    point without any seed is left out of its curve."""
     from curves import parse_name
 
     problems: list[str] = []
@@ -84,6 +86,10 @@ def load_records(records: Path, budgets: dict[str, tuple[int, ...]], seeds: list
             problems.append(f"{d.name}: no train_macs in cost.json (recorded before the MACs accounting); left out")
             continue
         r = json.loads((d / "eval" / "pareto.json").read_text())
+        protocol = r["eval_set"].get("protocol", "e2")
+        if protocol != PROTOCOL:
+            problems.append(f"{d.name}: evaluated under protocol {protocol}, not {PROTOCOL}; left out (not comparable)")
+            continue
         found[(job.method, job.epochs, job.seed)] = Rec(
             job.method, job.epochs, job.seed, float(cost["train_macs"]), cost.get("wall_seconds", 0.0) / 60,
             {"pareto": r["mean_pareto_acc"], "smallest": r["smallest"]["acc"], "full": r["largest"]["acc"]})

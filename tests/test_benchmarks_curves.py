@@ -16,6 +16,7 @@ import common  # noqa: E402
 import curves  # noqa: E402
 import curves_report as cr  # noqa: E402
 
+from onceforall.measure.evaluator import PROTOCOL  # noqa: E402
 from onceforall.run.config import load_config, to_yaml  # noqa: E402
 
 T = 1e12
@@ -27,13 +28,15 @@ def _deps(c: float, s: int) -> float:
     return 70 + 4 * math.log2(c / T) + DELTA[s]
 
 
-def _write(records: Path, method: str, epochs: int, seed: int, macs: float, acc: float, **cost) -> None:
+def _write(records: Path, method: str, epochs: int, seed: int, macs: float, acc: float, protocol: str | None = PROTOCOL,
+           **cost) -> None:
     d = records / f"{method}-e{epochs}-s{seed}"
     (d / "eval").mkdir(parents=True)
     job = curves.Job(method, epochs, seed)  # the settings the suite would train this job with
     (d / "config.yaml").write_text(to_yaml(load_config(job.preset, job.overrides())))
+    eval_set = {} if protocol is None else {"protocol": protocol}  # None: written before eval_set named it (e2)
     (d / "eval" / "pareto.json").write_text(json.dumps(
-        {"mean_pareto_acc": acc, "smallest": {"acc": acc - 5}, "largest": {"acc": acc + 2}}))
+        {"mean_pareto_acc": acc, "smallest": {"acc": acc - 5}, "largest": {"acc": acc + 2}, "eval_set": eval_set}))
     (d / "cost.json").write_text(json.dumps({"train_macs": macs, "wall_seconds": 60 * epochs, **cost}))
 
 
@@ -264,6 +267,28 @@ def test_the_suite_skips_recorded_runs_and_trains_the_rest_in_order(tmp_path, mo
     calls.clear()
     curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps,compofa"])  # everything recorded
     assert calls == []
+
+
+def test_a_record_of_another_eval_protocol_is_done_again_and_left_out_of_the_report(tmp_path, monkeypatch):
+    """A record measured under an older evaluation protocol is not comparable with the current ones: the suite runs
+    the job again (training resumes or skips where the run is kept; eval_and_record evaluates again), and the
+    report leaves it out, saying why."""
+    calls = []
+    monkeypatch.setattr(curves, "train_run", lambda name, *a: calls.append(name) or tmp_path / "runs" / name)
+    monkeypatch.setattr(curves, "eval_and_record", lambda *a: None)
+    _write(tmp_path / "records", "deps", 4, 0, 4 * T, 74.0, protocol=None)
+    _write(tmp_path / "records", "deps", 8, 0, 8 * T, 76.0, protocol="e2")
+    _write(tmp_path / "records", "deps", 16, 0, 16 * T, 78.0)
+    curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps", "--train-only"])
+    assert calls == ["deps-e4-s0", "deps-e8-s0"]
+    curves_, problems = cr.load_records(tmp_path / "records", {"deps": (4, 8, 16)}, [0])
+    assert [p.epochs for p in curves_["deps"]] == [16]
+    assert f"deps-e4-s0: evaluated under protocol e2, not {PROTOCOL}; left out (not comparable)" in problems
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    assert common.eval_protocol(run) is None
+    (run / "eval" / "pareto.json").write_text(json.dumps({"eval_set": {"protocol": PROTOCOL}}))
+    assert common.eval_protocol(run) == PROTOCOL
 
 
 def test_a_record_or_run_trained_with_other_settings_stops_the_suite(tmp_path, monkeypatch):

@@ -104,14 +104,17 @@ class EvalArgs:
     one help text each)."""
 
     per_bucket: int = 10
-    """Measured candidates per MACs bucket, drawn with skewed samplers so that every bucket is reached."""
+    """Measured candidates per MACs bucket, drawn with skewed samplers so that every bucket is reached (4 cost the
+    full-only run 2.3 points of mean Pareto accuracy: its small subnets need many draws to find a good one)."""
     uniform: bool = True
     """Also measure the uniform archs (every kernel x expand x depth at the largest resolution)."""
     selection_images: int | None = 1000
     """Validation-split images every candidate is ranked on (0 or None: all)."""
-    ranking_bn_images: int | None = 500
+    ranking_bn_images: int | None = 250
     """BN-recalibration images of the ranking measurements (candidates, searched subnets, finalists), at most
-    data.bn_images; 0 or None: data.bn_images. The reported test measurement always uses data.bn_images."""
+    data.bn_images; 0 or None: data.bn_images. The reported test measurement always uses data.bn_images. (250
+    since protocol e3, with finalist_images 2500: 1.7x less time, mean Pareto accuracy a tie on the quick
+    benchmark's DεpS and full-only runs, benchmarks/RESULTS.md section 2.2.)"""
     search_per_bucket: int = 3
     """Subnets per bucket found by the accuracy predictor and NSGA-II (and an evolution in the bucket); 0: off."""
     search_rounds: int = 2
@@ -120,7 +123,7 @@ class EvalArgs:
     finalists: int = 3
     """The best N of each bucket (and the two ends) are measured again on finalist_images images and the winner is
     chosen on that; 0: choose on the ranking subset."""
-    finalist_images: int | None = None
+    finalist_images: int | None = 2500
     """Validation-split images the finalists are measured on (the ranking subset completed); 0 or None: all."""
     seed: int = 0
     """Seed of the candidate draws and the search."""

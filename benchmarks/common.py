@@ -102,13 +102,17 @@ def record(out: Path, name: str) -> Path:
     return out / "records" / name
 
 
+def result_protocol(result: dict) -> str:
+    """The measurement protocol of an evaluation result (a ``pareto.json``'s eval_set; "e2" for one written before
+    eval_set named it)."""
+    return result["eval_set"].get("protocol", "e2")
+
+
 def eval_protocol(run: Path) -> str | None:
-    """The measurement protocol of the evaluation in a run or record (``eval/pareto.json``'s eval_set; "e2" for one
-    written before eval_set named it); None when it has none."""
+    """The measurement protocol of the evaluation in a run or record (:func:`result_protocol` of its
+    ``eval/pareto.json``); None when it has none."""
     path = run / "eval" / "pareto.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())["eval_set"].get("protocol", "e2")
+    return result_protocol(json.loads(path.read_text())) if path.is_file() else None
 
 
 def recorded(out: Path, name: str, preset: str | None = None, overrides: list[str] | None = None) -> bool:

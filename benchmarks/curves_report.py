@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from common import VERDICT_RULE, t_interval, verdict
+from common import VERDICT_RULE, result_protocol, t_interval, verdict
 
 from onceforall.measure.evaluator import PROTOCOL
 
@@ -86,7 +86,7 @@ def load_records(records: Path, budgets: dict[str, tuple[int, ...]], seeds: list
             problems.append(f"{d.name}: no train_macs in cost.json (recorded before the MACs accounting); left out")
             continue
         r = json.loads((d / "eval" / "pareto.json").read_text())
-        protocol = r["eval_set"].get("protocol", "e2")
+        protocol = result_protocol(r)
         if protocol != PROTOCOL:
             problems.append(f"{d.name}: evaluated under protocol {protocol}, not {PROTOCOL}; left out (not comparable)")
             continue

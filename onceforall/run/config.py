@@ -105,7 +105,7 @@ class DataConfig:
     which keep OFA's recipe)."""
     eval_batch_size: int = 128
     """Batch size of validation and test passes (not of the BN recalibration: data.bn_batch_size). With BN folded
-    (eval), a speed knob only: on CPU, small batches keep the activations in cache (1.9x faster at 128 than 500
+    (eval), a speed knob only: on CPU, small batches keep the activations in cache (1.8-2x faster at 128 than 500
     for the fashion-mnist subnets at 1 thread)."""
     random_erase: float = 0.0
     """Image folders: probability of random erasing per training image (torchvision's RandomErasing: 2-33 % of

@@ -137,8 +137,8 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
 
     workers = data_workers(cfg)
 
-    def batches(ds: Dataset) -> EvalBatches:
-        return EvalBatches(ds, d.eval_batch_size, image_size, workers, per_resolution=d.per_resolution)
+    def batches(ds: Dataset, batch_size: int = d.eval_batch_size) -> EvalBatches:
+        return EvalBatches(ds, batch_size, image_size, workers, per_resolution=d.per_resolution)
 
     bn_set = bn_subset(train, d.bn_images, seed=DATA_SEED)
     # BN recalibration crops: OFA's protocol (crop and flip), no AutoAugment, colour jitter, erasing or mixing
@@ -147,8 +147,7 @@ def build_data(cfg: Config, image_size: int, training: bool = True) -> TrainData
                      image_size,
                      workers,
                      seed=derive_seed(DATA_SEED, "bn"),
-                     per_resolution=d.per_resolution) if d.bn_augment
-          else EvalBatches(bn_set, d.bn_batch_size, image_size, workers, per_resolution=d.per_resolution))
+                     per_resolution=d.per_resolution) if d.bn_augment else batches(bn_set, d.bn_batch_size))
     val_batches = batches(val_full)
     return TrainData(
         train=TrainBatches(train, cfg.train.batch_size, cfg.train.seed, augment, image_size, workers=workers,

@@ -12,8 +12,10 @@ should not be beaten by what the search finds under the same budget (beaten: the
     python benchmarks/search_vs_random.py RUN --budgets 4M,8M --top 5 --random-seeds 5
     python benchmarks/search_vs_random.py RUN --budgets buckets --front    # the front, read at every bucket edge
 
-The predictor learns from the subnets `onceforall eval` measured (more are measured if there are fewer than
---samples). Random baselines are drawn with several seeds; the table shows their mean and their best.
+The search here is independent of eval's ranking: its predictor learns from --samples subnets it measures on
+--selection-images validation images with BN recalibrated on data.bn_images (`onceforall search` instead reuses
+eval's cheaper ranking measurements by default; --selection-images 1000 --ranking-bn-images 250 checks that one).
+Random baselines are drawn with several seeds; the table shows their mean and their best.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def main() -> None:
     p.add_argument("--random-seeds", type=int, default=3, help="random baselines' seeds (0: none, eval vs search only)")
     p.add_argument("--samples", type=int, default=60, help="measured subnets for the predictor")
     p.add_argument("--selection-images", type=int, default=2000, help="images of the predictor's measurements")
+    p.add_argument("--ranking-bn-images", type=int, default=0,
+                   help="BN images of the predictor's measurements (default 0: data.bn_images, a search measuring "
+                        "its own predictor subnets, independent of eval's ranking measurements; "
+                        "`onceforall search` defaults to eval's)")
     p.add_argument("--band", type=float, default=0.8, help="budget-matched random archs cost >= band x budget")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--front", action="store_true",
@@ -73,13 +79,14 @@ def main() -> None:
     wins = held = beaten = 0
     if args.front:  # one front for every budget
         fr = build_front(run, ["macs"], samples=args.samples, selection_images=args.selection_images,
-                         measure=4 * args.top)
+                         ranking_bn_images=args.ranking_bn_images or None, measure=4 * args.top)
         answers = read_budgets(run, fr, [{"macs": b} for b in budgets], top=args.top)
         print(f"# front: {len(fr.members)} archs, {sum(m['measured_acc'] is not None for m in fr.members)} "
               f"measured; predictor held-out top-10% hit rate {fr.predictor['heldout_top10']}")
     for i, budget in enumerate(budgets):
         found = answers[i] if args.front else run_search(run, macs=budget, top=args.top, samples=args.samples,
-                                                         selection_images=args.selection_images)
+                                                         selection_images=args.selection_images,
+                                                         ranking_bn_images=args.ranking_bn_images or None)
         best_search = next(c["measured_acc"] for c in found.candidates if c["arch"] == found.best)
         anywhere, matched = [], []
         for seed in range(args.random_seeds):

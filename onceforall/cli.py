@@ -167,6 +167,7 @@ def _search(run, args: argparse.Namespace, budgets: list[dict], say) -> int:
 
     common = dict(predictor=args.predictor, resolution=args.resolution, latency_table=args.latency_table,
                   accept_noisy_table=args.accept_noisy_table, selection_images=args.selection_images or None,
+                  ranking_bn_images=args.ranking_bn_images or None,
                   seed=args.seed)
     if not args.front:
         search_args = SearchArgs(top=args.top, samples=args.samples or SearchArgs.samples, **common)
@@ -357,6 +358,7 @@ def _dataclass_from_args(cls: type, args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     from .workflows.evaluate import EvalArgs
+    from .workflows.search import SearchArgs
 
     parser = argparse.ArgumentParser(
         prog="onceforall",
@@ -447,7 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None,
                    help="measured subnets the predictor needs; more are measured when eval left fewer (default 60; "
                         "120 with --front)")
-    p.add_argument("--selection-images", type=int, default=2000, help="images per predictor measurement (0: all)")
+    p.add_argument("--selection-images", type=int, default=SearchArgs.selection_images,
+                   help="validation images per predictor measurement (0: all; default "
+                        f"{SearchArgs.selection_images}, eval's: the predictor learns from eval's measurements)")
+    p.add_argument("--ranking-bn-images", type=int, default=SearchArgs.ranking_bn_images,
+                   help="BN-recalibration images of the predictor's measurements (0: data.bn_images; default "
+                        f"{SearchArgs.ranking_bn_images}, eval's); the measured candidates use data.bn_images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_search)

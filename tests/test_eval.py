@@ -269,6 +269,41 @@ def test_missing_runs_and_evals_are_one_line_errors(tmp_path, capsys):
     assert "has no eval/pareto.json; run `onceforall eval" in capsys.readouterr().err
 
 
+def test_search_and_front_learn_from_evals_ranking_measurements_without_measuring_them_again(runs, tmp_path,
+                                                                                              monkeypatch):
+    """search's and front's predictors learn from the subnets eval ranked (by default the same images and BN
+    images as eval's): after an eval, a search measures only its candidates, on the whole validation and test
+    splits with data.bn_images; no predictor subnet is measured again."""
+    from onceforall.workflows.front import FrontArgs, build_front
+    from onceforall.workflows.search import SearchArgs, run_search
+
+    for cls in (SearchArgs, FrontArgs):  # the defaults are eval's, so the reuse holds out of the box
+        assert (cls.selection_images, cls.ranking_bn_images) == (evaluate_mod.EvalArgs.selection_images,
+                                                                 evaluate_mod.EvalArgs.ranking_bn_images)
+    run_dir = _copy_run(runs / "deps", tmp_path / "deps")
+    r = _evaluate(load_run(run_dir), per_bucket=2, uniform=False, selection_images=100, ranking_bn_images=32)
+    ranked = len(r.evaluated)
+    forwards = []
+    real = Evaluator._forward
+    monkeypatch.setattr(Evaluator, "_forward",
+                        lambda self, arch, b, name: forwards.append(self.bn_images) or real(self, arch, b, name))
+    run = load_run(run_dir)
+    lo, hi = run.space.macs_range()
+    res = run_search(run, SearchArgs(top=2, samples=ranked, selection_images=100, ranking_bn_images=32),
+                     macs=lo + 0.5 * (hi - lo))
+    assert res.predictor["pairs"] == ranked and res.eval_set["predictor_bn_images"] == 32
+    assert forwards and set(forwards) == {64}  # the candidates only, with data.bn_images (64)
+    assert len(forwards) <= 2 * len(res.candidates)  # whole validation and test, at most once each
+    forwards.clear()
+    fr = build_front(run, ["macs"], samples=ranked, selection_images=100, ranking_bn_images=32, measure=2,
+                     population=16, generations=3)
+    assert fr.predictor["pairs"] == ranked and set(forwards) <= {64}
+    # a search with other ranking BN images measures its own predictor subnets (ranked with 64 BN images)
+    forwards.clear()
+    run_search(run, SearchArgs(top=1, samples=4, selection_images=100, ranking_bn_images=0), macs=hi)
+    assert forwards.count(64) >= 4
+
+
 def test_search_cli_respects_the_budget_and_measures(runs, capsys):
     run = load_run(runs / "deps")
     lo, hi = run.space.macs_range()

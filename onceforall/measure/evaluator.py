@@ -27,7 +27,8 @@ from ..data import EvalBatches, subset_order
 from ..run.rundir import LoadedRun, read_eval_cache
 from .scores import pack_mask, unpack_mask
 
-__all__ = ["KEEP_INPUTS_BYTES", "PROTOCOL", "SPLITS", "SUBSET_SEED", "Evaluator", "eval_set"]
+__all__ = ["KEEP_INPUTS_BYTES", "PROTOCOL", "RANKING_BN_IMAGES", "RANKING_IMAGES", "SPLITS", "SUBSET_SEED", "Evaluator",
+           "eval_set", "ranking_evaluator"]
 
 SPLITS = ("selection", "test")
 
@@ -43,6 +44,10 @@ KEEP_INPUTS_BYTES = 512 * 2**20
 # One random order of a split's images for every subset size: a smaller subset lies inside a larger one, so a
 # measurement can be completed to a larger subset or the whole split by measuring only the images it lacks.
 SUBSET_SEED = derive_seed(0, "selection")
+# The ranking measurements' definition, shared by eval's candidates and search's and front's predictor subnets so
+# that a search reuses what eval measured (and the reverse): validation images per subnet, BN-recalibration images.
+RANKING_IMAGES = 1000
+RANKING_BN_IMAGES = 250
 
 
 class Evaluator:
@@ -214,6 +219,17 @@ class Evaluator:
             text = json.dumps(data, indent=0, sort_keys=True)
             atomic_write(path, lambda p, text=text: p.write_text(text))
         self._unsaved = 0
+
+
+def ranking_evaluator(ev: Evaluator, bn_images: int | None) -> Evaluator:
+    """The Evaluator of ranking measurements beside ``ev`` (the reported ones): BN recalibrated on ``bn_images``
+    (at most ``ev``'s; 0 or None: ``ev`` itself), with one account of the time (``seconds``, ``images``, ``macs``)."""
+    n = min(bn_images or ev.bn_images, ev.bn_images)
+    if n == ev.bn_images:
+        return ev
+    ranker = Evaluator(ev.run, bn_images=n)
+    ranker.seconds, ranker.images, ranker.macs = ev.seconds, ev.images, ev.macs
+    return ranker
 
 
 def eval_set(run: LoadedRun, **extra: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from ..core.arch import Arch
 from ..core.pareto import Point, bootstrap_ci, bucket_index, pareto_summary
 from ..core.space import Space
 from ..measure.candidates import candidate_archs, new_in_bucket
-from ..measure.evaluator import Evaluator, eval_set
+from ..measure.evaluator import RANKING_BN_IMAGES, RANKING_IMAGES, Evaluator, eval_set, ranking_evaluator
 from ..measure.results import EvalResult
 from ..measure.scores import curve_scores, fingerprint, write_curve_correct
 from ..run.rundir import LoadedRun
@@ -108,9 +108,9 @@ class EvalArgs:
     full-only run 2.3 points of mean Pareto accuracy: its small subnets need many draws to find a good one)."""
     uniform: bool = True
     """Also measure the uniform archs (every kernel x expand x depth at the largest resolution)."""
-    selection_images: int | None = 1000
+    selection_images: int | None = RANKING_IMAGES
     """Validation-split images every candidate is ranked on (0 or None: all)."""
-    ranking_bn_images: int | None = 250
+    ranking_bn_images: int | None = RANKING_BN_IMAGES
     """BN-recalibration images of the ranking measurements (candidates, searched subnets, finalists), at most
     data.bn_images; 0 or None: data.bn_images. The reported test measurement always uses data.bn_images. (250
     since protocol e3, with finalist_images 2500: 1.7x less time, mean Pareto accuracy a tie on the quick
@@ -142,9 +142,7 @@ def evaluate_run(run: LoadedRun, args: EvalArgs | None = None, *, progress: Call
     say = progress or (lambda s: None)
     space = run.space
     ev = evaluator or Evaluator(run)
-    ranking_bn = min(a.ranking_bn_images or ev.bn_images, ev.bn_images)
-    ranker = ev if ranking_bn == ev.bn_images else Evaluator(run, bn_images=ranking_bn)
-    ranker.seconds, ranker.images, ranker.macs = ev.seconds, ev.images, ev.macs  # one account of the time
+    ranker = ranking_evaluator(ev, a.ranking_bn_images)
     selection_images, finalist_images = a.selection_images or None, a.finalist_images or None
     n_sel, n_whole = (len(ev.batches("selection", n)[0].ds) for n in (selection_images, finalist_images))
     sel, sources, rounds, rounds_run = _rank_candidates(run, a, ranker, n_sel, say)

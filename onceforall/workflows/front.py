@@ -29,7 +29,7 @@ from typing import Any
 from ..core.arch import Arch
 from ..core.pareto import non_dominated_sort
 from ..measure.costs import COSTS, check_costs, cost_functions, pin_resolution
-from ..measure.evaluator import Evaluator, eval_set
+from ..measure.evaluator import RANKING_BN_IMAGES, RANKING_IMAGES, Evaluator, eval_set, ranking_evaluator
 from ..measure.predictor import predictor_for, predictor_text
 from ..measure.results import BudgetAnswer, FrontResult
 from ..run.rundir import LoadedRun
@@ -48,8 +48,12 @@ class FrontArgs:
 
     samples: int = 120
     """Measured subnets the predictor needs; more are measured when eval left fewer."""
-    selection_images: int | None = 2000
-    """Images per predictor measurement (0 or None: all)."""
+    selection_images: int | None = RANKING_IMAGES
+    """Validation images per predictor measurement (0 or None: all); eval's, so that the predictor learns from the
+    subnets eval measured."""
+    ranking_bn_images: int | None = RANKING_BN_IMAGES
+    """BN-recalibration images of the predictor's measurements (at most data.bn_images; 0 or None: data.bn_images);
+    eval's. The members measured on the whole validation and test splits always use data.bn_images."""
     measure: int = 12
     """Front members measured on the whole selection and test splits."""
     population: int = 100
@@ -89,7 +93,8 @@ def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), 
                                       accept_noisy_table=a.accept_noisy_table, memory_dtype=a.memory_dtype, say=say)
     space = pin_resolution(space, resolution, say)
     ev = Evaluator(run)
-    predictor_obj, report = predictor_for(run, ev, a.predictor, a.samples, selection_images, seed, say)
+    ranker = ranking_evaluator(ev, a.ranking_bn_images)  # eval's ranking measurements: shared, not redone
+    predictor_obj, report = predictor_for(run, ranker, a.predictor, a.samples, selection_images, seed, say)
     found = nsga2_search(space, predictor_obj.predict, [fns[c] for c in costs], seed=seed, population=a.population,
                          generations=a.generations)
     say(f"NSGA-II: {len(found)} archs on the predicted front ({' / '.join(['accuracy', *costs])})")
@@ -105,7 +110,7 @@ def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), 
     front = FrontResult(
         run=str(run.run_dir), step=run.step, costs=costs, units={c: COSTS[c] for c in costs},
         info=info, seed=seed, resolution=resolution, predictor=report,
-        eval_set=eval_set(run, predictor_images=selection_images),
+        eval_set=eval_set(run, predictor_images=selection_images, predictor_bn_images=ranker.bn_images),
         members=members,
     )
     _write_front(run, front)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..core.arch import Arch
 from ..measure.costs import cost_functions, pin_resolution
-from ..measure.evaluator import Evaluator, eval_set
+from ..measure.evaluator import RANKING_BN_IMAGES, RANKING_IMAGES, Evaluator, eval_set, ranking_evaluator
 from ..measure.predictor import predictor_for, predictor_text
 from ..measure.results import SearchResult
 from ..run.progress import counter
@@ -31,8 +31,12 @@ class SearchArgs:
     """Candidates to measure on the whole validation and test splits."""
     samples: int = 60
     """Measured subnets the predictor needs; more are measured when eval left fewer."""
-    selection_images: int | None = 2000
-    """Images per predictor measurement (0 or None: all)."""
+    selection_images: int | None = RANKING_IMAGES
+    """Validation images per predictor measurement (0 or None: all); eval's, so that the predictor learns from the
+    subnets eval measured."""
+    ranking_bn_images: int | None = RANKING_BN_IMAGES
+    """BN-recalibration images of the predictor's measurements (at most data.bn_images; 0 or None: data.bn_images);
+    eval's. The candidates measured on the whole validation and test splits always use data.bn_images."""
     seed: int = 0
     """Seed of the predictor's fit and of the search."""
     predictor: str | None = None
@@ -70,8 +74,9 @@ def run_search(run: LoadedRun, args: SearchArgs | None = None, *, macs: str | fl
         label += f"-r{resolution}"
     budget = check_budget(space, cost_fn, budget, unit)  # fail fast, before measuring anything
     evaluator = Evaluator(run)
-    predictor_obj, report = predictor_for(run, evaluator, a.predictor, samples, selection_images, seed, say)
-    pairs = evaluator.measured("selection", selection_images)
+    ranker = ranking_evaluator(evaluator, a.ranking_bn_images)  # eval's ranking measurements: shared, not redone
+    predictor_obj, report = predictor_for(run, ranker, a.predictor, samples, selection_images, seed, say)
+    pairs = ranker.measured("selection", selection_images)
     found = evolutionary_search(space, predictor_obj.predict, cost_fn, budget, seed=seed, unit=unit)
     best = _contenders(space, found, top, pairs, predictor_obj, cost_fn, budget)
     archs = [a for a, *_ in best]
@@ -82,7 +87,7 @@ def run_search(run: LoadedRun, args: SearchArgs | None = None, *, macs: str | fl
         run=str(run.run_dir), step=run.step, budget=budget, unit=unit,
         budget_text=format_cost(budget, unit), seed=seed, resolution=resolution,
         predictor=report,
-        eval_set=eval_set(run, predictor_images=selection_images),
+        eval_set=eval_set(run, predictor_images=selection_images, predictor_bn_images=ranker.bn_images),
         candidates=[
             {"arch": str(a), "macs": space.macs(a), "cost": c, "cost_text": format_cost(c, unit),
              "predicted_acc": round(float(score), 4), "selection_acc": sel, "measured_acc": acc, "source": source}

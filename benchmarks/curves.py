@@ -109,8 +109,9 @@ def with_record_walls(out: Path, durations: dict[tuple[str, str], float]) -> dic
 
 
 def estimate(job: Job, durations: dict[tuple[str, str], float]) -> tuple[float | None, float | None]:
-    """(train seconds, eval seconds) estimated for ``job``: the method's mean training seconds per epoch and
-    mean evaluation seconds over its measured runs (any seed and budget); None where none is measured."""
+    """(train seconds, eval seconds) estimated for ``job``: the method's median training seconds per epoch and
+    median evaluation seconds over its measured runs (any seed and budget; the median, because a run paused for a
+    timing or trained beside other jobs counts its lost time too); None where none is measured."""
     per_epoch, evals = [], []
     for (run, part), seconds in durations.items():
         other = parse_name(run)
@@ -120,8 +121,8 @@ def estimate(job: Job, durations: dict[tuple[str, str], float]) -> tuple[float |
             per_epoch.append(seconds / other.epochs)
         elif part == "eval":
             evals.append(seconds)
-    return (statistics.fmean(per_epoch) * job.epochs if per_epoch else None,
-            statistics.fmean(evals) if evals else None)
+    return (statistics.median(per_epoch) * job.epochs if per_epoch else None,
+            statistics.median(evals) if evals else None)
 
 
 def reproduce_durations(path: Path) -> dict[tuple[str, str], float]:

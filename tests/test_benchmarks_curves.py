@@ -194,6 +194,9 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
     assert curves.estimate(curves.Job("deps", 8, 1), common_durations := curves.read_durations(
         tmp_path / "durations.csv")) == (800.0, 200.0)  # 100 s per epoch (a resumed part's rows summed)
     assert curves.estimate(curves.Job("bignas", 3, 0), common_durations) == (None, None)
+    # the median over runs: one paused for a timing (1000 s per epoch here) does not pull the estimate
+    paused = {**common_durations, ("deps-e8-s2", "train"): 8000.0, ("deps-e16-s2", "train"): 1600.0}
+    assert curves.estimate(curves.Job("deps", 8, 1), paused) == (800.0, 200.0)
     # a method not measured here yet: reproduce.py's quick run of it (BigNAS: 6 epochs there), marked *
     (tmp_path / "reproduce.csv").write_text("run,part,seconds,finished_at\nbignas-s0,train,600,x\n"
                                             "bignas-s0,eval,300,x\ndeps-s0,train,4000,x\n")

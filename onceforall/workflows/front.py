@@ -2,8 +2,8 @@
 read off it.
 
 1. The accuracy predictor (:class:`~onceforall.specialize.predictor.AccuracyPredictor`, MSE + ranking loss) learns
-   from subnets measured on a fixed subset of the selection split (cached; more are measured when there are
-   fewer than ``samples``).
+   from subnets measured on a fixed subset of the selection split exactly as eval ranks its candidates (so eval's
+   measurements are reused from the cache; more are measured when there are fewer than ``samples``).
 2. NSGA-II (:func:`~onceforall.specialize.evolution.nsga2_search`) finds the archs that no other arch beats in
    predicted accuracy and every chosen cost at once: MACs, latency (this device's lookup table), peak
    activation memory (:func:`~onceforall.specialize.memory.peak_memory`), parameters.

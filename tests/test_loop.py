@@ -38,13 +38,19 @@ def test_cadence_reads_the_train_section():
 def test_train_state_counters_round_trip_and_old_checkpoints():
     s = TrainState(steps_per_epoch=8, step=5, train_seconds=1.5, eval_seconds=0.25, train_macs=10, teacher_macs=4,
                    eval_macs=2)
+    sum(range(200_000))  # some CPU time of this process
     saved = s.counters()
     assert list(saved) == ["step", "train_seconds", "eval_seconds", "steps_per_epoch", "train_macs",
-                           "teacher_macs", "eval_macs"]  # the order checkpoints have always written
-    assert TrainState.from_counters(saved, None) == s
-    old = {k: v for k, v in saved.items() if not k.endswith("_macs")}  # before the MACs accounting
+                           "teacher_macs", "eval_macs", "cpu_seconds"]  # new counters go last
+    assert saved["cpu_seconds"] > 0  # this process's CPU seconds since the state was made
+    back = TrainState.from_counters(saved, None)
+    assert back.cpu_seconds == saved["cpu_seconds"]
+    assert back == TrainState(**{**vars(s), "cpu_seconds": back.cpu_seconds})
+    assert back.cpu_now() >= saved["cpu_seconds"]  # a resumed run counts on from the checkpoint's total
+    old = {k: v for k, v in saved.items() if not k.endswith("_macs") and k != "cpu_seconds"}  # older checkpoints
     back = TrainState.from_counters(old, None)
-    assert (back.train_macs, back.teacher_macs, back.eval_macs) == (None, None, None)
+    assert (back.train_macs, back.teacher_macs, back.eval_macs, back.cpu_seconds) == (None, None, None, None)
+    assert back.cpu_now() is None  # an unknown total stays unknown
     back.add_eval_macs(None, None, 10)  # an unknown total stays unknown (nothing is measured)
     assert back.eval_macs is None
 

@@ -71,6 +71,7 @@ def test_run_directory_metrics_eps_and_cost(tmp_path):
     assert cost["epochs"] == 2 and cost["devices"] == 1
     assert cost["device_hours"] == pytest.approx(cost["wall_seconds"] / 3600, rel=1e-3)
     assert cost["dollars"] == pytest.approx(cost["device_hours"] * 2.13, rel=1e-3)
+    assert cost["cpu_seconds"] > 0  # the process's CPU seconds: the wall's cross-check that pauses do not inflate
     assert summary["acc_full"] == evals[-1]["acc_full"]
     ck = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ck["state"]["step"] == 16 and ck["space"]["in_channels"] == 1
@@ -109,6 +110,8 @@ def test_resume_is_bitwise_identical(tmp_path):
     assert cost("split")["train_macs"] == cost("straight")["train_macs"] == _expected_macs(
         _cfg(), _rows(tmp_path / "straight", "step"))[0]
     assert cost("split")["eval_macs"] == cost("straight")["eval_macs"] > 0
+    # the CPU seconds count on from the stopped run's checkpoint (each process adds its own)
+    assert cost("split")["cpu_seconds"] > stopped["cost"]["cpu_seconds"] > 0
 
 
 def test_validation_every_n_steps_does_not_change_training(tmp_path):

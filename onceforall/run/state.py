@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,23 @@ class TrainState:
     teacher_macs: int | None = 0
     eval_macs: int | None = 0
     """MACs of validating during training (BN recalibration and evaluation forwards), kept apart."""
+    cpu_seconds: float | None = 0.0
+    """CPU seconds of the training process (all its threads; rank 0's under torchrun) up to when this state was made
+    or loaded, over every resume: unlike the wall seconds, time the process spent paused (a SIGSTOP for a timing) or
+    waiting for a core does not count. None for a run resumed from a checkpoint older than this counter."""
     teacher: nn.Module | None = None
+    cpu_mark: float = field(default_factory=time.process_time, repr=False, compare=False)
+    """``time.process_time()`` when this state was made or loaded."""
+
+    def cpu_now(self) -> float | None:
+        """The CPU seconds so far (``cpu_seconds`` plus this process's since ``cpu_mark``); None when unknown."""
+        return None if self.cpu_seconds is None else self.cpu_seconds + time.process_time() - self.cpu_mark
 
     def counters(self) -> dict[str, Any]:
         """The checkpoint's ``state`` entry (this key order is the one checkpoints have always had)."""
         return {"step": self.step, "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
                 "steps_per_epoch": self.steps_per_epoch, "train_macs": self.train_macs,
-                "teacher_macs": self.teacher_macs, "eval_macs": self.eval_macs}
+                "teacher_macs": self.teacher_macs, "eval_macs": self.eval_macs, "cpu_seconds": self.cpu_now()}
 
     @classmethod
     def from_counters(cls, saved: dict[str, Any], teacher: nn.Module | None) -> TrainState:
@@ -86,7 +97,7 @@ class TrainState:
         return cls(steps_per_epoch=saved["steps_per_epoch"], step=saved["step"],
                    train_seconds=saved["train_seconds"], eval_seconds=saved["eval_seconds"],
                    train_macs=saved.get("train_macs"), teacher_macs=saved.get("teacher_macs"),
-                   eval_macs=saved.get("eval_macs"), teacher=teacher)
+                   eval_macs=saved.get("eval_macs"), cpu_seconds=saved.get("cpu_seconds"), teacher=teacher)
 
     def add_step_macs(self, space: Space, plan: Plan, images: int) -> None:
         """Count one step (:func:`~onceforall.core.cost.step_macs`) on the global batch of ``images``; the
@@ -223,6 +234,7 @@ def cost_summary(state: TrainState, *, epochs_done: float, device: str, devices:
         "wall_seconds": round(wall, 3),
         "train_seconds": round(state.train_seconds, 3),
         "eval_seconds": round(state.eval_seconds, 3),
+        "cpu_seconds": None if (cpu := state.cpu_now()) is None else round(cpu, 3),
         "epochs": round(epochs_done, 4),
         "train_macs": state.train_macs, "teacher_macs": state.teacher_macs, "eval_macs": state.eval_macs,
         "seconds_per_epoch": round(state.train_seconds / epochs_done, 3) if epochs_done else None,

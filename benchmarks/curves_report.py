@@ -31,7 +31,8 @@ BOOTSTRAP = 2000
 
 @dataclass
 class Rec:
-    """One recorded run: its training MACs, wall minutes and accuracies (%)."""
+    """One recorded run: its training MACs, wall minutes, CPU minutes (None: recorded before cost.json counted
+    them) and accuracies (%)."""
 
     method: str
     epochs: int
@@ -39,6 +40,7 @@ class Rec:
     macs: float
     wall_min: float
     acc: dict[str, float]
+    cpu_min: float | None = None
 
 
 @dataclass
@@ -92,7 +94,8 @@ def load_records(records: Path, budgets: dict[str, tuple[int, ...]], seeds: list
             continue
         found[(job.method, job.epochs, job.seed)] = Rec(
             job.method, job.epochs, job.seed, float(cost["train_macs"]), cost.get("wall_seconds", 0.0) / 60,
-            {"pareto": r["mean_pareto_acc"], "smallest": r["smallest"]["acc"], "full": r["largest"]["acc"]})
+            {"pareto": r["mean_pareto_acc"], "smallest": r["smallest"]["acc"], "full": r["largest"]["acc"]},
+            None if cost.get("cpu_seconds") is None else cost["cpu_seconds"] / 60)
     curves: dict[str, list[Point]] = {}
     for method, epochs_list in budgets.items():
         for e in epochs_list:
@@ -357,6 +360,12 @@ def default_targets(curves: dict[str, list[Point]]) -> list[float]:
     return sorted({round(lo + f * (hi - lo), 1) for f in (0.1, 0.3, 0.5, 0.7, 0.9)})
 
 
+def cpu_minutes(p: Point) -> float | None:
+    """The mean training CPU minutes of the point's seeds that recorded them (None: none did)."""
+    cpu = [r.cpu_min for r in p.recs if r.cpu_min is not None]
+    return statistics.fmean(cpu) if cpu else None
+
+
 def point_rows(curves: dict[str, list[Point]]) -> list[dict]:
     rows = []
     for method, pts in curves.items():
@@ -365,7 +374,7 @@ def point_rows(curves: dict[str, list[Point]]) -> list[dict]:
             row = {"method": method, "epochs": p.epochs, "seeds": " ".join(map(str, p.seeds)),
                    "missing_seeds": " ".join(map(str, p.missing)), "train_macs_mean": p.macs,
                    "train_macs_min": min(macs), "train_macs_max": max(macs),
-                   "wall_min_mean": statistics.fmean(r.wall_min for r in p.recs)}
+                   "wall_min_mean": statistics.fmean(r.wall_min for r in p.recs), "cpu_min_mean": cpu_minutes(p)}
             for metric in METRICS:
                 m, lo, hi = p.stat(metric)
                 row.update({f"{metric}_mean": m, f"{metric}_lo": lo, f"{metric}_hi": hi})
@@ -380,7 +389,7 @@ def write_report(out: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int
     rows = point_rows(curves)
     with (out / "curves.csv").open("w", newline="") as f:
         cols = ["method", "epochs", "seeds", "missing_seeds", "train_macs_mean", "train_macs_min", "train_macs_max",
-                "wall_min_mean", *[f"{m}_{k}" for m in METRICS for k in ("mean", "lo", "hi")]]
+                "wall_min_mean", "cpu_min_mean", *[f"{m}_{k}" for m in METRICS for k in ("mean", "lo", "hi")]]
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
@@ -410,14 +419,18 @@ def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) -
     if problems:
         lines += ["**Missing** (reported, not fatal):", "", *[f"- {p}" for p in problems], ""]
     lines += ["## Per method and budget", "",
-              "| method | epochs | seeds | train MACs (mean; same on every seed?) | wall min (mean) | mean Pareto | "
-              "smallest subnet | full model |", "|---|---|---|---|---|---|---|---|"]
+              "Wall minutes count the time a training spent paused or beside other jobs; CPU minutes (the training "
+              "process's, cost.json `cpu_seconds`; – for records made before it was counted) do not count pauses.",
+              "",
+              "| method | epochs | seeds | train MACs (mean; same on every seed?) | wall min (mean) | CPU min (mean) | "
+              "mean Pareto | smallest subnet | full model |", "|---|---|---|---|---|---|---|---|---|"]
     for method, pts in curves.items():
         for p in pts:
             macs = [r.macs for r in p.recs]
             same = "same" if len(set(macs)) == 1 else f"{_t(min(macs))}–{_t(max(macs))}"
             lines.append(f"| {method} | {p.epochs} | {len(p.recs)} | {_t(p.macs)} ({same}) | "
                          f"{statistics.fmean(r.wall_min for r in p.recs):.1f} | "
+                         f"{'–' if (cpu := cpu_minutes(p)) is None else f'{cpu:.1f}'} | "
                          + " | ".join(_ci(*p.stat(m)) for m in METRICS) + " |")
     lines += ["", "![curves](curves.png)", "", "## Cost to reach a mean Pareto accuracy", "",
               "Over-seed mean curve, linear in log cost between budget points; 95 % bootstrap over seeds (each "

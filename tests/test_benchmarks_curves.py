@@ -58,8 +58,8 @@ def out(tmp_path):
             _write(rec, "bignas", e, s, c, _deps(c, s) - BIGNAS[s])
         for e, c in zip(BUDGETS["compofa"], (1.2 * T, 2.4 * T)):  # 3 points above DεpS: contradicts "DεpS ahead"
             _write(rec, "compofa", e, s, c, _deps(c, s) + 3)
-    for e, c in zip(BUDGETS["full-only"], (1 * T, 2 * T)):  # one seed only
-        _write(rec, "full-only", e, 0, c, 60.0)
+    for e, c in zip(BUDGETS["full-only"], (1 * T, 2 * T)):  # one seed only, with its CPU seconds
+        _write(rec, "full-only", e, 0, c, 60.0, cpu_seconds=90.0 * e)
     # a record from before the MACs accounting, and an unevaluated folder: reported / ignored, never fatal
     _write(rec, "full-only", 4, 1, 0, 61.0)
     json.dump({"wall_seconds": 60}, (rec / "full-only-e4-s1" / "cost.json").open("w"))
@@ -151,6 +151,8 @@ def test_report_on_synthetic_records(out):
     md = (out / "curves.md").read_text()
     assert "missing seed(s) 4" in md and "| deps − ofa-ps |" in md and "holds" in md and "contradicted" in md
     assert "not reached" in md and common.VERDICT_RULE in md
+    # CPU minutes where a record has them (full-only: 1.5 min per epoch), – where none of the seeds does
+    assert "| full-only | 8 | 1 | 2T (same) | 8.0 | 12.0 |" in md and "| deps | 4 | 5 | 1T (same) | 4.0 | – |" in md
     rows = (out / "curves.csv").read_text().splitlines()
     assert rows[0].startswith("method,epochs,seeds,missing_seeds,train_macs_mean")
     assert len(rows) == 1 + 3 + 3 + 3 + 2 + 2

@@ -86,7 +86,7 @@ class TrainState:
         return None if self.cpu_seconds is None else self.cpu_seconds + time.process_time() - self.cpu_mark
 
     def counters(self) -> dict[str, Any]:
-        """The checkpoint's ``state`` entry (this key order is the one checkpoints have always had)."""
+        """The checkpoint's ``state`` entry (the key order checkpoints have always had; newer counters last)."""
         return {"step": self.step, "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
                 "steps_per_epoch": self.steps_per_epoch, "train_macs": self.train_macs,
                 "teacher_macs": self.teacher_macs, "eval_macs": self.eval_macs, "cpu_seconds": self.cpu_now()}

@@ -72,15 +72,16 @@ def strip_paths(text: str) -> str:
     return text
 
 
-def sh(cmd: list[str], log: Path) -> None:
-    """Run a onceforall command, appending its output to ``log`` line by line without machine paths; stop the
-    benchmark if it fails."""
+def sh(cmd: list[str], log: Path, tag: str = "") -> None:
+    """Run a onceforall command, appending its output to ``log`` line by line without machine paths (each line
+    prefixed with ``[tag] `` when given: runs that share a log at the same time); stop the benchmark if it fails."""
+    prefix = f"[{tag}] " if tag else ""
     with log.open("a") as f:
-        f.write(f"\n$ {strip_paths(' '.join(cmd))}\n")
+        f.write(f"\n{prefix}$ {strip_paths(' '.join(cmd))}\n")
         f.flush()
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
             for line in proc.stdout:
-                f.write(strip_paths(line))
+                f.write(prefix + strip_paths(line))
                 f.flush()
         code = proc.returncode
     if code != 0:
@@ -167,8 +168,10 @@ def timed(out: Path, name: str, part: str, seconds: float) -> None:
         f.write(f"{name},{part},{seconds:.0f},{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
 
 
-def train_run(name: str, preset: str, overrides: list[str], out: Path, log: Path, threads: int) -> Path:
-    """Train run ``name`` into <out>/runs/<name>, or resume it from its last checkpoint, or skip it if finished."""
+def train_run(name: str, preset: str, overrides: list[str], out: Path, log: Path, threads: int,
+              tag: str = "") -> Path:
+    """Train run ``name`` into <out>/runs/<name>, or resume it from its last checkpoint, or skip it if finished
+    (``tag``: :func:`sh`'s)."""
     run = out / "runs" / name
     ofa = [sys.executable, "-m", "onceforall"]
     tic = time.time()
@@ -179,22 +182,23 @@ def train_run(name: str, preset: str, overrides: list[str], out: Path, log: Path
     if (run / "checkpoints" / "last.pt").exists():
         check_settings(run, preset, overrides)
         print(f"  {name}: resuming", flush=True)
-        sh([*ofa, "train", "--resume", str(run), "train.progress=off"], log)
+        sh([*ofa, "train", "--resume", str(run), "train.progress=off"], log, tag)
     else:
         print(f"  {name}: training ({preset} {' '.join(overrides)})", flush=True)
         sh([*ofa, "train", "--config", preset, "--name", name, "--out-dir", str(out / "runs"), *overrides,
             f"train.threads={threads}", "train.progress=off", "train.checkpoint_every_steps=100",
-            "train.keep_checkpoints=true"], log)
+            "train.keep_checkpoints=true"], log, tag)
     timed(out, name, "train", time.time() - tic)
     return run
 
 
-def eval_and_record(run: Path, out: Path, name: str, log: Path, threads: int) -> None:
-    """``onceforall eval`` (default settings, cached) unless done under this protocol, then the run's record."""
+def eval_and_record(run: Path, out: Path, name: str, log: Path, threads: int, tag: str = "") -> None:
+    """``onceforall eval`` (default settings, cached) unless done under this protocol, then the run's record
+    (``tag``: :func:`sh`'s)."""
     if eval_protocol(run) != PROTOCOL:
         print(f"  {name}: evaluating", flush=True)
         tic = time.time()
-        sh([sys.executable, "-m", "onceforall", "eval", str(run), "--quiet", "--threads", str(threads)], log)
+        sh([sys.executable, "-m", "onceforall", "eval", str(run), "--quiet", "--threads", str(threads)], log, tag)
         timed(out, name, "eval", time.time() - tic)
     keep_record(run, record(out, name))
 

@@ -5,6 +5,7 @@
     python benchmarks/curves.py --seeds 0 --only deps,ofa-ps   # a subset
     python benchmarks/curves.py --train-only            # train (or resume) only; evaluate in a later call
     python benchmarks/curves.py --report-only           # curves.md / curves.csv / curves.png from the records
+    python benchmarks/curves.py --jobs 2                # two runs at a time, 1 thread each (a 2-core machine alone)
 
 The setting is reproduce.py's quick capacity setting (fashion-mnist presets with elastic resolution {10, 15, 20},
 10k training images). Each method trains at several budgets (epochs), chosen so that the curves' training costs
@@ -17,6 +18,10 @@ Every run is `onceforall train` (1 thread by default: the suite runs in the back
 training MACs, eval/pareto.json, curve_correct.json, pareto.csv, report.md: small, committed, no machine paths),
 and a row per part in <out>/durations.csv. A run with a record is skipped; an unfinished run resumes from its last
 checkpoint (<out>/runs/, not committed). The analysis (curves_report.py) reads the records alone.
+
+With --jobs N, N runs go at a time (the next ones in the order above), their log lines prefixed with the run's
+name. The cost unit (training MACs) does not depend on the load; each run's cost.json also keeps its CPU seconds,
+which a neighbour inflates much less than its wall seconds. Two 1-thread runs on two cores gain nearly 2x over one.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import os
 import re
 import statistics
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,9 +144,10 @@ def reproduce_durations(path: Path) -> dict[tuple[str, str], float]:
     return out
 
 
-def plan(out: Path, todo: list[Job]) -> list[str]:
+def plan(out: Path, todo: list[Job], n_jobs: int = 1) -> list[str]:
     """The runs left, in order, each with its estimated time (from <out>/durations.csv; for a method not measured
-    there yet, from reproduce.py's quick runs, marked *) and the running total."""
+    there yet, from reproduce.py's quick runs, marked *) and the running total; with ``n_jobs`` runs at a time,
+    the total divided among them."""
     durations = with_record_walls(out, read_durations(out / "durations.csv"))
     fallback = reproduce_durations(REPRODUCE_DURATIONS)
     left = [j for j in todo if not recorded(out, j.name, j.preset, j.overrides())]
@@ -163,7 +171,38 @@ def plan(out: Path, todo: list[Job]) -> list[str]:
         lines.append(f"  {j.name:24s} {state:8s} {est:>8s}   total {total / 3600:5.1f} h")
     if unknown:
         lines.append(f"  ({unknown} runs without a measured duration for their method are not in the total)")
+    if n_jobs > 1:
+        lines.append(f"  with {n_jobs} runs at a time: about {total / n_jobs / 3600:.1f} h")
     return lines
+
+
+def run_jobs(todo: list[Job], work, n_jobs: int) -> None:
+    """``work(job)`` for every job in order, ``n_jobs`` at a time. After a failure no further job starts; the
+    ones running finish (a training stopped halfway resumes in the next call anyway), then the failure is raised."""
+    if n_jobs <= 1:
+        for j in todo:
+            work(j)
+        return
+    failed = threading.Event()
+
+    def guarded(j: Job) -> None:
+        if failed.is_set():
+            return
+        try:
+            work(j)
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(n_jobs) as pool:
+        futures = [pool.submit(guarded, j) for j in todo]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -177,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", help=f"comma-separated methods (default all: {','.join(POINTS)})")
     p.add_argument("--threads", type=int, default=1,
                    help="threads per training and evaluation (default 1: runs in the background beside other work)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time (default 1; 2 on a 2-core machine left to the suite, with --threads 1)")
     p.add_argument("--out", default=str(OUT), help=f"output folder (default {OUT})")
     p.add_argument("--plan", action="store_true", help="print the runs left, in order, with estimated times; run "
                                                        "nothing")
@@ -191,23 +232,32 @@ def main(argv: list[str] | None = None) -> None:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         sys.exit(f"--seeds: '{args.seeds}' is not valid; expected comma-separated integers, e.g. 0,1,2")
+    if args.jobs < 1:
+        sys.exit(f"--jobs: {args.jobs} is not valid; expected an integer >= 1")
     out = Path(args.out)
     todo = jobs(seeds, methods)
     if args.plan:
-        print("\n".join(plan(out, todo)))
+        print("\n".join(plan(out, todo, args.jobs)))
         return
     if not args.report_only:
         out.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
         log = out / "log.txt"
         started = time.time()
+        left = []
         for j in todo:
             if recorded(out, j.name, j.preset, j.overrides()):
                 print(f"  {j.name}: recorded", flush=True)
-                continue
-            run = train_run(j.name, j.preset, j.overrides(), out, log, args.threads)
+            else:
+                left.append(j)
+
+        def work(j: Job) -> None:
+            tag = j.name if args.jobs > 1 else ""  # runs that share the log at the same time: each line names its run
+            run = train_run(j.name, j.preset, j.overrides(), out, log, args.threads, tag=tag)
             if not args.train_only:
-                eval_and_record(run, out, j.name, log, args.threads)
+                eval_and_record(run, out, j.name, log, args.threads, tag=tag)
+
+        run_jobs(left, work, args.jobs)
         print(f"runs done in {(time.time() - started) / 60:.1f} min", flush=True)
         if args.train_only:
             return

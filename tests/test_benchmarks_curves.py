@@ -6,6 +6,8 @@ import json
 import math
 import statistics
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -211,6 +213,9 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
     # the training's own total over resumes, which durations.csv misses when a suite was killed)
     assert "11 min " in lines["deps-e8-s0"] and "19 min " in lines["deps-e16-s0"]
     assert "10 min*" in lines["bignas-e3-s0"] and "15 min*" in lines["bignas-e6-s0"]  # 100 s/epoch + 300 s
+    total = float(text.splitlines()[-1].split("total")[1].split()[0])
+    curves.main(["--plan", "--out", str(tmp_path), "--seeds", "0", "--only", "deps,bignas", "--jobs", "2"])
+    assert capsys.readouterr().out.splitlines()[-1] == f"  with 2 runs at a time: about {total / 2:.1f} h"
     with pytest.raises(SystemExit, match="--only: unknown method 'nas'; valid: deps, ofa-ps"):
         curves.main(["--plan", "--only", "nas"])
 
@@ -237,16 +242,19 @@ def test_logs_keep_no_machine_paths(tmp_path):
     assert "$ python -c" in text and "run at benchmarks/results/x\n" in text
     with pytest.raises(SystemExit, match=r"failed \(3\)"):
         common.sh([sys.executable, "-c", "raise SystemExit(3)"], log)
+    common.sh([sys.executable, "-c", "print('a'); print('b')"], log, tag="deps-e4-s0")  # runs sharing the log
+    assert log.read_text().endswith("[deps-e4-s0] a\n[deps-e4-s0] b\n")
+    assert "\n[deps-e4-s0] $ python -c print('a'); print('b')\n" in log.read_text()
 
 
 def test_the_suite_skips_recorded_runs_and_trains_the_rest_in_order(tmp_path, monkeypatch):
     calls = []
 
-    def fake_train(name, preset, overrides, out, log, threads):
+    def fake_train(name, preset, overrides, out, log, threads, tag=""):
         calls.append(("train", name, preset, threads))
         return out / "runs" / name
 
-    def fake_eval(run, out, name, log, threads):
+    def fake_eval(run, out, name, log, threads, tag=""):
         calls.append(("eval", name))
         job = curves.parse_name(name)
         _write(out / "records", job.method, job.epochs, job.seed, job.epochs * T, 70.0 + job.epochs)
@@ -274,13 +282,53 @@ def test_the_suite_skips_recorded_runs_and_trains_the_rest_in_order(tmp_path, mo
     assert calls == []
 
 
+def test_jobs_run_n_at_a_time_in_order_and_after_a_failure_none_starts(tmp_path, monkeypatch):
+    started, lock = [], threading.Lock()
+    together = threading.Barrier(2, timeout=20)  # passes only when two trainings run at the same time
+
+    def fake_train(name, preset, overrides, out, log, threads, tag=""):
+        with lock:
+            started.append((name, tag, threads))
+        together.wait()
+        return out / "runs" / name
+
+    def fake_eval(run, out, name, log, threads, tag=""):
+        job = curves.parse_name(name)
+        _write(out / "records", job.method, job.epochs, job.seed, job.epochs * T, 70.0 + job.epochs)
+
+    monkeypatch.setattr(curves, "train_run", fake_train)
+    monkeypatch.setattr(curves, "eval_and_record", fake_eval)
+    curves.main(["--out", str(tmp_path), "--seeds", "0,1", "--only", "deps", "--jobs", "2", "--train-only"])
+    names = [j.name for j in curves.jobs([0, 1], ["deps"])]
+    assert sorted(started) == sorted((n, n, 1) for n in names)  # each log line of a run names it
+    assert {n for n, *_ in started[:2]} == set(names[:2])  # the first two in the suite's order go first
+    started.clear()
+    (tmp_path / "records").mkdir()
+
+    def failing_train(name, preset, overrides, out, log, threads, tag=""):
+        with lock:
+            started.append(name)
+        if name == "deps-e8-s0":
+            raise SystemExit("failed (1): train")
+        time.sleep(0.3)  # still running when the other fails: it finishes, and nothing new starts
+        return out / "runs" / name
+
+    monkeypatch.setattr(curves, "train_run", failing_train)
+    with pytest.raises(SystemExit, match=r"failed \(1\)"):
+        curves.main(["--out", str(tmp_path), "--seeds", "0,1", "--only", "deps", "--jobs", "2"])
+    assert sorted(started) == ["deps-e4-s0", "deps-e8-s0"]
+    assert (tmp_path / "records" / "deps-e4-s0").is_dir()  # the running one was evaluated and recorded
+    with pytest.raises(SystemExit, match="--jobs: 0 is not valid; expected an integer >= 1"):
+        curves.main(["--plan", "--jobs", "0"])
+
+
 def test_a_record_of_another_eval_protocol_is_done_again_and_left_out_of_the_report(tmp_path, monkeypatch):
     """A record measured under an older evaluation protocol is not comparable with the current ones: the suite runs
     the job again (training resumes or skips where the run is kept; eval_and_record evaluates again), and the
     report leaves it out, saying why."""
     calls = []
-    monkeypatch.setattr(curves, "train_run", lambda name, *a: calls.append(name) or tmp_path / "runs" / name)
-    monkeypatch.setattr(curves, "eval_and_record", lambda *a: None)
+    monkeypatch.setattr(curves, "train_run", lambda name, *a, **k: calls.append(name) or tmp_path / "runs" / name)
+    monkeypatch.setattr(curves, "eval_and_record", lambda *a, **k: None)
     _write(tmp_path / "records", "deps", 4, 0, 4 * T, 74.0, protocol=None)
     _write(tmp_path / "records", "deps", 8, 0, 8 * T, 76.0, protocol="e2")
     _write(tmp_path / "records", "deps", 16, 0, 16 * T, 78.0)

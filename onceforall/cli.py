@@ -162,29 +162,34 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _search(run, args: argparse.Namespace, budgets: list[dict], say) -> int:
-    from .workflows.front import FrontArgs, build_front, front_table, load_front, read_budgets
+    from .workflows.front import FrontArgs, build_front, front_table, load_front, read_budgets, why_search_again
     from .workflows.search import SearchArgs, run_search, search_table
 
+    # the options given (None: not given, the dataclass's default); with --front, the ones a stored front is
+    # compared with: reading another budget off a front needs none
+    given = {k: v for k, v in dict(samples=args.samples, selection_images=args.selection_images,
+                                   ranking_bn_images=args.ranking_bn_images, seed=args.seed).items() if v is not None}
     common = dict(predictor=args.predictor, resolution=args.resolution, latency_table=args.latency_table,
-                  accept_noisy_table=args.accept_noisy_table, selection_images=args.selection_images or None,
-                  ranking_bn_images=args.ranking_bn_images or None,
-                  seed=args.seed)
+                  accept_noisy_table=args.accept_noisy_table)
     if not args.front:
-        search_args = SearchArgs(top=args.top, samples=args.samples or SearchArgs.samples, **common)
+        search_args = SearchArgs(top=args.top, **common, **given)
         for b in budgets:
             result = run_search(run, search_args, macs=b.get("macs"), latency_ms=b.get("latency"), progress=say)
             print(search_table(result))
             print(f"wrote {result.path}")
         return 0
+    given.update({k: v for k, v in dict(measure=args.measure, memory_dtype=args.memory_dtype,
+                                        latency_table=args.latency_table).items() if v is not None})
+    front_args = FrontArgs(**{**common, **given})
     costs = [c.strip() for c in args.costs.split(",")] if args.costs else ["macs"]
     costs += [k for b in budgets for k in b if k not in costs]
     path = run.dir.front_json
     front = load_front(path) if path.exists() and not args.rebuild else None
-    if front is None or front.step != run.step or not set(costs) <= set(front.costs) or \
-            (args.costs and costs != front.costs) or front.resolution != args.resolution or \
-            args.predictor is not None:
-        front_args = FrontArgs(samples=args.samples or FrontArgs.samples, measure=args.measure,
-                               memory_dtype=args.memory_dtype or FrontArgs.memory_dtype, **common)
+    why = "" if front is None else why_search_again(front, run, costs, front_args, asked=list(given),
+                                                    exact_costs=bool(args.costs))
+    if front is None or why:
+        if why and say:
+            say(f"searching the front again: {path} does not fit ({why})")
         front = build_front(run, costs, front_args, progress=say)
     elif say:
         say(f"reading budgets off {path} (step {front.step}; --rebuild searches it again)")
@@ -358,6 +363,7 @@ def _dataclass_from_args(cls: type, args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     from .workflows.evaluate import EvalArgs
+    from .workflows.front import FrontArgs
     from .workflows.search import SearchArgs
 
     parser = argparse.ArgumentParser(
@@ -431,9 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-dtype", default=None,
                    help="element type of the peak-memory cost: float32, float16, bfloat16, int8 (default float32; "
                         "only with a memory cost: --costs ...memory or --memory)")
-    p.add_argument("--measure", type=int, default=12,
-                   help="front members measured on the whole selection and test splits (default 12)")
-    p.add_argument("--rebuild", action="store_true", help="search the front again even if RUN/search/front.json fits")
+    p.add_argument("--measure", type=int, default=None,
+                   help=f"front members measured on the whole selection and test splits (default {FrontArgs.measure})")
+    p.add_argument("--rebuild", action="store_true",
+                   help="search the front again even if RUN/search/front.json fits (it is searched again anyway when "
+                        "it was searched at another step, for other costs or resolution, or with other values of the "
+                        "search options given here; options not given take the stored front's)")
     p.add_argument("--latency-table",
                    help="latency table: JSON from `onceforall latency-table`, or OFA's yaml lookup table (default: "
                         "build one for this device into RUN)")
@@ -449,13 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None,
                    help="measured subnets the predictor needs; more are measured when eval left fewer (default 60; "
                         "120 with --front)")
-    p.add_argument("--selection-images", type=int, default=SearchArgs.selection_images,
+    p.add_argument("--selection-images", type=int, default=None,
                    help="validation images per predictor measurement (0: all; default "
                         f"{SearchArgs.selection_images}, eval's: the predictor learns from eval's measurements)")
-    p.add_argument("--ranking-bn-images", type=int, default=SearchArgs.ranking_bn_images,
+    p.add_argument("--ranking-bn-images", type=int, default=None,
                    help="BN-recalibration images of the predictor's measurements (0: data.bn_images; default "
                         f"{SearchArgs.ranking_bn_images}, eval's); the measured candidates use data.bn_images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"seed of the predictor's fit and of the search (default {SearchArgs.seed})")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_search)
 

@@ -341,10 +341,12 @@ def test_search_cli_respects_the_budget_and_measures(runs, capsys):
 
 def test_search_front_reads_budgets_and_exports_a_family(runs, tmp_path, capsys):
     from onceforall.core.pareto import dominates
+    from onceforall.measure.evaluator import RANKING_BN_IMAGES
+    from onceforall.measure.results import FrontResult
     from onceforall.specialize.budgets import parse_budgets
     from onceforall.specialize.export import load_subnet, read_sidecar
     from onceforall.specialize.memory import peak_memory
-    from onceforall.workflows.front import load_front, read_budgets
+    from onceforall.workflows.front import FrontArgs, load_front, read_budgets, why_search_again
 
     run = load_run(runs / "deps")
     space = run.space
@@ -380,6 +382,30 @@ def test_search_front_reads_budgets_and_exports_a_family(runs, tmp_path, capsys)
     assert main(["search", str(runs / "deps"), "--front", "--memory", str(memory_budget), "--quiet"]) == 0
     assert (runs / "deps" / "search" / "front.json").stat().st_mtime_ns == stamp
     capsys.readouterr()
+    # the front keeps the settings it was searched with; a request that asks for other values searches again
+    bn = min(RANKING_BN_IMAGES, run.cfg.data.bn_images)
+    assert front.search == {"samples": 12, "selection_images": 100, "ranking_bn_images": bn,
+                            "measure": 4, "population": 100, "generations": 40, "seed": 0}
+    asked = FrontArgs(samples=12, selection_images=100, measure=4)
+    assert why_search_again(front, run, ["macs"], asked, asked=["samples", "selection_images", "measure"]) is None
+    assert why_search_again(front, run, ["macs"], FrontArgs(), asked=[]) is None  # not asked: the front's
+    assert why_search_again(front, run, ["macs"], FrontArgs(seed=1), asked=["seed"]) == \
+        "it was searched with seed=0; asked: seed=1"
+    assert why_search_again(front, run, ["macs"], FrontArgs(selection_images=0), asked=["selection_images"]) == \
+        "it was searched with selection_images=100; asked: selection_images=None"
+    assert why_search_again(front, run, ["macs", "params"], FrontArgs()) == \
+        "it minimizes macs, memory; asked: macs, params"
+    assert why_search_again(front, run, ["memory", "macs"], FrontArgs(), exact_costs=True) == \
+        "it minimizes macs, memory; asked: memory, macs"
+    assert why_search_again(front, run, ["macs"], FrontArgs(memory_dtype="int8"), asked=["memory_dtype"]) is None
+    assert why_search_again(front, run, ["macs", "memory"], FrontArgs(memory_dtype="int8"),
+                            asked=["memory_dtype"]) == "its memory cost counts float32; asked: int8"
+    data = front.to_json()
+    del data["search"]  # a front.json written before the settings were kept
+    old = FrontResult.from_json(data)
+    assert old.search == {} and old.members == front.members
+    assert why_search_again(old, run, ["macs"], FrontArgs(seed=0), asked=["seed"]).startswith(
+        "it does not record its seed")
     with pytest.raises(ValueError, match="has no latency cost .* rebuild it with --front --costs macs,memory,latency"):
         read_budgets(run, front, parse_budgets(latency_ms="3"))
     with pytest.raises(ValueError, match="no subnet of the front fits"):
@@ -401,6 +427,18 @@ def test_search_front_reads_budgets_and_exports_a_family(runs, tmp_path, capsys)
         sidecars[0].write_text(json.dumps(meta))
         with pytest.raises(ValueError, match="field 'peak_memory' is"):
             load_subnet(sidecars[0], verify=True)
+    # asked for its own values, the front answers; asked for another value, it is searched again, saying why
+    capsys.readouterr()
+    assert main(["search", str(runs / "deps"), "--front", "--memory", str(memory_budget), "--samples", "12",
+                 "--selection-images", "100", "--measure", "4", "--quiet"]) == 0
+    assert (runs / "deps" / "search" / "front.json").stat().st_mtime_ns == stamp
+    assert main(["search", str(runs / "deps"), "--front", "--memory", str(memory_budget), "--samples", "12",
+                 "--selection-images", "100", "--measure", "2"]) == 0
+    said = capsys.readouterr()
+    assert "searching the front again: " in said.err + said.out
+    assert "(it was searched with measure=4; asked: measure=2)" in said.err + said.out
+    rebuilt = load_front(runs / "deps" / "search" / "front.json")
+    assert rebuilt.search["measure"] == 2 and sum(m["measured_acc"] is not None for m in rebuilt.members) == 2
 
 
 def test_export_cli_round_trip(runs, tmp_path, capsys):

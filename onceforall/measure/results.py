@@ -26,11 +26,14 @@ def _from_json(cls: type[_T], data: dict[str, Any], what: str, **extra: Any) -> 
     """``cls`` from the keys of ``data``; one-line error naming the first key missing."""
     if not isinstance(data, dict):
         raise ValueError(f"{what}: not a JSON object ({type(data).__name__})")
-    names = [f.name for f in dataclasses.fields(cls) if f.name not in _NOT_IN_FILE and f.name not in extra]
-    missing = [n for n in names if n not in data]
+    fields = [f for f in dataclasses.fields(cls) if f.name not in _NOT_IN_FILE and f.name not in extra]
+    names = [f.name for f in fields]
+    # a field with a default was added later: a file written before it leaves it out
+    needed = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in needed if n not in data]
     if missing:
-        raise ValueError(f"{what}: has no '{missing[0]}' (needs {', '.join(names)})")
-    return cls(**{n: data[n] for n in names}, **extra)
+        raise ValueError(f"{what}: has no '{missing[0]}' (needs {', '.join(needed)})")
+    return cls(**{n: data[n] for n in names if n in data}, **extra)
 
 
 @dataclass
@@ -177,6 +180,9 @@ class FrontResult:
     members: list[dict[str, Any]]
     """The front: arch, costs, MACs, params, memory, predicted accuracy; the measured ones their selection and test
     accuracy and whether they are on the measured front."""
+    search: dict[str, Any] = field(default_factory=dict)
+    """The search settings it was found with, as the search used them (``workflows.front.search_settings``); empty
+    in a file written before they were kept."""
     path: str | None = field(default=None, compare=False)
     """Where the front was written or read (not in the file)."""
 

@@ -38,7 +38,7 @@ from ..specialize.evolution import nsga2_search
 from ..specialize.memory import peak_memory
 
 __all__ = ["BudgetAnswer", "FrontArgs", "FrontResult", "archs_from_front", "build_front", "front_table", "load_front",
-           "read_budgets"]
+           "read_budgets", "search_settings", "why_search_again"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,45 @@ class FrontArgs:
     """Search with a latency table whose consistency check failed (refused otherwise)."""
     memory_dtype: str = "float32"
     """Element type of the peak-memory cost: float32, float16, bfloat16, int8."""
+
+def search_settings(a: FrontArgs, bn_images: int) -> dict[str, Any]:
+    """The settings of ``a`` that shape a front's search, as the search uses them (selection images 0 → None: all;
+    ranking BN images at most the run's ``data.bn_images``, 0 → it): what ``search/front.json`` keeps
+    (:attr:`FrontResult.search`) and what a later request is compared with. The costs' own settings (memory dtype,
+    latency table) are in :attr:`FrontResult.info`."""
+    return {"samples": a.samples, "selection_images": a.selection_images or None,
+            "ranking_bn_images": min(a.ranking_bn_images or bn_images, bn_images), "measure": a.measure,
+            "population": a.population, "generations": a.generations, "seed": a.seed}
+
+
+def why_search_again(front: FrontResult, run: LoadedRun, costs: list[str], a: FrontArgs, *,
+                     asked: Sequence[str] = (), exact_costs: bool = False) -> str | None:
+    """Why the stored ``front`` cannot answer a request for ``costs`` with ``a``, or None when it can: another
+    checkpoint, a cost it does not minimize (with ``exact_costs``: other costs or another order), another
+    resolution, a predictor file, or a setting the request ``asked`` for (FrontArgs field names the user gave)
+    with a value other than the front's. Settings not asked for are the front's: reading another budget off a
+    front needs no search settings."""
+    if front.step != run.step:
+        return f"it was searched at step {front.step}, the run's checkpoint is at step {run.step}"
+    if not set(costs) <= set(front.costs) or (exact_costs and costs != front.costs):
+        return f"it minimizes {', '.join(front.costs)}; asked: {', '.join(costs)}"
+    if front.resolution != a.resolution:
+        return f"it was searched at resolution {front.resolution or 'all'}; asked: {a.resolution or 'all'}"
+    if a.predictor is not None:
+        return f"a predictor file was given ({a.predictor})"
+    wanted = search_settings(a, run.cfg.data.bn_images)
+    for key in (k for k in asked if k in wanted):
+        if key not in front.search:
+            return f"it does not record its {key} (written before search settings were kept); asked: {wanted[key]}"
+        if front.search[key] != wanted[key]:
+            return f"it was searched with {key}={front.search[key]}; asked: {key}={wanted[key]}"
+    if "memory_dtype" in asked and "memory" in costs and front.info.get("memory_dtype") != a.memory_dtype:
+        return f"its memory cost counts {front.info.get('memory_dtype')}; asked: {a.memory_dtype}"
+    if "latency_table" in asked and "latency" in costs and \
+            Path(str(front.info.get("latency_table"))).resolve() != Path(str(a.latency_table)).resolve():
+        return f"its latency cost comes from {front.info.get('latency_table')}; asked: {a.latency_table}"
+    return None
+
 
 def _spread(n_front: int, k: int) -> list[int]:
     """``k`` indices spread evenly over 0..n_front-1, both ends included."""
@@ -111,7 +150,7 @@ def build_front(run: LoadedRun, costs: list[str] | tuple[str, ...] = ("macs",), 
         run=str(run.run_dir), step=run.step, costs=costs, units={c: COSTS[c] for c in costs},
         info=info, seed=seed, resolution=resolution, predictor=report,
         eval_set=eval_set(run, predictor_images=selection_images, predictor_bn_images=ranker.bn_images),
-        members=members,
+        members=members, search=search_settings(a, run.cfg.data.bn_images),
     )
     _write_front(run, front)
     return front

@@ -488,6 +488,11 @@ def plot(curves: dict[str, list[Point]], path: Path) -> None:
                    [0.0 if s[2] is None else s[2] - s[0] for s in stats]]
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=f"C{i}", label=method)
         ax.set_xscale("log")
+        ticks = [t * 1e12 for t in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32)]
+        ax.set_xticks(ticks, [f"{t / 1e12:g}T" for t in ticks])
+        ax.set_xticks([], minor=True)
+        ax.set_xlim(min(p.macs for pts in curves.values() for p in pts) / 1.15,
+                    max(p.macs for pts in curves.values() for p in pts) * 1.15)
         ax.set_xlabel("training MACs")
         ax.set_ylabel(f"{label} accuracy (%)")
         ax.grid(alpha=0.3, which="both")

@@ -162,7 +162,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _search(run, args: argparse.Namespace, budgets: list[dict], say) -> int:
-    from .workflows.front import FrontArgs, build_front, front_table, load_front, read_budgets, why_search_again
+    from .workflows.front import FrontArgs, front_table, read_budgets, stored_or_new_front
     from .workflows.search import SearchArgs, run_search, search_table
 
     # the options given (None: not given, the dataclass's default); with --front, the ones a stored front is
@@ -183,16 +183,8 @@ def _search(run, args: argparse.Namespace, budgets: list[dict], say) -> int:
     front_args = FrontArgs(**{**common, **given})
     costs = [c.strip() for c in args.costs.split(",")] if args.costs else ["macs"]
     costs += [k for b in budgets for k in b if k not in costs]
-    path = run.dir.front_json
-    front = load_front(path) if path.exists() and not args.rebuild else None
-    why = "" if front is None else why_search_again(front, run, costs, front_args, asked=list(given),
-                                                    exact_costs=bool(args.costs))
-    if front is None or why:
-        if why and say:
-            say(f"searching the front again: {path} does not fit ({why})")
-        front = build_front(run, costs, front_args, progress=say)
-    elif say:
-        say(f"reading budgets off {path} (step {front.step}; --rebuild searches it again)")
+    front = stored_or_new_front(run, costs, front_args, asked=list(given), exact_costs=bool(args.costs),
+                                rebuild=args.rebuild, progress=say)
     answers = read_budgets(run, front, budgets, top=args.top, progress=say)
     print(front_table(front, answers))
     print(f"front: {front.path} (+ front.csv, front.png)")

@@ -68,6 +68,7 @@ def test_bad_resolutions_argument(capsys):
 @needs_fashion
 def test_demo_prints_ofa_range_and_trains(tmp_path, capsys):
     tiny = ["data.train_subset=128", "data.eval_subset=64", "data.bn_images=64", "data.image_size=16",
+            "data.val_split=200", "data.test_subset=300",
             "model.width_mult=0.25", "model.resolutions=[16]", "train.batch_size=32", "train.epochs=1",
             "train.threads=1"]
     assert main(["demo", "--out-dir", str(tmp_path), "--name", "d", "--per-bucket", "2", "--samples", "8",

@@ -38,7 +38,7 @@ from ..specialize.evolution import nsga2_search
 from ..specialize.memory import peak_memory
 
 __all__ = ["BudgetAnswer", "FrontArgs", "FrontResult", "archs_from_front", "build_front", "front_table", "load_front",
-           "read_budgets", "search_settings", "why_search_again"]
+           "read_budgets", "search_settings", "stored_or_new_front", "why_search_again"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,23 @@ def why_search_again(front: FrontResult, run: LoadedRun, costs: list[str], a: Fr
             Path(str(front.info.get("latency_table"))).resolve() != Path(str(a.latency_table)).resolve():
         return f"its latency cost comes from {front.info.get('latency_table')}; asked: {a.latency_table}"
     return None
+
+
+def stored_or_new_front(run: LoadedRun, costs: list[str], a: FrontArgs, *, asked: Sequence[str] = (),
+                        exact_costs: bool = False, rebuild: bool = False,
+                        progress: Callable[[str], None] | None = None) -> FrontResult:
+    """The run's stored front (``search/front.json``) when it answers the request (:func:`why_search_again`) and
+    ``rebuild`` is not set; else a new one (:func:`build_front`), saying why the stored one did not fit."""
+    say = progress or (lambda text: None)
+    path = run.dir.front_json
+    front = load_front(path) if path.exists() and not rebuild else None
+    why = None if front is None else why_search_again(front, run, costs, a, asked=asked, exact_costs=exact_costs)
+    if front is not None and why is None:
+        say(f"reading budgets off {path} (step {front.step}; --rebuild searches it again)")
+        return front
+    if why:
+        say(f"searching the front again: {path} does not fit ({why})")
+    return build_front(run, costs, a, progress=progress)
 
 
 def _spread(n_front: int, k: int) -> list[int]:

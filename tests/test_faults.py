@@ -184,23 +184,30 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def _torchrun_train(out_dir: Path, name: str | None) -> subprocess.Popen:
+    """``torchrun --max-restarts 2`` of a tiny 2-worker training (16 steps, a checkpoint every 2)."""
+    common = ["--config", "fashion-mnist-quick", *TINY, "train.checkpoint_every_steps=2", "train.threads=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+           "--max-restarts", "2", "-m", "onceforall", "train", *common, "--out-dir", str(out_dir)]
+    return subprocess.Popen(cmd + (["--name", name] if name else []), env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def torchrun_reference(tmp_path_factory) -> Path:
+    """The uninterrupted torchrun training's last checkpoint (one for both restart tests)."""
+    out = tmp_path_factory.mktemp("straight")
+    straight = _torchrun_train(out, "ref")
+    assert straight.wait(timeout=600) == 0, straight.stdout.read()[-3000:]
+    return out / "ref" / "checkpoints" / "last.pt"
+
+
 @needs_fashion
 @pytest.mark.parametrize("named", [True, False])
-def test_torchrun_restart_after_a_killed_worker_resumes_bit_for_bit(tmp_path, named):
+def test_torchrun_restart_after_a_killed_worker_resumes_bit_for_bit(tmp_path, named, torchrun_reference):
     """``torchrun --max-restarts 2``: one worker killed with SIGKILL after a checkpoint; the restarted workers find
     the job's run directory (named or not), resume from its checkpoint and end where an uninterrupted run ends."""
-    common = ["--config", "fashion-mnist-quick", *TINY, "train.checkpoint_every_steps=2", "train.threads=1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-    def launch(out_dir: Path, name: str | None) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-               "--max-restarts", "2", "-m", "onceforall", "train", *common, "--out-dir", str(out_dir)]
-        return subprocess.Popen(cmd + (["--name", name] if name else []), env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-    straight = launch(tmp_path / "straight", "ref")
-    assert straight.wait(timeout=600) == 0, straight.stdout.read()[-3000:]
-    job = launch(tmp_path / "killed", "job" if named else None)
+    job = _torchrun_train(tmp_path / "killed", "job" if named else None)
     deadline, killed = time.time() + 300, None
     while time.time() < deadline and killed is None:
         runs = [p for p in (tmp_path / "killed").glob("*") if (p / "checkpoints" / "last.pt").exists()]
@@ -218,7 +225,7 @@ def test_torchrun_restart_after_a_killed_worker_resumes_bit_for_bit(tmp_path, na
     assert "resuming" in log
     runs = [p for p in (tmp_path / "killed").iterdir() if not p.name.startswith(".")]
     assert len(runs) == 1, runs  # one run directory for the whole job, no half-finished second one
-    a = load_checkpoint(tmp_path / "straight" / "ref" / "checkpoints" / "last.pt")
+    a = load_checkpoint(torchrun_reference)
     b = load_checkpoint(runs[0] / "checkpoints" / "last.pt")
     assert a["state"]["step"] == b["state"]["step"] == 16
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -22,7 +22,7 @@ checkpoint (<out>/runs/, not committed). The analysis (curves_report.py) reads t
 
 With --jobs N, N runs go at a time (the next ones in the order above), their log lines prefixed with the run's
 name. The cost unit (training MACs) does not depend on the load; each run's cost.json also keeps its CPU seconds,
-which a neighbour inflates much less than its wall seconds. Two 1-thread runs on two cores gain nearly 2x over one.
+which pauses do not inflate. Its gain over one run at a time has not been timed on a machine left to it.
 """
 
 from __future__ import annotations

@@ -221,10 +221,17 @@ class Evaluator:
         self._unsaved = 0
 
 
+def ranking_bn_images(requested: int | None, bn_images: int) -> int:
+    """The BN-recalibration images of ranking measurements asked as ``requested`` beside reported ones recalibrated
+    on ``bn_images``: at most those; 0 or None: those."""
+    return min(requested or bn_images, bn_images)
+
+
 def ranking_evaluator(ev: Evaluator, bn_images: int | None) -> Evaluator:
     """The Evaluator of ranking measurements beside ``ev`` (the reported ones): BN recalibrated on ``bn_images``
-    (at most ``ev``'s; 0 or None: ``ev`` itself), with one account of the time (``seconds``, ``images``, ``macs``)."""
-    n = min(bn_images or ev.bn_images, ev.bn_images)
+    (:func:`ranking_bn_images`; ``ev`` itself when that is ``ev``'s), with one account of the time (``seconds``,
+    ``images``, ``macs``)."""
+    n = ranking_bn_images(bn_images, ev.bn_images)
     if n == ev.bn_images:
         return ev
     ranker = Evaluator(ev.run, bn_images=n)

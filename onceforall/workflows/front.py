@@ -29,7 +29,14 @@ from typing import Any
 from ..core.arch import Arch
 from ..core.pareto import non_dominated_sort
 from ..measure.costs import COSTS, check_costs, cost_functions, pin_resolution
-from ..measure.evaluator import RANKING_BN_IMAGES, RANKING_IMAGES, Evaluator, eval_set, ranking_evaluator
+from ..measure.evaluator import (
+    RANKING_BN_IMAGES,
+    RANKING_IMAGES,
+    Evaluator,
+    eval_set,
+    ranking_bn_images,
+    ranking_evaluator,
+)
 from ..measure.predictor import predictor_for, predictor_text
 from ..measure.results import BudgetAnswer, FrontResult
 from ..run.rundir import LoadedRun
@@ -79,7 +86,7 @@ def search_settings(a: FrontArgs, bn_images: int) -> dict[str, Any]:
     (:attr:`FrontResult.search`) and what a later request is compared with. The costs' own settings (memory dtype,
     latency table) are in :attr:`FrontResult.info`."""
     return {"samples": a.samples, "selection_images": a.selection_images or None,
-            "ranking_bn_images": min(a.ranking_bn_images or bn_images, bn_images), "measure": a.measure,
+            "ranking_bn_images": ranking_bn_images(a.ranking_bn_images, bn_images), "measure": a.measure,
             "population": a.population, "generations": a.generations, "seed": a.seed}
 
 

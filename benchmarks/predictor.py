@@ -86,7 +86,7 @@ def main() -> None:
     archs = [a for a in pool if a in pairs]
     if len(archs) < 20:
         p.error(f"{len(archs)} measured subnets; measure longer (--minutes)")
-    print(f"# {run.run_dir}: {len(archs)} subnets measured on {args.images} {run.selection_split} images each "
+    print(f"# {run.run_dir.name}: {len(archs)} subnets measured on {args.images} {run.selection_split} images each "
           f"({done} now in {spent / 60:.1f} min, {spent / max(done, 1):.2f} s each; the rest cached)")
     lo, hi = space.macs_range()
     buckets = [0] * 6

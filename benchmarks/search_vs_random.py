@@ -71,7 +71,7 @@ def main() -> None:
     front = [space.parse(pt["arch"]) for pt in pareto["curve"]]
     ev = Evaluator(run)
     select = lambda archs: ev.accuracy(list(archs), "selection")  # noqa: E731 - whole selection split, cached
-    print(f"# {run.run_dir}: {space.name} w{space.width_mult:g}; every method picks its best of K on the "
+    print(f"# {run.run_dir.name}: {space.name} w{space.width_mult:g}; every method picks its best of K on the "
           f"{run.selection_split} split, reported on the test split ({len(run.data.test.ds)} images), K = {args.top}")
     print(f"{'budget':>8s} {'search best':>11s} {'random mean':>11s} {'random best':>11s} {'matched mean':>12s}"
           f" {'matched best':>12s} {'search >= random':>16s} {'eval front':>10s} {'eval - search':>13s}"

@@ -2,7 +2,11 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,8 +44,7 @@ def _one_line_error(excinfo, *needles: str) -> str:
     return msg
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def _export_reference(out: Path) -> tuple[ofa.Subnet, Path]:
     """One non-trivial subnet exported with everything (weights, sidecar, ONNX when possible, TorchScript)."""
     space = ofa.get_space("mbv3-cifar", width_mult=0.25, resolutions=(20,), num_classes=10, in_channels=1)
     net = ofa.build_supernet(space, seed=2)
@@ -55,7 +58,6 @@ def exported(tmp_path_factory):
         with_onnx = True
     except ImportError:
         with_onnx = False
-    out = tmp_path_factory.mktemp("export")
     sidecar = export_subnet(
         sub, out, onnx=with_onnx, torchscript=True,
         accuracy={"top1": 86.1, "split": "test", "images": 10000, "dataset": "fashion-mnist"},
@@ -64,6 +66,34 @@ def exported(tmp_path_factory):
         normalization={"mean": [0.286], "std": [0.353]},
     )
     return sub, sidecar
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return _export_reference(tmp_path_factory.mktemp("export"))
+
+
+def test_exports_are_byte_identical_in_another_process_and_name_no_folder(exported, tmp_path):
+    """The same subnet exported by another process (another hash seed, working directory and folder) gives the
+    same bytes in every file, so the sidecar's checksums identify the model. TorchScript once differed: its
+    archive was named after the temporary file (pid, random suffix) and its debug records held the exporter's
+    source paths; no file may name this machine's folders."""
+    sub, sidecar = exported
+    repo = Path(__file__).resolve().parents[1]
+    other = tmp_path / "elsewhere"
+    code = ("import sys; from pathlib import Path; from tests.test_export import _export_reference; "
+            "_export_reference(Path(sys.argv[1]))")
+    env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONHASHSEED": "7", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", code, str(other)], check=True, cwd=tmp_path, env=env)
+    data = read_sidecar(sidecar)
+    assert "torchscript" in data["files"]
+    assert read_sidecar(other / sidecar.name)["checksums"] == data["checksums"]
+    folders = {str(repo), str(Path(ofa.__file__).resolve().parent), str(tmp_path), sys.prefix}
+    for name in [sidecar.name, *data["files"].values()]:
+        blob = (sidecar.parent / name).read_bytes()
+        assert (other / name).read_bytes() == blob, name
+        assert not [f for f in folders if f.encode() in blob], name
+    assert b".debug_pkl" not in (sidecar.parent / data["files"]["torchscript"]).read_bytes()
 
 
 @pytest.mark.parametrize("name", SPACE_NAMES)

@@ -52,6 +52,7 @@ Errors are one-line ``ValueError`` messages naming the file and the missing or b
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from collections.abc import Callable
@@ -185,18 +186,38 @@ def _write_onnx(model: torch.nn.Module, example: torch.Tensor, expected: torch.T
     return hashlib.sha256(data).hexdigest()
 
 
+def _without_debug_records(data: bytes) -> bytes:
+    """A TorchScript archive ``data`` without its ``*.debug_pkl`` records: those hold the source ranges of the
+    trace, with the absolute paths of the exporting machine's Python files (its install and the calling script),
+    so exports of the same subnet differed between machines and named their folders. The module runs without
+    them (only error messages lose their source lines). The archive is rewritten with torch's own zip writer,
+    which keeps its record alignment."""
+    reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+    out = io.BytesIO()
+    writer = torch._C.PyTorchFileWriter(out)
+    for name in reader.get_all_records():
+        if not name.endswith(".debug_pkl"):
+            record = reader.get_record(name)
+            writer.write_record(name, record, len(record))
+    writer.write_end_of_file()
+    return out.getvalue()
+
+
 def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, expected: torch.Tensor, path: Path,
                        arch: Arch) -> str:
-    """Write the TorchScript trace of ``model`` after checking it against eager outputs; its SHA-256."""
+    """Write the TorchScript trace of ``model``, checked against eager outputs as it is read back; its SHA-256.
+    The bytes depend only on the subnet and torch's version: saved to memory (torch.jit.save names the archive's
+    root folder after the file, and atomic_write's temporary name holds a pid) and without debug records."""
+    buffer = io.BytesIO()
     with quiet_export(), torch.no_grad():
-        traced = torch.jit.trace(model, example, check_trace=False)
-        with torch.jit.optimized_execution(False):  # one check run: skip the profiling executor's work
-            diff = (traced(example) - expected).abs().max().item()
+        torch.jit.save(torch.jit.trace(model, example, check_trace=False), buffer)
+    data = _without_debug_records(buffer.getvalue())
+    with quiet_export(), torch.no_grad(), torch.jit.optimized_execution(False):  # one check run: no profiling
+        diff = (torch.jit.load(io.BytesIO(data))(example) - expected).abs().max().item()
     if not diff <= 1e-5:
         raise ValueError(f"export: TorchScript trace of '{arch}' differs from eager by {diff:.3g}")
-    with quiet_export():
-        atomic_write(path, lambda p: torch.jit.save(traced, str(p)))
-    return _file_sha256(path)
+    atomic_write(path, lambda p: p.write_bytes(data))
+    return hashlib.sha256(data).hexdigest()
 
 
 def _sidecar(sub: Subnet, ident: dict, normalization: dict | None, preprocessing: dict | None, params: int,

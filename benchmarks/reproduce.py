@@ -27,7 +27,9 @@ Budgets follow the paper's Table 2 epoch counts relative to DεpS: full-only 1x,
 OFA-PS 2.2x (605/270), CompOFA 1.2x (330/270); and BigNAS at DεpS's device-hours (0.75x the epochs).
 
 `--ablations` also runs the paper's Fig. 2 (fig2-from-half, fig2-from-full): DεpS's shrinking for half the run,
-started (train.init_from) from the full model trained alone for half the run or for the whole run.
+started (train.init_from) from the full model trained alone for half the run or for the whole run, and compares
+the two (<out>/compare-fig2-s<seed>; over seeds in seeds.md, with the verdict on the paper's claim for the small
+subnets).
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ def summarize(out: Path, names_by_seed: dict[int, list[str]]) -> None:
     lines += ["", *seed_differences(per_method)]
     if "deps-no-eps" in per_method:  # the ablations
         lines += ["", *shrink_start_over_seeds(out, list(names_by_seed))]
+    lines += ["", *fig2_over_seeds(out, list(names_by_seed))]
     (out / "seeds.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -246,6 +249,47 @@ def shrink_start_over_seeds(out: Path, seeds: list[int]) -> list[str]:
     return lines
 
 
+def fig2_over_seeds(out: Path, seeds: list[int]) -> list[str]:
+    """The paper's Fig. 2 claim over seeds: shrinking from the half-trained full model gives better small subnets
+    than from the fully trained one. From each seed's compare-fig2-s<seed> (fig2-from-full minus fig2-from-half,
+    paired on the test images): mean Pareto accuracy and every point of the curve, with the verdict on "from the
+    half-trained model ahead" (Δ < 0) for the smallest subnet and bucket 1, where the paper claims it; the other
+    points are reported without a claim. Seeds without the comparison are left out."""
+    import csv
+
+    per_point: dict[str, list[float]] = {}
+    singles: dict[str, tuple[float, float]] = {}
+    used = []
+    for seed in seeds:
+        folder = out / f"compare-fig2-s{seed}"
+        if not (folder / "compare_points.csv").is_file():
+            continue
+        used.append(seed)
+        rows = [r for r in csv.DictReader((folder / "compare.csv").open()) if r["method"].startswith("fig2-from-full")]
+        rows = [{"point": "mean Pareto", "diff": r["diff_vs_ref"], "diff_ci_lo": r["diff_ci_lo"],
+                 "diff_ci_hi": r["diff_ci_hi"]} for r in rows]
+        rows += [r for r in csv.DictReader((folder / "compare_points.csv").open())
+                 if r["method"].startswith("fig2-from-full")]
+        for r in rows:
+            if r["diff"] in ("", "None"):  # a point the two runs do not share
+                continue
+            per_point.setdefault(r["point"], []).append(float(r["diff"]))
+            singles[r["point"]] = (float(r["diff_ci_lo"]), float(r["diff_ci_hi"]))
+    if not used:
+        return []
+    lines = ["Fig. 2: shrinking started from the fully trained full model minus from the half-trained one (points; "
+             "mean [95 % t-interval over seeds]; the paper claims the half-trained start gives better small "
+             f"subnets, Δ < 0). Seeds: {', '.join(map(str, used))}. " + VERDICT_RULE, "",
+             "| point | seeds | per seed | over seeds | verdict: from the half-trained ahead |",
+             "|---|---|---|---|---|"]
+    for point, vals in per_point.items():
+        claimed = point in ("smallest", "bucket 1")
+        single = singles[point] if len(vals) == 1 else None
+        lines.append(f"| {point} | {len(vals)} | {', '.join(f'{v:+.2f}' for v in vals)} | {_over_seeds(vals)} | "
+                     f"{seed_verdict(vals, '<', single=single) if claimed else '–'} |")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -324,6 +368,9 @@ def main() -> None:
         print((out / f"compare-s{seed}" / "compare.md").read_text().split("\n\n![")[0], flush=True)
         if args.ablations and {"deps", "deps-no-eps"} <= set(jobs):
             shrink_start_drop(out, seed)
+        if set(FIG2) <= set(fig2):  # Fig. 2's own comparison: from the fully trained model against from the half
+            sh([*ofa, "compare", *[str(record(out, f"{n}-s{seed}")) for n in FIG2], "--out",
+                str(out / f"compare-fig2-s{seed}")], log)
     if len(seeds) > 1 and not args.train_only:
         summarize(out, names_by_seed)
     print(f"done in {(time.time() - started) / 60:.1f} min; results in {out}", flush=True)

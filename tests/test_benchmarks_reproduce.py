@@ -1,4 +1,5 @@
-"""reproduce.py's ablation statistic at the shrink start: the mean over the epoch after it, with the verdict rule."""
+"""reproduce.py's ablation statistics over seeds, with the verdict rule: the full model at the shrink start (the mean
+over the epoch after it) and Fig. 2 (from the fully trained full model minus from the half-trained one)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,41 @@ def test_a_run_without_readings_around_the_shrink_start_is_an_error_naming_it(tm
     with pytest.raises(ValueError, match=r"deps-s0: no full-model validation just before and after the shrink "
                                          r"start \(epoch 3\)"):
         reproduce.full_model_at_shrink_start(tmp_path / "records" / "deps-s0")
+
+
+def _fig2_compare(out: Path, seed: int, mean: float, smallest: float, bucket1: float) -> None:
+    """compare-fig2-s<seed> as `onceforall compare` writes it: from-half the reference, from-full's Δ to it (with a
+    paired interval ±0.3 over test images) in compare.csv and, per point, compare_points.csv."""
+    folder = out / f"compare-fig2-s{seed}"
+    folder.mkdir(parents=True)
+    head = "method,mean_pareto_acc,diff_vs_ref,diff_ci_lo,diff_ci_hi\n"
+    (folder / "compare.csv").write_text(head + f"fig2-from-half-s{seed},80,0,0,0\n"
+                                        f"fig2-from-full-s{seed},80,{mean},{mean - 0.3},{mean + 0.3}\n")
+    rows = ["method,point,diff,diff_ci_lo,diff_ci_hi"]
+    for point, d in (("smallest", smallest), ("bucket 1", bucket1), ("bucket 2", 1.0), ("bucket 3", "")):
+        rows.append(f"fig2-from-half-s{seed},{point},0,0,0")
+        lo, hi = (d - 0.3, d + 0.3) if d != "" else ("", "")
+        rows.append(f"fig2-from-full-s{seed},{point},{d},{lo},{hi}")
+    (folder / "compare_points.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_fig2_over_seeds_claims_the_small_subnets_only_with_the_verdict_rule(tmp_path):
+    assert reproduce.fig2_over_seeds(tmp_path, [0]) == []  # no comparison yet: nothing to report
+    _fig2_compare(tmp_path, 0, mean=1.0, smallest=-1.0, bucket1=0.2)
+    lines = reproduce.fig2_over_seeds(tmp_path, [0, 1])  # seed 1 not compared: left out
+    assert "Seeds: 0." in lines[0]
+    row = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
+    assert row["| smallest"].endswith("| 1 | -1.00 | -1.00 | suggestive |")  # its own interval below 0
+    assert row["| bucket 1"].endswith("| not shown |")  # its own interval [-0.1, +0.5] contains 0
+    assert row["| mean Pareto"].endswith("| – |") and row["| bucket 2"].endswith("| – |")  # reported, not claimed
+    assert "| bucket 3" not in row  # a point the runs do not share
+    _fig2_compare(tmp_path, 1, mean=1.0, smallest=-2.0, bucket1=1.5)
+    _fig2_compare(tmp_path, 2, mean=1.0, smallest=-3.0, bucket1=2.5)
+    row = {line.split(" | ")[0]: line for line in reproduce.fig2_over_seeds(tmp_path, [0, 1, 2]) if line[:2] == "| "}
+    assert row["| smallest"].endswith("| 3 | -1.00, -2.00, -3.00 | -2.00 [-4.48, +0.48] | not shown |")
+    assert row["| bucket 1"].endswith("| 3 | +0.20, +1.50, +2.50 | +1.40 [-1.47, +4.27] | not shown |")
+    _fig2_compare(tmp_path, 3, mean=1.0, smallest=-2.0, bucket1=2.0)
+    _fig2_compare(tmp_path, 4, mean=1.0, smallest=-2.0, bucket1=2.0)
+    seeds = [0, 1, 2, 3, 4]
+    row = {line.split(" | ")[0]: line for line in reproduce.fig2_over_seeds(tmp_path, seeds) if line[:2] == "| "}
+    assert row["| smallest"].endswith("| holds |") and row["| bucket 1"].endswith("| contradicted |")

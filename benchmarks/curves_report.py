@@ -273,6 +273,16 @@ class Diff:
     verdict: str
 
 
+def _diff_of(per_seed: dict[int, float], cost: float, a: str, b: str, missing: list[int] | None = None) -> Diff:
+    """The :class:`Diff` of per-seed differences: their t-interval over seeds and the verdict on "a ahead"."""
+    vals = list(per_seed.values())
+    if not vals:
+        return Diff(a, b, cost, {}, missing or [], None, None, None, "not shown")
+    m, lo, hi = t_interval(vals)
+    return Diff(a, b, cost, per_seed, missing or [], m, lo, hi,
+                verdict(lo, hi, len(vals), ">") if lo is not None else verdict(m, m, 1, ">"))
+
+
 def diff_at(a: list[Point], b: list[Point], cost: float, seeds: list[int], metric: str = "pareto") -> Diff:
     """a's minus b's accuracy at ``cost``, each seed's curve interpolated in log cost; t-interval over seeds; the
     claim is a > b. A seed whose curve (of either method) does not span ``cost`` is missing."""
@@ -283,12 +293,35 @@ def diff_at(a: list[Point], b: list[Point], cost: float, seeds: list[int], metri
             missing.append(s)
         else:
             per_seed[s] = round(va - vb, 9)  # float noise of the interpolation is no difference
-    vals = list(per_seed.values())
-    if not vals:
-        return Diff(a[0].method, b[0].method, cost, {}, missing, None, None, None, "not shown")
-    m, lo, hi = t_interval(vals)
-    v = verdict(lo, hi, len(vals), ">") if lo is not None else verdict(m, m, 1, ">")
-    return Diff(a[0].method, b[0].method, cost, per_seed, missing, m, lo, hi, v)
+    return _diff_of(per_seed, cost, a[0].method, b[0].method, missing)
+
+
+@dataclass
+class PointDiff:
+    """The smallest subnet's and the full model's difference at one equal cost (``smallest``, ``full``), and the
+    paper's "the gains are largest on the smallest subnets": per seed, the smallest subnet's difference minus the
+    mean Pareto one (``gain``, claim > 0). ``full`` alone for the pair with the full model trained alone."""
+
+    cost: float
+    smallest: Diff | None
+    full: Diff
+    gain: Diff | None
+
+
+def point_diffs(a: list[Point], b: list[Point], seeds: list[int]) -> list[PointDiff]:
+    """The smallest subnet and the full model at the equal-cost levels of the pair, each paired by seed as
+    :func:`diff_at`, and how much larger the smallest subnet's difference is than the mean Pareto one. Against the
+    full model trained alone only the full model is compared (its other subnets are not trained)."""
+    rows = []
+    for cost in equal_cost_levels(a, b):
+        full = diff_at(a, b, cost, seeds, "full")
+        if b[0].method == "full-only":
+            rows.append(PointDiff(cost, None, full, None))
+            continue
+        small, pareto = diff_at(a, b, cost, seeds, "smallest"), diff_at(a, b, cost, seeds, "pareto")
+        gain = {s: round(small.per_seed[s] - pareto.per_seed[s], 9) for s in small.per_seed if s in pareto.per_seed}
+        rows.append(PointDiff(cost, small, full, _diff_of(gain, cost, a[0].method, b[0].method)))
+    return rows
 
 
 def equal_cost_levels(a: list[Point], b: list[Point]) -> list[float]:
@@ -401,12 +434,35 @@ def write_report(out: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int
     diffs = {(a, b): [diff_at(curves[a], curves[b], c, seeds) for c in equal_cost_levels(curves[a], curves[b])]
              for a, b in PAIRS if a in curves and b in curves}
     cross = {k: crossings(curves[k[0]], curves[k[1]]) for k in diffs}
-    md = _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross)
+    points = {(a, b): point_diffs(curves[a], curves[b], seeds) for a, b in (*PAIRS, ("deps", "full-only"))
+              if a in curves and b in curves}
+    md = _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) + _points_markdown(points)
     (out / "curves.md").write_text(md)
     if curves:
         plot(curves, out / "curves.png")
     return {"curves": curves, "problems": problems, "reaches": reaches, "ratios": ratios, "diffs": diffs,
-            "crossings": cross}
+            "crossings": cross, "points": points}
+
+
+def _points_markdown(points: dict[tuple[str, str], list[PointDiff]]) -> str:
+    def cells(d: Diff | None) -> str:
+        if d is None:
+            return "– | –"
+        return f"{_ci(d.mean, d.lo, d.hi, '{:+.2f}')} | {d.verdict}"
+
+    lines = ["", "## The smallest subnet and the full model at equal training cost", "",
+             "As above, at the same cost levels (points; claim: DεpS ahead, Δ > 0). \"gain\" is the paper's \"the "
+             "gains are largest on the smallest subnets\": per seed, the smallest subnet's Δ minus the mean Pareto "
+             "Δ (claim > 0). Against the full model trained alone only the full model is compared.", "",
+             "| pair | train MACs | seeds | Δ smallest [95 % t] | verdict | Δ full model [95 % t] | verdict | "
+             "gain: Δ smallest − Δ mean Pareto [95 % t] | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for (a, b), rows in points.items():
+        if not rows:
+            lines.append(f"| {a} − {b} | no overlap of the two curves' costs | | | | | | | |")
+        for r in rows:
+            lines.append(f"| {a} − {b} | {_t(r.cost)} | {len(r.full.per_seed)} | {cells(r.smallest)} | "
+                         f"{cells(r.full)} | {cells(r.gain)} |")
+    return "\n".join(lines) + "\n"
 
 
 def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) -> str:

@@ -150,7 +150,20 @@ def test_report_on_synthetic_records(out):
     # one seed: at most suggestive
     one = cr.diff_at(curves_["deps"], curves_["full-only"], 1.5 * T, SEEDS)
     assert list(one.per_seed) == [0] and one.missing == [1, 2, 3, 4] and one.verdict == "suggestive"
+    # the smallest subnet and the full model at the same levels; "gain": the smallest subnet's Δ minus mean Pareto's
+    pd = got["points"][("deps", "ofa-ps")]
+    assert [r.cost for r in pd] == pytest.approx([x.cost for x in d])
+    for r, x in zip(pd, d):  # every record's smallest subnet is 5 below its mean Pareto, its full model 2 above
+        assert r.smallest.per_seed == pytest.approx(x.per_seed) and r.smallest.verdict == "holds"
+        assert r.full.per_seed == pytest.approx(x.per_seed) and r.full.verdict == "holds"
+        assert r.gain.per_seed == pytest.approx(dict.fromkeys(SEEDS, 0.0)) and r.gain.verdict == "not shown"
+    alone = got["points"][("deps", "full-only")]  # full model only; full-only has seed 0 alone: suggestive
+    assert [r.smallest for r in alone] == [None] * 3 and [r.gain for r in alone] == [None] * 3
+    for r in alone:
+        assert r.full.per_seed == pytest.approx({0: _deps(r.cost, 0) - 60.0}) and r.full.verdict == "suggestive"
     md = (out / "curves.md").read_text()
+    assert "## The smallest subnet and the full model at equal training cost" in md
+    assert "| deps − full-only | 1.12T | 1 | – | – |" in md
     assert "missing seed(s) 4" in md and "| deps − ofa-ps |" in md and "holds" in md and "contradicted" in md
     assert "not reached" in md and common.VERDICT_RULE in md
     # CPU minutes where a record has them (full-only: 1.5 min per epoch), – where none of the seeds does

@@ -415,6 +415,47 @@ def point_rows(curves: dict[str, list[Point]]) -> list[dict]:
     return rows
 
 
+def compute_rows(curves: dict[str, list[Point]], durations: Path) -> list[dict]:
+    """How long each method's recorded runs took, in hours: training wall time (cost.json, every resume
+    included), training CPU time (over the runs that recorded it) and evaluation wall time (durations.csv's eval
+    rows of the recorded runs, summed: a resumed or repeated evaluation adds a row). Wall times count pauses and
+    neighbours."""
+    evals: dict[str, float] = {}
+    if durations.is_file():
+        for row in csv.DictReader(durations.open()):
+            if row["part"] == "eval":
+                evals[row["run"]] = evals.get(row["run"], 0.0) + float(row["seconds"])
+    rows = []
+    for method, pts in curves.items():
+        recs = [r for p in pts for r in p.recs]
+        names = [f"{r.method}-e{r.epochs}-s{r.seed}" for r in recs]
+        cpu = [r.cpu_min for r in recs if r.cpu_min is not None]
+        rows.append({"method": method, "runs": len(recs), "train_wall_h": sum(r.wall_min for r in recs) / 60,
+                     "train_cpu_h": sum(cpu) / 60, "cpu_runs": len(cpu),
+                     "eval_wall_h": sum(evals.get(n, 0.0) for n in names) / 3600,
+                     "eval_runs": sum(n in evals for n in names)})
+    return rows
+
+
+def _compute_markdown(rows: list[dict]) -> str:
+    lines = ["", "## Compute", "",
+             "Hours spent on the recorded runs: training wall time (cost.json, every resume included), training CPU "
+             "time (the runs that recorded it), evaluation wall time (every evaluation of those runs in "
+             "durations.csv: re-evaluations under a superseded protocol included, an evaluation killed before it "
+             "finished not). Wall times include pauses and the slowdown of running beside another job; CPU time "
+             "does not.", "",
+             "| method | runs | training wall h | training CPU h (runs) | evaluation wall h (runs) |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['runs']} | {r['train_wall_h']:.1f} | {r['train_cpu_h']:.1f} "
+                     f"({r['cpu_runs']}) | {r['eval_wall_h']:.1f} ({r['eval_runs']}) |")
+    if rows:
+        total = {k: sum(r[k] for r in rows) for k in rows[0] if k != "method"}
+        lines.append(f"| all | {total['runs']} | {total['train_wall_h']:.1f} | {total['train_cpu_h']:.1f} "
+                     f"({total['cpu_runs']}) | {total['eval_wall_h']:.1f} ({total['eval_runs']}) |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(out: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int],
                  targets: list[float] | None = None) -> dict:
     """curves.md, curves.csv and curves.png in ``out`` from <out>/records; returns what they show."""
@@ -436,12 +477,14 @@ def write_report(out: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int
     cross = {k: crossings(curves[k[0]], curves[k[1]]) for k in diffs}
     points = {(a, b): point_diffs(curves[a], curves[b], seeds) for a, b in (*PAIRS, ("deps", "full-only"))
               if a in curves and b in curves}
-    md = _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) + _points_markdown(points)
+    compute = compute_rows(curves, out / "durations.csv")
+    md = (_markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) + _points_markdown(points)
+          + _compute_markdown(compute))
     (out / "curves.md").write_text(md)
     if curves:
         plot(curves, out / "curves.png")
     return {"curves": curves, "problems": problems, "reaches": reaches, "ratios": ratios, "diffs": diffs,
-            "crossings": cross, "points": points}
+            "crossings": cross, "points": points, "compute": compute}
 
 
 def _points_markdown(points: dict[tuple[str, str], list[PointDiff]]) -> str:

@@ -106,6 +106,8 @@ def test_interpolation_and_cost_to_reach_are_linear_in_log_cost():
 
 
 def test_report_on_synthetic_records(out):
+    (out / "durations.csv").write_text("run,part,seconds,finished_at\ndeps-e4-s0,eval,300,x\ndeps-e4-s0,train,50,x\n"
+                                       "deps-e4-s0,eval,60,x\nbignas-e5-s0,eval,900,x\n")  # the last: no record
     got = cr.write_report(out, BUDGETS, SEEDS, targets=[74.0, 76.0, 90.0])
     curves_, problems = got["curves"], got["problems"]
     targets = cr.default_targets(curves_)  # spanned by every supernet method's mean curve: 74.05 .. 78.0
@@ -161,7 +163,14 @@ def test_report_on_synthetic_records(out):
     assert [r.smallest for r in alone] == [None] * 3 and [r.gain for r in alone] == [None] * 3
     for r in alone:
         assert r.full.per_seed == pytest.approx({0: _deps(r.cost, 0) - 60.0}) and r.full.verdict == "suggestive"
+    # compute: training wall minutes are 1 per epoch in the synthetic cost.json; evaluations from durations.csv
+    compute = {r["method"]: r for r in got["compute"]}
+    assert compute["deps"]["runs"] == 15 and compute["deps"]["train_wall_h"] == pytest.approx(5 * 28 / 60)
+    assert compute["full-only"]["train_cpu_h"] == pytest.approx((360 + 720) / 3600)
+    assert compute["full-only"]["cpu_runs"] == 2 and compute["deps"]["cpu_runs"] == 0
+    assert compute["deps"]["eval_wall_h"] == pytest.approx((300 + 60) / 3600) and compute["deps"]["eval_runs"] == 1
     md = (out / "curves.md").read_text()
+    assert "| deps | 15 | 2.3 | 0.0 (0) | 0.1 (1) |" in md and "| all | 56 | 10.4 | 0.3 (2) | 0.1 (1) |" in md
     assert "## The smallest subnet and the full model at equal training cost" in md
     assert "| deps − full-only | 1.12T | 1 | – | – |" in md
     assert "missing seed(s) 4" in md and "| deps − ofa-ps |" in md and "holds" in md and "contradicted" in md

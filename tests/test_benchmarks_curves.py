@@ -209,8 +209,9 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
     order = [j.name for j in curves.jobs([0, 1], list(curves.POINTS))]
     assert order[:5] == ["deps-e4-s0", "ofa-ps-e4-s0", "bignas-e3-s0", "compofa-e5-s0", "full-only-e4-s0"]
     assert order[5:10] == ["deps-e8-s0", "ofa-ps-e9-s0", "bignas-e6-s0", "compofa-e10-s0", "full-only-e8-s0"]
-    assert order[10:15] == ["deps-e16-s0", "ofa-ps-e18-s0", "bignas-e12-s0", "full-only-e16-s0", "ofa-ps-e35-s0"]
-    assert order[15] == "deps-e4-s1" and len(order) == 2 * 15
+    assert order[10:14] == ["deps-e16-s0", "ofa-ps-e18-s0", "bignas-e12-s0", "full-only-e16-s0"]
+    # OFA-PS at 35 epochs (beyond every other curve's cost) after every seed of the other points
+    assert order[14] == "deps-e4-s1" and order[-2:] == ["ofa-ps-e35-s0", "ofa-ps-e35-s1"] and len(order) == 2 * 15
     assert curves.parse_name("ofa-ps-e35-s3") == curves.Job("ofa-ps", 35, 3) and curves.parse_name("deps-s0") is None
     assert curves.Job("ofa-ps", 9, 0).overrides() == [*common.FMNIST20_R10, "data.train_subset=10000",
                                                       "train.epochs=9", "train.seed=0"]

@@ -4,6 +4,7 @@ run order and plan, missing data reported rather than fatal, records without mac
 
 import json
 import math
+import re
 import statistics
 import sys
 import threading
@@ -386,3 +387,19 @@ def test_a_record_or_run_trained_with_other_settings_stops_the_suite(tmp_path, m
     with pytest.raises(SystemExit, match=r"was trained with model.bn_momentum=0.1, .* \(and 1 more\)"):
         common.train_run("deps-e4-s0", "fashion-mnist", curves.Job("deps", 4, 0).overrides(), tmp_path,
                          tmp_path / "log.txt", 1)
+
+
+def test_committed_results_name_no_machine_folder():
+    """Every committed result (records, logs, reports under benchmarks/results; the runs themselves are not
+    committed) is free of absolute paths of the machine that made it: they mean nothing on another one."""
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    absolute = re.compile(r"(?<![\w.~])/(?:work|root|home|tmp|Users|mnt|var|opt|usr/local)/")
+    found = []
+    for path in sorted(results.rglob("*")):
+        if "runs" in path.relative_to(results).parts or path.suffix not in {".csv", ".json", ".jsonl", ".md", ".txt",
+                                                                            ".yaml"}:
+            continue
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if absolute.search(line):
+                found.append(f"{path.relative_to(results)}:{n}: {line[:120]}")
+    assert results.is_dir() and not found, "\n".join(found[:10])

@@ -191,7 +191,9 @@ def _without_debug_records(data: bytes) -> bytes:
     trace, with the absolute paths of the exporting machine's Python files (its install and the calling script),
     so exports of the same subnet differed between machines and named their folders. The module runs without
     them (only error messages lose their source lines). The archive is rewritten with torch's own zip writer,
-    which keeps its record alignment."""
+    which keeps its record alignment (a torch without it: ``data`` as it is, still a valid archive)."""
+    if not (hasattr(torch._C, "PyTorchFileReader") and hasattr(torch._C, "PyTorchFileWriter")):
+        return data
     reader = torch._C.PyTorchFileReader(io.BytesIO(data))
     out = io.BytesIO()
     writer = torch._C.PyTorchFileWriter(out)

@@ -631,6 +631,27 @@ def test_unusable_checkpoint_files_and_init_from_spaces_are_named(tmp_path):
     assert "trained with model.width_mult 0.5, this run builds 0.25" in msg and len(msg) < 300, msg
 
 
+def test_checkpoints_of_the_same_state_are_byte_identical(tmp_path):
+    """torch.save names a zip's root folder after the file it writes; given atomic_write's temporary name (a pid,
+    a random suffix) the same state gave other bytes each time. Written through the open file, the root is
+    'archive' and the bytes depend on the state alone (and the full disk still names the file)."""
+    import zipfile
+
+    import onceforall as ofa
+    from onceforall.core.util import atomic_torch_save
+
+    net = ofa.build_supernet(ofa.get_space("mbv3-cifar", width_mult=0.25, resolutions=(16,), num_classes=10))
+    state = {"space": net.space.identity(), "model": net.state_dict(), "step": 3}
+    save_checkpoint(tmp_path / "a.pt", state)
+    save_checkpoint(tmp_path / "b.pt", state)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert {n.split("/")[0] for n in zipfile.ZipFile(tmp_path / "a.pt").namelist()} == {"archive"}
+    assert load_checkpoint(tmp_path / "b.pt")["step"] == 3
+    with pytest.raises(OSError) as e:
+        atomic_torch_save(tmp_path / "no-such-folder" / "c.pt", state)
+    assert e.value.filename is not None and "no-such-folder" in e.value.filename
+
+
 def test_data_root_file_subset_cap_full_disk_and_stale_temporaries(tmp_path):
     from onceforall.core.util import atomic_write, remove_stale_tmp
     from onceforall.data import DataError, load_dataset

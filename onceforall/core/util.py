@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "ensure_writable", "first_line", "is_int", "is_number", "load_weights_only",
-           "nonfinite_keys", "os_error_text", "read_json", "remove_stale_tmp", "JSONFileError"]
+__all__ = ["atomic_torch_save", "atomic_write", "ensure_writable", "first_line", "is_int", "is_number",
+           "load_weights_only", "nonfinite_keys", "os_error_text", "read_json", "remove_stale_tmp", "JSONFileError"]
 
 
 class JSONFileError(ValueError):
@@ -135,6 +135,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write`, into the open file rather than by name: torch
+    names a zip archive's root folder after the file it is given, and the temporary name (a pid, a random suffix)
+    made identical contents differ byte for byte; through a file object the root is always ``archive``."""
+    import torch
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 _TMP = re.compile(r"^\..+\.p(\d+)\.[^.]+\.tmp$")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..core.space import Space
-from ..core.util import atomic_write, first_line, nonfinite_keys
+from ..core.util import atomic_torch_save, first_line, nonfinite_keys
 
 __all__ = ["CheckpointError", "content_checksum", "load_checkpoint", "load_model_state", "peek_config",
            "previous_checkpoint",
@@ -90,7 +90,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, keep_previous: b
             shutil.copy2(path, tmp)
         os.replace(tmp, prev)
     try:
-        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+        atomic_torch_save(path, payload)
     except RuntimeError as e:  # torch's writer reports a full disk or an I/O error as RuntimeError
         raise OSError(f"cannot write checkpoint {path} ({first_line(e)}); is the disk full?") from None
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from ..core.arch import Arch
 from ..core.space import Space
-from ..core.util import atomic_write, load_weights_only
+from ..core.util import atomic_torch_save, load_weights_only
 from .ofa_formats import load_ofa_acc_predictor
 
 __all__ = ["FORMAT", "AccuracyPredictor", "Predictor", "ScoreFn", "encode", "feature_dim", "kendall_tau",
@@ -388,7 +388,7 @@ def save_predictor(path: str | Path, predictor: AccuracyPredictor, *, fit: Mappi
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": VERSION, "space": predictor.space.identity(),
             "state": predictor.state_dict(), "fit": dict(fit), "info": dict(info or {})}
-    atomic_write(path, lambda p: torch.save(data, p))
+    atomic_torch_save(path, data)
     return path
 
 

@@ -478,13 +478,68 @@ def write_report(out: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int
     points = {(a, b): point_diffs(curves[a], curves[b], seeds) for a, b in (*PAIRS, ("deps", "full-only"))
               if a in curves and b in curves}
     compute = compute_rows(curves, out / "durations.csv")
+    claims = claims_rows(ratios, diffs, points)
     md = (_markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) + _points_markdown(points)
-          + _compute_markdown(compute))
+          + _claims_markdown(claims) + _compute_markdown(compute))
     (out / "curves.md").write_text(md)
     if curves:
         plot(curves, out / "curves.png")
     return {"curves": curves, "problems": problems, "reaches": reaches, "ratios": ratios, "diffs": diffs,
-            "crossings": cross, "points": points, "compute": compute}
+            "crossings": cross, "points": points, "compute": compute, "claims": claims}
+
+
+def _verdict_counts(verdicts: list[str]) -> str:
+    """``verdicts`` (one per level or target) as counts in a fixed order: "holds 2, not shown 1"."""
+    order = ("holds", "suggestive", "not shown", "contradicted", "–")
+    return ", ".join(f"{v} {verdicts.count(v)}" for v in order if verdicts.count(v)) or "–"
+
+
+def claims_rows(ratios: list[Ratio], diffs: dict[tuple[str, str], list[Diff]],
+                points: dict[tuple[str, str], list[PointDiff]]) -> list[tuple[str, str, str, str]]:
+    """The paper's claims that the curves answer, each as (claim, measured, seeds, verdicts): the values at every
+    accuracy target or equal-cost level, and how many of them get each verdict of the one rule."""
+    rows = []
+
+    def seeds_of(ds: list[Diff]) -> str:
+        return ", ".join(sorted({str(len(d.per_seed)) for d in ds})) or "0"
+
+    for other, n in PAPER_RATIOS.items():
+        rs = [r for r in ratios if r.other == other]
+        if rs:
+            vals = "; ".join(f"{r.target:.1f} %: " + ("–" if r.ratio is None else _ci(r.ratio, r.lo, r.hi, "{:.2f}x"))
+                             for r in rs)
+            rows.append((f"the same accuracy at {n}x less training cost than {other} (Table 2)",
+                         f"{other} / deps cost to reach: {vals}", ", ".join(sorted({str(r.seeds) for r in rs})),
+                         f"> 1: {_verdict_counts([r.verdict for r in rs])}; > {n}: "
+                         f"{_verdict_counts([r.paper_verdict for r in rs])}"))
+    for (a, b), ds in diffs.items():
+        if ds:
+            vals = "; ".join(f"{_t(d.cost)}: {_ci(d.mean, d.lo, d.hi, '{:+.2f}')}" for d in ds)
+            rows.append((f"{a} is ahead of {b} at equal training cost (mean Pareto)", vals, seeds_of(ds),
+                         _verdict_counts([d.verdict for d in ds])))
+    for (_, b), ps in points.items():
+        gains = [p.gain for p in ps if p.gain is not None]
+        if gains:
+            vals = "; ".join(f"{_t(d.cost)}: {_ci(d.mean, d.lo, d.hi, '{:+.2f}')}" for d in gains)
+            rows.append((f"the gains over {b} are largest on the smallest subnets (Δ smallest − Δ mean Pareto > 0)",
+                         vals, seeds_of(gains), _verdict_counts([d.verdict for d in gains])))
+    for (a, b), ps in points.items():
+        full = [p.full for p in ps]
+        if full:
+            vals = "; ".join(f"{_t(d.cost)}: {_ci(d.mean, d.lo, d.hi, '{:+.2f}')}" for d in full)
+            rows.append((f"{a}'s full model is ahead of {b}'s at equal training cost", vals, seeds_of(full),
+                         _verdict_counts([d.verdict for d in full])))
+    return rows
+
+
+def _claims_markdown(rows: list[tuple[str, str, str, str]]) -> str:
+    lines = ["", "## The paper's claims, answered by the curves", "",
+             "Every value above that bears on a claim, with how many of its targets or levels get each verdict of "
+             "the rule (the paper's \"full model on par\" is read as \"not behind\": only \"contradicted\" "
+             "goes against it).", "",
+             "| claim | measured | seeds | verdicts |", "|---|---|---|---|"]
+    lines += [f"| {c} | {m} | {n} | {v} |" for c, m, n, v in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _points_markdown(points: dict[tuple[str, str], list[PointDiff]]) -> str:

@@ -170,7 +170,18 @@ def test_report_on_synthetic_records(out):
     assert compute["full-only"]["train_cpu_h"] == pytest.approx((360 + 720) / 3600)
     assert compute["full-only"]["cpu_runs"] == 2 and compute["deps"]["cpu_runs"] == 0
     assert compute["deps"]["eval_wall_h"] == pytest.approx((300 + 60) / 3600) and compute["deps"]["eval_runs"] == 1
+    # the paper's claims, with the verdicts of every target or level counted
+    claims = {c: (m, n, v) for c, m, n, v in got["claims"]}
+    assert claims["deps is ahead of ofa-ps at equal training cost (mean Pareto)"][2] == "holds 3"
+    assert claims["deps is ahead of bignas at equal training cost (mean Pareto)"][2] == "not shown 3"
+    assert claims["deps is ahead of compofa at equal training cost (mean Pareto)"][2] == "contradicted 3"
+    gain = claims["the gains over ofa-ps are largest on the smallest subnets (Δ smallest − Δ mean Pareto > 0)"]
+    assert gain[1:] == ("5", "not shown 3")
+    assert claims["deps's full model is ahead of full-only's at equal training cost"][1:] == ("1", "suggestive 3")
+    measured, n, v = claims["the same accuracy at 1.8x less training cost than ofa-ps (Table 2)"]
+    assert "76.0 %: 2.00x [" in measured and n == "4" and v.startswith("> 1: holds 2, not shown 1; > 1.8: ")
     md = (out / "curves.md").read_text()
+    assert "## The paper's claims, answered by the curves" in md
     assert "| deps | 15 | 2.3 | 0.0 (0) | 0.1 (1) |" in md and "| all | 56 | 10.4 | 0.3 (2) | 0.1 (1) |" in md
     assert "## The smallest subnet and the full model at equal training cost" in md
     assert "| deps − full-only | 1.12T | 1 | – | – |" in md

@@ -81,6 +81,12 @@ _REQUIRED = ("format", "onceforall", "arch", "arch_json", "space", "dropout", "i
 _REQUIRED_V2 = ("preprocessing", "checksums")  # format 1 sidecars (without them) still load
 
 
+def _write_hashed(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically; its SHA-256 (the sidecar's checksum of the file)."""
+    atomic_write(path, lambda p: p.write_bytes(data))
+    return hashlib.sha256(data).hexdigest()
+
+
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -182,8 +188,7 @@ def _write_onnx(model: torch.nn.Module, example: torch.Tensor, expected: torch.T
     proto = to_onnx(model, [example], ["input"], ["logits"], dynamic_batch=True)
     data = proto.SerializeToString()
     _verify_onnx(data, example, expected, path)
-    atomic_write(path, lambda p: p.write_bytes(data))
-    return hashlib.sha256(data).hexdigest()
+    return _write_hashed(path, data)
 
 
 def _without_debug_records(data: bytes) -> bytes:
@@ -218,8 +223,7 @@ def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, expected: 
         diff = (torch.jit.load(io.BytesIO(data))(example) - expected).abs().max().item()
     if not diff <= 1e-5:
         raise ValueError(f"export: TorchScript trace of '{arch}' differs from eager by {diff:.3g}")
-    atomic_write(path, lambda p: p.write_bytes(data))
-    return hashlib.sha256(data).hexdigest()
+    return _write_hashed(path, data)
 
 
 def _sidecar(sub: Subnet, ident: dict, normalization: dict | None, preprocessing: dict | None, params: int,
@@ -304,8 +308,7 @@ def export_subnet(
     from safetensors.torch import save
 
     blob = canonical_safetensors(save(state, metadata={"format": "pt", "arch": stem}))
-    atomic_write(out_dir / files["safetensors"], lambda p: p.write_bytes(blob))
-    checksums = {"safetensors": hashlib.sha256(blob).hexdigest()}
+    checksums = {"safetensors": _write_hashed(out_dir / files["safetensors"], blob)}
 
     example = torch.randn(2, space.in_channels, arch.resolution, arch.resolution,
                           generator=torch.Generator().manual_seed(0))

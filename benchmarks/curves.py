@@ -95,7 +95,7 @@ def jobs(seeds: list[int], methods: list[str]) -> list[Job]:
     levels = max(len(POINTS[m][1]) for m in methods)
     every = [Job(m, POINTS[m][1][level], s) for s in seeds for level in range(levels) for m in methods
              if level < len(POINTS[m][1])]
-    return [j for j in every if (j.method, j.epochs) not in LAST] + [j for j in every if (j.method, j.epochs) in LAST]
+    return sorted(every, key=lambda j: (j.method, j.epochs) in LAST)  # stable: the order within each part stays
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -420,11 +420,9 @@ def compute_rows(curves: dict[str, list[Point]], durations: Path) -> list[dict]:
     included), training CPU time (over the runs that recorded it) and evaluation wall time (durations.csv's eval
     rows of the recorded runs, summed: a resumed or repeated evaluation adds a row). Wall times count pauses and
     neighbours."""
-    evals: dict[str, float] = {}
-    if durations.is_file():
-        for row in csv.DictReader(durations.open()):
-            if row["part"] == "eval":
-                evals[row["run"]] = evals.get(row["run"], 0.0) + float(row["seconds"])
+    from curves import read_durations
+
+    evals = {run: seconds for (run, part), seconds in read_durations(durations).items() if part == "eval"}
     rows = []
     for method, pts in curves.items():
         recs = [r for p in pts for r in p.recs]
@@ -500,8 +498,11 @@ def claims_rows(ratios: list[Ratio], diffs: dict[tuple[str, str], list[Diff]],
     accuracy target or equal-cost level, and how many of them get each verdict of the one rule."""
     rows = []
 
-    def seeds_of(ds: list[Diff]) -> str:
-        return ", ".join(sorted({str(len(d.per_seed)) for d in ds})) or "0"
+    def levels(claim: str, ds: list[Diff]) -> tuple[str, str, str, str]:
+        """A claim answered at equal-cost levels: each level's difference, the seeds, the verdict counts."""
+        vals = "; ".join(f"{_t(d.cost)}: {_ci(d.mean, d.lo, d.hi, '{:+.2f}')}" for d in ds)
+        seeds = ", ".join(sorted({str(len(d.per_seed)) for d in ds})) or "0"
+        return claim, vals, seeds, _verdict_counts([d.verdict for d in ds])
 
     for other, n in PAPER_RATIOS.items():
         rs = [r for r in ratios if r.other == other]
@@ -512,23 +513,12 @@ def claims_rows(ratios: list[Ratio], diffs: dict[tuple[str, str], list[Diff]],
                          f"{other} / deps cost to reach: {vals}", ", ".join(sorted({str(r.seeds) for r in rs})),
                          f"> 1: {_verdict_counts([r.verdict for r in rs])}; > {n}: "
                          f"{_verdict_counts([r.paper_verdict for r in rs])}"))
-    for (a, b), ds in diffs.items():
-        if ds:
-            vals = "; ".join(f"{_t(d.cost)}: {_ci(d.mean, d.lo, d.hi, '{:+.2f}')}" for d in ds)
-            rows.append((f"{a} is ahead of {b} at equal training cost (mean Pareto)", vals, seeds_of(ds),
-                         _verdict_counts([d.verdict for d in ds])))
-    for (_, b), ps in points.items():
-        gains = [p.gain for p in ps if p.gain is not None]
-        if gains:
-            vals = "; ".join(f"{_t(d.cost)}: {_ci(d.mean, d.lo, d.hi, '{:+.2f}')}" for d in gains)
-            rows.append((f"the gains over {b} are largest on the smallest subnets (Δ smallest − Δ mean Pareto > 0)",
-                         vals, seeds_of(gains), _verdict_counts([d.verdict for d in gains])))
-    for (a, b), ps in points.items():
-        full = [p.full for p in ps]
-        if full:
-            vals = "; ".join(f"{_t(d.cost)}: {_ci(d.mean, d.lo, d.hi, '{:+.2f}')}" for d in full)
-            rows.append((f"{a}'s full model is ahead of {b}'s at equal training cost", vals, seeds_of(full),
-                         _verdict_counts([d.verdict for d in full])))
+    rows += [levels(f"{a} is ahead of {b} at equal training cost (mean Pareto)", ds)
+             for (a, b), ds in diffs.items() if ds]
+    rows += [levels(f"the gains over {b} are largest on the smallest subnets (Δ smallest − Δ mean Pareto > 0)",
+                    gains) for (_, b), ps in points.items() if (gains := [p.gain for p in ps if p.gain is not None])]
+    rows += [levels(f"{a}'s full model is ahead of {b}'s at equal training cost", [p.full for p in ps])
+             for (a, b), ps in points.items() if ps]
     return rows
 
 

@@ -634,7 +634,7 @@ def test_unusable_checkpoint_files_and_init_from_spaces_are_named(tmp_path):
 def test_checkpoints_of_the_same_state_are_byte_identical(tmp_path):
     """torch.save names a zip's root folder after the file it writes; given atomic_write's temporary name (a pid,
     a random suffix) the same state gave other bytes each time. Written through the open file, the root is
-    'archive' and the bytes depend on the state alone (and the full disk still names the file)."""
+    'archive' and the bytes depend on the state alone (and a write that cannot start still names the file)."""
     import zipfile
 
     import onceforall as ofa

@@ -652,6 +652,46 @@ def test_checkpoints_of_the_same_state_are_byte_identical(tmp_path):
     assert e.value.filename is not None and "no-such-folder" in e.value.filename
 
 
+def test_checkpoint_on_a_disk_that_fills_mid_write_names_the_file_and_keeps_the_last(tmp_path, monkeypatch):
+    """torch's zip writer swallows the file's OSError and fails later with a bare RuntimeError ("unexpected pos");
+    save_checkpoint must still say what happened and to which file, and lose nothing: the last checkpoint stays
+    readable and no temporary is left."""
+    import builtins
+    import errno
+
+    from onceforall.core import util
+
+    save_checkpoint(tmp_path / "last.pt", {"step": 1, "w": torch.zeros(4)})
+    real_open = builtins.open
+
+    class Filling:  # a disk with 2 kB left
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, data):
+            self.n += len(data)
+            if self.n > 2048:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(util, "open", lambda *a, **k: Filling(real_open(*a, **k)), raising=False)
+    with pytest.raises(OSError) as e:
+        save_checkpoint(tmp_path / "last.pt", {"step": 2, "w": torch.zeros(10_000)})
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "last.pt")
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "previous.pt"]
+
+
 def test_data_root_file_subset_cap_full_disk_and_stale_temporaries(tmp_path):
     from onceforall.core.util import atomic_write, remove_stale_tmp
     from onceforall.data import DataError, load_dataset

@@ -145,9 +145,35 @@ def atomic_torch_save(path: str | Path, obj: Any) -> None:
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            out = _WriteErrors(f)
+            try:
+                torch.save(obj, out)
+            except RuntimeError:
+                # torch's zip writer swallows the file's OSError (a full disk) and fails later with a bare
+                # RuntimeError ("unexpected pos ..."): raise the OSError itself, which atomic_write names
+                if out.error is not None:
+                    raise out.error from None
+                raise
 
     atomic_write(path, write)
+
+
+class _WriteErrors:
+    """A binary file that keeps the OSError its ``write`` raised (everything else is the file's own)."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
 
 
 _TMP = re.compile(r"^\..+\.p(\d+)\.[^.]+\.tmp$")

@@ -91,8 +91,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, keep_previous: b
         os.replace(tmp, prev)
     try:
         atomic_torch_save(path, payload)
-    except RuntimeError as e:  # torch's writer reports a full disk or an I/O error as RuntimeError
-        raise OSError(f"cannot write checkpoint {path} ({first_line(e)}); is the disk full?") from None
+    except RuntimeError as e:  # torch's writer failing on its own (the file's errors come back as OSError)
+        raise OSError(f"cannot write checkpoint {path}: {first_line(e)}") from None
 
 
 def _older(path: Path) -> str:

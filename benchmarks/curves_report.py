@@ -3,7 +3,8 @@
 Cost is each run's training MACs (cost.json ``train_macs``: passes x images x 3, a frozen teacher's forwards
 included; validation not). Every interval is over seeds (95 %): t-intervals for per-point means and for paired
 differences, bootstrap over seeds (resampled independently at each budget point) for the cost to reach an accuracy
-and cost ratios. Every claim gets its verdict from the one rule in common.py (:func:`common.verdict`).
+and cost ratios, once the points it depends on have 3 seeds each (2 seeds give a bootstrap only their range).
+Every claim gets its verdict from the one rule in common.py (:func:`common.verdict`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ PAIRS = (("deps", "ofa-ps"), ("deps", "bignas"), ("deps", "compofa"))
 PAPER_RATIOS = {"ofa-ps": 1.8, "bignas": 2.5}
 LEVELS = (1 / 6, 1 / 2, 5 / 6)  # equal-cost levels: fractions of the curves' overlap, in log cost
 BOOTSTRAP = 2000
+# fewest seeds at every point of a curve for a bootstrap interval: resampling 2 seeds gives at most 3 distinct
+# means, so its "95 %" interval is only the range between the two seeds (far narrower than a t-interval on 2 seeds)
+BOOTSTRAP_MIN_SEEDS = 3
 
 
 @dataclass
@@ -171,7 +175,7 @@ class Reach:
     lo: float | None
     hi: float | None
     seeds: int
-    """The fewest seeds of any of its points."""
+    """The fewest seeds of the points it depends on."""
     samples: np.ndarray | None = None
     """The bootstrap resamples (0: below the curve, inf: not reached)."""
 
@@ -179,13 +183,19 @@ class Reach:
 def reach(points: list[Point], target: float, metric: str = "pareto", rng: np.random.Generator | None = None,
           n: int = BOOTSTRAP) -> Reach:
     """Cost to reach ``target`` on the over-seed mean curve; interval: percentile bootstrap over seeds, each point's
-    seeds resampled independently (none with one seed at any point). A bound is 0 or inf when that share of the
-    resamples is below or beyond the curve."""
+    seeds resampled independently (none when any point it depends on has fewer than :data:`BOOTSTRAP_MIN_SEEDS`:
+    the points up to the first that every seed puts at or above the target). A bound is 0 or inf when that share of
+    the resamples is below or beyond the curve."""
     costs, accs = mean_curve(points, metric)
-    seeds = min(len(p.recs) for p in points)
+    # the points past the first one that every seed puts at or above the target cannot change where any resample
+    # first reaches it: leave them out, so that a costlier point still running (fewer seeds) does not hold it back
+    pts = sorted(points, key=lambda p: p.macs)
+    last = next((i for i, p in enumerate(pts) if min(r.acc[metric] for r in p.recs) >= target), len(pts) - 1)
+    pts = pts[:last + 1]
+    seeds = min(len(p.recs) for p in pts)
     out = Reach(points[0].method, target, cost_to_reach(costs, accs, target), None, None, seeds)
-    if seeds >= 2:
-        xs, ys = _resampled_curves(points, rng or np.random.default_rng(0), metric, n)
+    if seeds >= BOOTSTRAP_MIN_SEEDS:
+        xs, ys = _resampled_curves(pts, rng or np.random.default_rng(0), metric, n)
         samples = []
         for x, y in zip(xs, ys):
             order = np.argsort(x)
@@ -208,6 +218,8 @@ class Ratio:
     seeds: int
     verdict: str
     note: str = ""
+    outside: float = 0.0
+    """The share of resamples that left a curve (no interval when above 2.5 %)."""
 
     @property
     def paper_verdict(self) -> str:
@@ -215,8 +227,10 @@ class Ratio:
         n = PAPER_RATIOS.get(self.other)
         if n is None or self.ratio is None:
             return "–"
-        lo, hi, seeds = (self.lo, self.hi, self.seeds) if self.lo is not None else (self.ratio, self.ratio, 1)
-        return verdict(lo, hi, seeds, ">", n) if self.lo is not None or self.seeds == 1 else "not shown"
+        if self.lo is not None:
+            return verdict(self.lo, self.hi, self.seeds, ">", n)
+        # no interval: too few seeds for one (at most suggestive, as with one seed), or resamples outside a curve
+        return "not shown" if self.outside > 0.025 else verdict(self.ratio, self.ratio, 1, ">", n)
 
 
 def cost_ratio(ref: Reach, other: Reach) -> Ratio:
@@ -229,13 +243,15 @@ def cost_ratio(ref: Reach, other: Reach) -> Ratio:
         return Ratio(other.method, ref.target, None, None, None, seeds, "not shown",
                      f"{ref.method} {ref.cost if isinstance(ref.cost, str) else 'reached'}, "
                      f"{other.method} {other.cost if isinstance(other.cost, str) else 'reached'}")
-    if ref.samples is None or other.samples is None:  # one seed: at most suggestive
-        return Ratio(other.method, ref.target, point, None, None, seeds, verdict(point, point, 1, ">", 1.0))
+    if ref.samples is None or other.samples is None:  # too few seeds for an interval: at most suggestive
+        return Ratio(other.method, ref.target, point, None, None, seeds, verdict(point, point, 1, ">", 1.0),
+                     "" if seeds == 1 else f"no interval: {seeds} seeds at some point (a bootstrap needs "
+                                           f"{BOOTSTRAP_MIN_SEEDS})")
     a, b = other.samples, ref.samples
     ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
     if ok.mean() < 0.975:
         return Ratio(other.method, ref.target, point, None, None, seeds, "not shown",
-                     f"{100 * (1 - ok.mean()):.0f} % of resamples outside a curve")
+                     f"{100 * (1 - ok.mean()):.0f} % of resamples outside a curve", outside=float(1 - ok.mean()))
     r = a[ok] / b[ok]
     lo, hi = float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))
     return Ratio(other.method, ref.target, point, lo, hi, seeds, verdict(lo, hi, seeds, ">", 1.0))
@@ -578,7 +594,9 @@ def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) -
                          + " | ".join(_ci(*p.stat(m)) for m in METRICS) + " |")
     lines += ["", "![curves](curves.png)", "", "## Cost to reach a mean Pareto accuracy", "",
               "Over-seed mean curve, linear in log cost between budget points; 95 % bootstrap over seeds (each "
-              "point's seeds resampled independently; 0 / ∞ bounds: that share of resamples below / beyond the curve).",
+              "point's seeds resampled independently; 0 / ∞ bounds: that share of resamples below / beyond the curve; "
+              f"none until every point of a curve has {BOOTSTRAP_MIN_SEEDS} seeds: the bootstrap of 2 seeds spans only "
+              "the range between them).",
               "", "| method | " + " | ".join(f"{a:.1f} %" for a in targets) + " |", "|---|" + "---|" * len(targets)]
     for method, rs in reaches.items():
         cells = [r.cost if isinstance(r.cost, str) else f"{_t(r.cost)}" + (

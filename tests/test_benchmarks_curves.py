@@ -195,6 +195,30 @@ def test_report_on_synthetic_records(out):
     assert (out / "curves.png").stat().st_size > 10000
 
 
+def test_two_seeds_give_no_bootstrap_interval_and_at_most_suggestive_ratios(out):
+    """A bootstrap of 2 seeds has at most 3 distinct means per point: its "95 %" interval is only the range between
+    the two seeds, which made "holds" and "contradicted" out of two agreeing seeds. Below 3 seeds at any point of a
+    curve there is no interval, and a cost ratio is judged like one seed's value (at most suggestive)."""
+    curves_, _ = cr.load_records(out / "records", BUDGETS, SEEDS)
+    two = {m: [cr.Point(p.method, p.epochs, [r for r in p.recs if r.seed in (0, 1)], p.missing) for p in pts]
+           for m, pts in curves_.items()}
+    deps, ofa = cr.reach(two["deps"], 76.0), cr.reach(two["ofa-ps"], 76.0)
+    assert deps.seeds == ofa.seeds == 2 and deps.lo is None and deps.samples is None
+    assert deps.cost == pytest.approx(2 * math.sqrt(2) * T * 2 ** (0.15 / 4))  # seeds 0, 1: offset −0.15
+    r = cr.cost_ratio(deps, ofa)
+    assert r.lo is None and r.verdict == "suggestive" and r.paper_verdict == "suggestive"  # 1.95x > 1.8x
+    assert "no interval: 2 seeds" in r.note
+    three = {m: [cr.Point(p.method, p.epochs, [r for r in p.recs if r.seed in (0, 1, 2)], p.missing) for p in pts]
+             for m, pts in curves_.items()}
+    full = cr.cost_ratio(cr.reach(three["deps"], 76.0), cr.reach(three["ofa-ps"], 76.0))
+    assert full.lo is not None and full.verdict == "holds" and full.note == ""
+    # a costlier point that fewer seeds have reached (a run still to come) does not matter below its accuracy
+    late = [*curves_["deps"][:2], cr.Point("deps", 16, curves_["deps"][2].recs[:1], [1, 2, 3, 4])]
+    below, above = cr.reach(late, 72.0), cr.reach(late, 76.0)
+    assert below.seeds == 5 and below.lo < below.cost < below.hi  # 1T..2T: every seed reaches 72 % by 2T
+    assert above.seeds == 1 and above.lo is None  # between 2T and 4T: needs the 16-epoch point
+
+
 def test_curves_cross_where_the_mean_difference_changes_sign(tmp_path):
     rec = tmp_path / "records"
     for s in (0, 1):

@@ -9,11 +9,12 @@
 
 The setting is reproduce.py's quick capacity setting (fashion-mnist presets with elastic resolution {10, 15, 20},
 10k training images). Each method trains at several budgets (epochs), chosen so that the curves' training costs
-overlap: DεpS 4/8/16, OFA-PS with its preset's phase fractions at 9/18/35 (2.2x each DεpS budget, the paper's
+overlap: DεpS 4/8/16/32, OFA-PS with its preset's phase fractions at 9/18/35 (2.2x each DεpS budget, the paper's
 ratio) and at 4 (DεpS's cheapest epochs: without it the two cost ranges overlap over 1.9x only), BigNAS 3/6/12,
 CompOFA 5/10 and the full model alone 4/8/16, each on seeds 0..4. The order is seed-major (seed 0's cheapest budget
-level for every method, then its next level, ..., then seed 1, ...), so every session adds complete curves; OFA-PS
-at 35 epochs, whose cost no other curve reaches (it enters no equal-cost comparison), comes after all the others.
+level for every method, then its next level, ..., then seed 1, ...), so every session adds complete curves; the
+two costliest points, DεpS at 32 and OFA-PS at 35 epochs (~17T MACs: past every other curve's cost, they extend
+only the DεpS − OFA-PS comparison, where the gap narrows with the budget), come after all the others, seed by seed.
 
 Every run is `onceforall train` (1 thread by default: the suite runs in the background beside other work), then
 `onceforall eval` (default settings), then its record, <out>/records/<name>/ (config, metrics, cost.json with the
@@ -50,17 +51,17 @@ REPRODUCE_DURATIONS = Path(__file__).resolve().parent / "results" / "quick-fmnis
 SEEDS = (0, 1, 2, 3, 4)
 # method -> (preset, epochs per budget level, cheapest first)
 POINTS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "deps": ("fashion-mnist", (4, 8, 16)),
+    "deps": ("fashion-mnist", (4, 8, 16, 32)),
     # 9/18/35: 2.2x DεpS's epochs (paper Table 2: 605 / 270); 4: so that the cost ranges overlap over > 2x
     "ofa-ps": ("fashion-mnist-ofa-ps", (4, 9, 18, 35)),
     "bignas": ("fashion-mnist-bignas", (3, 6, 12)),
     "compofa": ("fashion-mnist-compofa", (5, 10)),  # 1.2x (330 / 270)
     "full-only": ("fashion-mnist-full-only", (4, 8, 16)),
 }
-# Points past every other curve's cost (OFA-PS at 35 epochs: 17T MACs, DεpS's largest is 8.5T): they enter no
-# equal-cost difference and no cost to reach an accuracy that every curve spans, yet cost ~16 % of a seed's compute.
-# They run after every seed of the other points, so that the answers need not wait for them.
-LAST = {("ofa-ps", 35)}
+# Points past every other curve's cost (~17T MACs; BigNAS, CompOFA and the full model alone end at 5-8T): they
+# extend only the DεpS − OFA-PS curves, whose gap narrows as the budget grows (does it close?), and cost ~30 % of a
+# seed's compute. They run after every seed of the other points, so that the answers need not wait for them.
+LAST = {("deps", 32), ("ofa-ps", 35)}
 NAME = re.compile(r"^(?P<method>.+)-e(?P<epochs>\d+)-s(?P<seed>\d+)$")
 
 

@@ -13,7 +13,7 @@ import csv
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +220,8 @@ class Ratio:
     note: str = ""
     outside: float = 0.0
     """The share of resamples that left a curve (no interval when above 2.5 %)."""
+    costs: tuple[float | str, float | str] = (NOT_REACHED, NOT_REACHED)
+    """The reference's and ``other``'s cost to reach ``target`` on their mean curves."""
 
     @property
     def paper_verdict(self) -> str:
@@ -237,6 +239,10 @@ def cost_ratio(ref: Reach, other: Reach) -> Ratio:
     """other / ref cost to reach the same accuracy; the claim "the reference needs less" is ratio > 1. The interval
     (both curves' resamples, independent) is given when at least 97.5 % of the resamples reach the target inside
     both curves; otherwise the share outside is noted and the verdict is "not shown"."""
+    return replace(_cost_ratio(ref, other), costs=(ref.cost, other.cost))
+
+
+def _cost_ratio(ref: Reach, other: Reach) -> Ratio:
     seeds = min(ref.seeds, other.seeds)
     point = other.cost / ref.cost if isinstance(ref.cost, float) and isinstance(other.cost, float) else None
     if point is None:
@@ -396,17 +402,36 @@ def _ci(m: float | None, lo: float | None, hi: float | None, fmt: str = "{:.2f}"
     return fmt.format(m) + ("" if lo is None else f" [{fmt.format(lo)}, {fmt.format(hi)}]")
 
 
-def default_targets(curves: dict[str, list[Point]]) -> list[float]:
-    """Five mean Pareto accuracies (at 10, 30, 50, 70, 90 % of the range) that every supernet method's over-seed
-    mean curve spans (from the highest cheapest point to the lowest best point; the full model trained alone has
-    no front to speak of); where they share no range, the range all of them cover."""
-    means = {m: [p.stat("pareto")[0] for p in pts] for m, pts in curves.items() if m != "full-only"}
+def spanned_targets(curves: list[list[Point]]) -> list[float]:
+    """Five mean Pareto accuracies (at 10, 30, 50, 70, 90 % of the range) that every one of ``curves`` (over-seed
+    mean) spans: from the highest cheapest point to the lowest best point; where they share no range, the range
+    all of them cover."""
+    means = [[p.stat("pareto")[0] for p in pts] for pts in curves if pts]
     if not means:
         return []
-    lo, hi = max(v[0] for v in means.values()), min(max(v) for v in means.values())
+    lo, hi = max(v[0] for v in means), min(max(v) for v in means)
     if hi <= lo:
-        lo, hi = min(min(v) for v in means.values()), max(max(v) for v in means.values())
+        lo, hi = min(min(v) for v in means), max(max(v) for v in means)
     return sorted({round(lo + f * (hi - lo), 1) for f in (0.1, 0.3, 0.5, 0.7, 0.9)})
+
+
+def default_targets(curves: dict[str, list[Point]]) -> list[float]:
+    """The cost-to-reach table's accuracies: :func:`spanned_targets` of every supernet method (the full model
+    trained alone has no front to speak of)."""
+    return spanned_targets([pts for m, pts in curves.items() if m != "full-only"])
+
+
+def pair_ratios(curves: dict[str, list[Point]], rng: np.random.Generator,
+                targets: list[float] | None = None) -> list[Ratio]:
+    """The cost ratio of each :data:`PAIRS` pair at each accuracy of ``targets``, or by default at the pair's own
+    :func:`spanned_targets` (each pair asked over the whole accuracy range the two curves share, not only the
+    range every method reaches: the costliest points of a pair enter)."""
+    out = []
+    for a, b in PAIRS:
+        if a in curves and b in curves:
+            for t in spanned_targets([curves[a], curves[b]]) if targets is None else targets:
+                out.append(cost_ratio(reach(curves[a], t, rng=rng), reach(curves[b], t, rng=rng)))
+    return out
 
 
 def cpu_minutes(p: Point) -> float | None:
@@ -481,11 +506,10 @@ def write_report(out: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
-    targets = default_targets(curves) if targets is None else targets
     rng = np.random.default_rng(0)
+    ratios = pair_ratios(curves, rng, targets)
+    targets = default_targets(curves) if targets is None else targets
     reaches = {m: [reach(pts, a, rng=rng) for a in targets] for m, pts in curves.items() if len(pts) >= 1}
-    ratios = [cost_ratio(reaches[a][i], reaches[b][i]) for a, b in PAIRS if a in reaches and b in reaches
-              for i in range(len(targets))]
     diffs = {(a, b): [diff_at(curves[a], curves[b], c, seeds) for c in equal_cost_levels(curves[a], curves[b])]
              for a, b in PAIRS if a in curves and b in curves}
     cross = {k: crossings(curves[k[0]], curves[k[1]]) for k in diffs}
@@ -603,12 +627,15 @@ def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) -
             "" if r.lo is None else f" [{_t(r.lo)}, {_t(r.hi)}]") for r in rs]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", "## Cost ratio to reach the same accuracy (method / deps; claim: DεpS needs less, ratio > 1)", "",
-              "| method | accuracy | ratio [95 % bootstrap] | seeds | verdict: > 1 | paper's N | verdict: > N | note |",
-              "|---|---|---|---|---|---|---|---|"]
+              "Each pair at five accuracies of the range both its mean curves span (10, 30, 50, 70, 90 % of it), so "
+              "that a pair's costliest points enter; the table above uses the range every method spans.", "",
+              "| method | accuracy | deps cost | method cost | ratio [95 % bootstrap] | seeds | verdict: > 1 | "
+              "paper's N | verdict: > N | note |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in ratios:
         cell = "–" if r.ratio is None else _ci(r.ratio, r.lo, r.hi, "{:.2f}x")
         paper = f"{PAPER_RATIOS[r.other]}x" if r.other in PAPER_RATIOS else "–"
-        lines.append(f"| {r.other} | {r.target:.1f} % | {cell} | {r.seeds} | {r.verdict} | {paper} | "
+        costs = " | ".join(c if isinstance(c, str) else _t(c) for c in r.costs)
+        lines.append(f"| {r.other} | {r.target:.1f} % | {costs} | {cell} | {r.seeds} | {r.verdict} | {paper} | "
                      f"{r.paper_verdict} | {r.note} |")
     lines += ["", "## Differences at equal training cost (mean Pareto, points; claim: DεpS ahead, Δ > 0)", "",
               "Each seed's accuracy interpolated in log cost on its own curve, paired by seed (same seed: same initial "

@@ -195,6 +195,28 @@ def test_report_on_synthetic_records(out):
     assert (out / "curves.png").stat().st_size > 10000
 
 
+def test_each_pair_is_asked_its_cost_ratio_over_the_accuracies_both_its_curves_span(out):
+    """The cost-to-reach table uses the accuracies every method spans (here capped by CompOFA's best, 78.05 %, and
+    raised by BigNAS's cheapest, 72.34 %); a pair's cost ratio is asked over the range its own two curves share, so
+    that their costliest points enter (DεpS and OFA-PS: 70..78 %)."""
+    got = cr.write_report(out, BUDGETS, SEEDS)
+    by = {m: [r for r in got["ratios"] if r.other == m] for m in ("ofa-ps", "bignas", "compofa")}
+    assert [r.target for r in by["ofa-ps"]] == [70.8, 72.4, 74.0, 75.6, 77.2]  # 10..90 % of 70..78
+    lo = 70 + 4 * math.log2(1.5)  # BigNAS's cheapest mean: its points lie on DεpS's curve, from 1.5T
+    assert [r.target for r in by["bignas"]] == [round(lo + f * (78 - lo), 1) for f in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    assert cr.default_targets(got["curves"])[0] > 72.4 and by["ofa-ps"][0].target < 72.0  # wider than the table
+    for m, want in (("ofa-ps", 2.0), ("bignas", 1.0), ("compofa", 2 ** -0.75)):  # the synthetic curves' ratios
+        assert [r.ratio for r in by[m]] == pytest.approx([want] * 5, rel=1e-6)
+        assert all(r.seeds >= 4 for r in by[m])
+    assert all(r.lo is not None for r in by["ofa-ps"] + by["compofa"] + by["bignas"][1:])
+    # BigNAS's seeds spread by ±1 at its cheapest point: near it, resamples fall below its curve, so no interval
+    assert by["bignas"][0].lo is None and by["bignas"][0].note.endswith("of resamples outside a curve")
+    assert {r.verdict for r in by["ofa-ps"]} == {"holds"} and {r.verdict for r in by["compofa"]} == {"contradicted"}
+    at74 = next(r for r in by["ofa-ps"] if r.target == 74.0)  # DεpS reaches 74 % at 2T, OFA-PS at 4T
+    assert at74.costs == pytest.approx((2 * T, 4 * T))
+    assert "| ofa-ps | 74.0 % | 2T | 4T | 2.00x [" in (out / "curves.md").read_text()
+
+
 def test_two_seeds_give_no_bootstrap_interval_and_at_most_suggestive_ratios(out):
     """A bootstrap of 2 seeds has at most 3 distinct means per point: its "95 %" interval is only the range between
     the two seeds, which made "holds" and "contradicted" out of two agreeing seeds. Below 3 seeds at any point of a
@@ -246,8 +268,10 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
     assert order[:5] == ["deps-e4-s0", "ofa-ps-e4-s0", "bignas-e3-s0", "compofa-e5-s0", "full-only-e4-s0"]
     assert order[5:10] == ["deps-e8-s0", "ofa-ps-e9-s0", "bignas-e6-s0", "compofa-e10-s0", "full-only-e8-s0"]
     assert order[10:14] == ["deps-e16-s0", "ofa-ps-e18-s0", "bignas-e12-s0", "full-only-e16-s0"]
-    # OFA-PS at 35 epochs (beyond every other curve's cost) after every seed of the other points
-    assert order[14] == "deps-e4-s1" and order[-2:] == ["ofa-ps-e35-s0", "ofa-ps-e35-s1"] and len(order) == 2 * 15
+    # DεpS at 32 and OFA-PS at 35 epochs (beyond every other curve's cost) after every seed of the other points,
+    # seed by seed, so that the two that extend the DεpS − OFA-PS comparison come together
+    assert order[14] == "deps-e4-s1" and len(order) == 2 * 16
+    assert order[-4:] == ["deps-e32-s0", "ofa-ps-e35-s0", "deps-e32-s1", "ofa-ps-e35-s1"]
     assert curves.parse_name("ofa-ps-e35-s3") == curves.Job("ofa-ps", 35, 3) and curves.parse_name("deps-s0") is None
     assert curves.Job("ofa-ps", 9, 0).overrides() == [*common.FMNIST20_R10, "data.train_subset=10000",
                                                       "train.epochs=9", "train.seed=0"]
@@ -266,7 +290,7 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
     monkeypatch.setattr(curves, "REPRODUCE_DURATIONS", tmp_path / "reproduce.csv")
     curves.main(["--plan", "--out", str(tmp_path), "--seeds", "0", "--only", "deps,bignas"])
     text = capsys.readouterr().out
-    assert "5 of 6 runs left" in text and "deps-e4-s0" not in text
+    assert "6 of 7 runs left" in text and "deps-e4-s0" not in text
     lines = {line.split()[0]: line for line in text.splitlines()[1:]}
     # this suite's own measurements first, a record's training seconds from its cost.json (60 s per epoch here:
     # the training's own total over resumes, which durations.csv misses when a suite was killed)
@@ -274,7 +298,9 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
     assert "10 min*" in lines["bignas-e3-s0"] and "15 min*" in lines["bignas-e6-s0"]  # 100 s/epoch + 300 s
     total = float(text.splitlines()[-1].split("total")[1].split()[0])
     curves.main(["--plan", "--out", str(tmp_path), "--seeds", "0", "--only", "deps,bignas", "--jobs", "2"])
-    assert capsys.readouterr().out.splitlines()[-1] == f"  with 2 runs at a time: about {total / 2:.1f} h"
+    last = capsys.readouterr().out.splitlines()[-1]  # half the total (both rounded to 0.1 h)
+    assert last.startswith("  with 2 runs at a time: about ") and last.endswith(" h")
+    assert float(last.split("about ")[1][:-2]) == pytest.approx(total / 2, abs=0.05 + 1e-9)
     with pytest.raises(SystemExit, match="--only: unknown method 'nas'; valid: deps, ofa-ps"):
         curves.main(["--plan", "--only", "nas"])
 
@@ -325,14 +351,16 @@ def test_the_suite_skips_recorded_runs_and_trains_the_rest_in_order(tmp_path, mo
     assert calls == [("train", n, p, 1) for n, p in [("compofa-e5-s0", "fashion-mnist-compofa"),
                                                      ("deps-e8-s0", "fashion-mnist"),
                                                      ("compofa-e10-s0", "fashion-mnist-compofa"),
-                                                     ("deps-e16-s0", "fashion-mnist")]]
+                                                     ("deps-e16-s0", "fashion-mnist"),
+                                                     ("deps-e32-s0", "fashion-mnist")]]
     assert not (tmp_path / "curves.md").exists()  # --train-only: no evaluation, no report
     calls.clear()
     curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps,compofa", "--threads", "2"])
     assert [c[:2] for c in calls] == [("train", "compofa-e5-s0"), ("eval", "compofa-e5-s0"),
                                       ("train", "deps-e8-s0"), ("eval", "deps-e8-s0"),
                                       ("train", "compofa-e10-s0"), ("eval", "compofa-e10-s0"),
-                                      ("train", "deps-e16-s0"), ("eval", "deps-e16-s0")]
+                                      ("train", "deps-e16-s0"), ("eval", "deps-e16-s0"),
+                                      ("train", "deps-e32-s0"), ("eval", "deps-e32-s0")]
     assert calls[0][3] == 2
     md = (tmp_path / "curves.md").read_text()
     assert "| deps | 16 | 1 | 16T (same) |" in md and "| deps − compofa |" in md
@@ -392,7 +420,7 @@ def test_a_record_of_another_eval_protocol_is_done_again_and_left_out_of_the_rep
     _write(tmp_path / "records", "deps", 8, 0, 8 * T, 76.0, protocol="e2")
     _write(tmp_path / "records", "deps", 16, 0, 16 * T, 78.0)
     curves.main(["--out", str(tmp_path), "--seeds", "0", "--only", "deps", "--train-only"])
-    assert calls == ["deps-e4-s0", "deps-e8-s0"]
+    assert calls == ["deps-e4-s0", "deps-e8-s0", "deps-e32-s0"]
     curves_, problems = cr.load_records(tmp_path / "records", {"deps": (4, 8, 16)}, [0])
     assert [p.epochs for p in curves_["deps"]] == [16]
     assert f"deps-e4-s0: evaluated under protocol e2, not {PROTOCOL}; left out (not comparable)" in problems

@@ -520,10 +520,9 @@ def write_report(out: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int
     md = (_markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) + _points_markdown(points)
           + _claims_markdown(claims) + _compute_markdown(compute))
     (out / "curves.md").write_text(md)
-    if curves:
-        plot(curves, out / "curves.png")
+    drawn = plot(curves, out / "curves.png") if curves else {}
     return {"curves": curves, "problems": problems, "reaches": reaches, "ratios": ratios, "diffs": diffs,
-            "crossings": cross, "points": points, "compute": compute, "claims": claims}
+            "crossings": cross, "points": points, "compute": compute, "claims": claims, "plotted": drawn}
 
 
 def _verdict_counts(verdicts: list[str]) -> str:
@@ -616,7 +615,9 @@ def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) -
                          f"{statistics.fmean(r.wall_min for r in p.recs):.1f} | "
                          f"{'–' if (cpu := cpu_minutes(p)) is None else f'{cpu:.1f}'} | "
                          + " | ".join(_ci(*p.stat(m)) for m in METRICS) + " |")
-    lines += ["", "![curves](curves.png)", "", "## Cost to reach a mean Pareto accuracy", "",
+    lines += ["", "![curves](curves.png)", "",
+              "The figure: over-seed means with 95 % t-intervals; the full model trained alone in the full-model "
+              "panel only (it trains no front).", "", "## Cost to reach a mean Pareto accuracy", "",
               "Over-seed mean curve, linear in log cost between budget points; 95 % bootstrap over seeds (each "
               "point's seeds resampled independently; 0 / ∞ bounds: that share of resamples below / beyond the curve; "
               f"none until every point of a curve has {BOOTSTRAP_MIN_SEEDS} seeds: the bootstrap of 2 seeds spans only "
@@ -661,15 +662,20 @@ def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) -
     return "\n".join(lines) + "\n"
 
 
-def plot(curves: dict[str, list[Point]], path: Path) -> None:
+def plot(curves: dict[str, list[Point]], path: Path) -> dict[str, list[str]]:
     """Mean Pareto, smallest subnet and full model vs training MACs (log x), one curve per method with over-seed
-    95 % t-interval bars."""
+    95 % t-interval bars; the full model trained alone in the full-model panel only (it trains no front: its
+    subnets' accuracies say nothing and squeezed the other curves). Returns the methods drawn per panel."""
     from onceforall.run.plotting import pyplot
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    drawn: dict[str, list[str]] = {}
     for ax, (metric, label) in zip(axes, METRICS.items()):
+        drawn[metric] = [m for m in curves if metric == "full" or m != "full-only"]
         for i, (method, pts) in enumerate(curves.items()):
+            if method not in drawn[metric]:
+                continue
             xs = [p.macs for p in pts]
             stats = [p.stat(metric) for p in pts]
             ys = [s[0] for s in stats]
@@ -685,7 +691,8 @@ def plot(curves: dict[str, list[Point]], path: Path) -> None:
         ax.set_xlabel("training MACs")
         ax.set_ylabel(f"{label} accuracy (%)")
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
+    axes[-1].legend(fontsize=8)  # the panel with every method
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return drawn

@@ -193,6 +193,8 @@ def test_report_on_synthetic_records(out):
     assert rows[0].startswith("method,epochs,seeds,missing_seeds,train_macs_mean")
     assert len(rows) == 1 + 3 + 3 + 3 + 2 + 2
     assert (out / "curves.png").stat().st_size > 10000
+    # the full model trained alone trains no front: drawn in the full-model panel only
+    assert got["plotted"] == {"pareto": list(BUDGETS)[:4], "smallest": list(BUDGETS)[:4], "full": list(BUDGETS)}
 
 
 def test_each_pair_is_asked_its_cost_ratio_over_the_accuracies_both_its_curves_span(out):

@@ -1,0 +1,66 @@
+"""Does the cost-ratio interval of curves_report cover the true ratio 95 % of the time? (measuring the instrument)
+
+    python benchmarks/ratio_coverage.py > benchmarks/results/ratio_coverage.txt
+
+Synthetic curves shaped like the measured ones (section 3 of RESULTS.md): accuracy = 78.5 + 4.5 x log2(cost / 1T)
++ a seed effect (sd 0.8, half shared between the two methods of a seed: same initial weights and data order) +
+point noise (sd 0.6), DεpS at 2.1 / 4.2 / 8.5T, the other method at R = 1.7x those costs and needing 1.7x DεpS's
+cost for every accuracy; the target is the middle of both curves. For each replication: curves_report's interval
+(percentile bootstrap over seeds, each point's seeds resampled independently; 500 resamples) and, for
+comparison, a t-interval over seeds of each seed's own log cost ratio (paired by seed, as the equal-cost
+differences are). Prints each one's share of intervals that contain R.
+"""
+import math
+import sys
+
+import numpy as np
+
+sys.path.insert(0, "benchmarks")
+import curves_report as cr  # noqa: E402
+from common import t_interval  # noqa: E402
+
+T = 1e12
+R = 1.7
+REPS = 1000
+rng = np.random.default_rng(1)
+
+
+def curve(method, costs, base, n, seed_sd, pt_sd, seed_fx, scale=1.0):
+    pts = []
+    for i, c in enumerate(costs):
+        recs = [cr.Rec(method, i, s, c, 0.0, {"pareto": base + 4.5 * math.log2(c / scale / T) + seed_fx[s]
+                                                + rng.normal(0, pt_sd)}) for s in range(n)]
+        pts.append(cr.Point(method, i, recs))
+    return pts
+
+
+def per_seed_ratio(d, o, target, n):
+    vals = []
+    for s in range(n):
+        cd = cr.cost_to_reach(*cr.seed_curve(d, s), target)
+        co = cr.cost_to_reach(*cr.seed_curve(o, s), target)
+        if isinstance(cd, str) or isinstance(co, str):
+            return None
+        vals.append(math.log(co / cd))
+    m, lo, hi = t_interval(vals)
+    return math.exp(lo), math.exp(hi)
+
+
+for n in (3, 5):
+    cover_b = cover_t = done_b = done_t = 0
+    for _ in range(REPS):
+        fx_d = rng.normal(0, 0.8, n)
+        fx_o = fx_d * 0.5 + rng.normal(0, 0.8, n)  # seeds partly shared (same init and data order)
+        d = curve("deps", [2.1 * T, 4.2 * T, 8.5 * T], 78.5, n, 0.8, 0.6, fx_d)
+        o = curve("ofa-ps", [2.1 * R * T, 4.2 * R * T, 8.5 * R * T], 78.5, n, 0.8, 0.6, fx_o, scale=R)
+        target = 78.5 + 4.5 * math.log2(4.2)  # the middle of both curves
+        r = cr.cost_ratio(cr.reach(d, target, rng=rng, n=500), cr.reach(o, target, rng=rng, n=500))
+        if r.lo is not None:
+            done_b += 1
+            cover_b += r.lo <= R <= r.hi
+        t = per_seed_ratio(d, o, target, n)
+        if t is not None:
+            done_t += 1
+            cover_t += t[0] <= R <= t[1]
+    print(f"{n} seeds, {REPS} replications: bootstrap covers {cover_b}/{done_b} = {cover_b / max(done_b, 1):.2f}; "
+          f"paired t {cover_t}/{done_t} = {cover_t / max(done_t, 1):.2f}")

@@ -6,9 +6,9 @@ Synthetic curves shaped like the measured ones (section 3 of RESULTS.md): accura
 + a seed effect (sd 0.8, half shared between the two methods of a seed: same initial weights and data order) +
 point noise (sd 0.6), DεpS at 2.1 / 4.2 / 8.5T, the other method at R = 1.7x those costs and needing 1.7x DεpS's
 cost for every accuracy; the target is the middle of both curves. For each replication: curves_report's interval
-(percentile bootstrap over seeds, each point's seeds resampled independently; 500 resamples) and, for
-comparison, a t-interval over seeds of each seed's own log cost ratio (paired by seed, as the equal-cost
-differences are). Prints each one's share of intervals that contain R.
+before 2026-12-07 (percentile bootstrap over seeds, each point's seeds resampled independently; 500 resamples) and, for
+comparison, the report's interval since 2026-12-07 (``cost_ratio``): a t-interval over seeds of each seed's own log
+cost ratio, paired by seed as the equal-cost differences are. Prints each one's share of intervals that contain R.
 """
 import math
 import sys
@@ -17,7 +17,6 @@ import numpy as np
 
 sys.path.insert(0, "benchmarks")
 import curves_report as cr  # noqa: E402
-from common import t_interval  # noqa: E402
 
 T = 1e12
 R = 1.7
@@ -34,16 +33,17 @@ def curve(method, costs, base, n, seed_sd, pt_sd, seed_fx, scale=1.0):
     return pts
 
 
-def per_seed_ratio(d, o, target, n):
-    vals = []
-    for s in range(n):
-        cd = cr.cost_to_reach(*cr.seed_curve(d, s), target)
-        co = cr.cost_to_reach(*cr.seed_curve(o, s), target)
-        if isinstance(cd, str) or isinstance(co, str):
-            return None
-        vals.append(math.log(co / cd))
-    m, lo, hi = t_interval(vals)
-    return math.exp(lo), math.exp(hi)
+def bootstrap_ratio(d, o, target):
+    """The interval curves_report gave before 2026-12-07: the 2.5 / 97.5 % quantiles of the ratio of the two
+    curves' bootstrap costs (each point's seeds resampled independently); None when over 2.5 % of the resamples
+    leave a curve."""
+    b = cr.reach(d, target, rng=rng, n=500).samples
+    a = cr.reach(o, target, rng=rng, n=500).samples
+    ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    if ok.mean() < 0.975:
+        return None
+    r = a[ok] / b[ok]
+    return float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))
 
 
 for n in (3, 5):
@@ -54,13 +54,13 @@ for n in (3, 5):
         d = curve("deps", [2.1 * T, 4.2 * T, 8.5 * T], 78.5, n, 0.8, 0.6, fx_d)
         o = curve("ofa-ps", [2.1 * R * T, 4.2 * R * T, 8.5 * R * T], 78.5, n, 0.8, 0.6, fx_o, scale=R)
         target = 78.5 + 4.5 * math.log2(4.2)  # the middle of both curves
-        r = cr.cost_ratio(cr.reach(d, target, rng=rng, n=500), cr.reach(o, target, rng=rng, n=500))
-        if r.lo is not None:
+        b = bootstrap_ratio(d, o, target)
+        if b is not None:
             done_b += 1
-            cover_b += r.lo <= R <= r.hi
-        t = per_seed_ratio(d, o, target, n)
-        if t is not None:
+            cover_b += b[0] <= R <= b[1]
+        t = cr.cost_ratio(d, o, target)  # the report's interval now: paired by seed
+        if t.lo is not None:
             done_t += 1
-            cover_t += t[0] <= R <= t[1]
+            cover_t += t.lo <= R <= t.hi
     print(f"{n} seeds, {REPS} replications: bootstrap covers {cover_b}/{done_b} = {cover_b / max(done_b, 1):.2f}; "
           f"paired t {cover_t}/{done_t} = {cover_t / max(done_t, 1):.2f}")

@@ -643,7 +643,8 @@ def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) -
               "Over-seed mean curve, linear in log cost between budget points; 95 % bootstrap over seeds (each "
               "point's seeds resampled independently; 0 / ∞ bounds: that share of resamples below / beyond the curve; "
               f"none until every point of a curve has {BOOTSTRAP_MIN_SEEDS} seeds: the bootstrap of 2 seeds spans only "
-              "the range between them).",
+              "the range between them). Descriptive: with 3-5 seeds a percentile bootstrap is narrower than 95 % "
+              "(`benchmarks/ratio_coverage.py`); the claims use the paired ratios below.",
               "", "| method | " + " | ".join(f"{a:.1f} %" for a in targets) + " |", "|---|" + "---|" * len(targets)]
     for method, rs in reaches.items():
         cells = [r.cost if isinstance(r.cost, str) else f"{_t(r.cost)}" + (

@@ -10,30 +10,35 @@ before 2026-12-07 (percentile bootstrap over seeds, each point's seeds resampled
 comparison, the report's interval since 2026-12-07 (``cost_ratio``): a t-interval over seeds of each seed's own log
 cost ratio, paired by seed as the equal-cost differences are. Prints each one's share of intervals that contain R.
 """
+from __future__ import annotations
+
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, "benchmarks")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import curves_report as cr  # noqa: E402
 
 T = 1e12
 R = 1.7
 REPS = 1000
-rng = np.random.default_rng(1)
 
 
-def curve(method, costs, base, n, seed_sd, pt_sd, seed_fx, scale=1.0):
+def curve(method: str, costs: list[float], n: int, seed_fx: np.ndarray, rng: np.random.Generator,
+          scale: float = 1.0) -> list[cr.Point]:
+    """A synthetic curve: accuracy 78.5 + 4.5 x log2(cost / scale / 1T) + the seed's effect + point noise (sd 0.6)."""
     pts = []
     for i, c in enumerate(costs):
-        recs = [cr.Rec(method, i, s, c, 0.0, {"pareto": base + 4.5 * math.log2(c / scale / T) + seed_fx[s]
-                                                + rng.normal(0, pt_sd)}) for s in range(n)]
+        recs = [cr.Rec(method, i, s, c, 0.0, {"pareto": 78.5 + 4.5 * math.log2(c / scale / T) + seed_fx[s]
+                                                + rng.normal(0, 0.6)}) for s in range(n)]
         pts.append(cr.Point(method, i, recs))
     return pts
 
 
-def bootstrap_ratio(d, o, target):
+def bootstrap_ratio(d: list[cr.Point], o: list[cr.Point], target: float, rng: np.random.Generator
+                    ) -> tuple[float, float] | None:
     """The interval curves_report gave before 2026-12-07: the 2.5 / 97.5 % quantiles of the ratio of the two
     curves' bootstrap costs (each point's seeds resampled independently); None when over 2.5 % of the resamples
     leave a curve."""
@@ -46,15 +51,17 @@ def bootstrap_ratio(d, o, target):
     return float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))
 
 
-for n in (3, 5):
+def coverage(n: int, reps: int, rng: np.random.Generator, bootstrap: bool = True) -> dict[str, tuple[int, int]]:
+    """(intervals containing R, intervals given) over ``reps`` replications with ``n`` seeds, for the paired
+    t-interval (``cost_ratio``) and, with ``bootstrap``, the old percentile bootstrap."""
     cover_b = cover_t = done_b = done_t = 0
-    for _ in range(REPS):
+    for _ in range(reps):
         fx_d = rng.normal(0, 0.8, n)
         fx_o = fx_d * 0.5 + rng.normal(0, 0.8, n)  # seeds partly shared (same init and data order)
-        d = curve("deps", [2.1 * T, 4.2 * T, 8.5 * T], 78.5, n, 0.8, 0.6, fx_d)
-        o = curve("ofa-ps", [2.1 * R * T, 4.2 * R * T, 8.5 * R * T], 78.5, n, 0.8, 0.6, fx_o, scale=R)
+        d = curve("deps", [2.1 * T, 4.2 * T, 8.5 * T], n, fx_d, rng)
+        o = curve("ofa-ps", [2.1 * R * T, 4.2 * R * T, 8.5 * R * T], n, fx_o, rng, scale=R)
         target = 78.5 + 4.5 * math.log2(4.2)  # the middle of both curves
-        b = bootstrap_ratio(d, o, target)
+        b = bootstrap_ratio(d, o, target, rng) if bootstrap else None
         if b is not None:
             done_b += 1
             cover_b += b[0] <= R <= b[1]
@@ -62,5 +69,17 @@ for n in (3, 5):
         if t.lo is not None:
             done_t += 1
             cover_t += t.lo <= R <= t.hi
-    print(f"{n} seeds, {REPS} replications: bootstrap covers {cover_b}/{done_b} = {cover_b / max(done_b, 1):.2f}; "
-          f"paired t {cover_t}/{done_t} = {cover_t / max(done_t, 1):.2f}")
+    return {"bootstrap": (cover_b, done_b), "paired t": (cover_t, done_t)}
+
+
+def main() -> None:
+    rng = np.random.default_rng(1)
+    for n in (3, 5):
+        c = coverage(n, REPS, rng)
+        (cb, db), (ct, dt) = c["bootstrap"], c["paired t"]
+        print(f"{n} seeds, {REPS} replications: bootstrap covers {cb}/{db} = {cb / max(db, 1):.2f}; "
+              f"paired t {ct}/{dt} = {ct / max(dt, 1):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,10 @@
 """The analysis of the accuracy–cost curves (curves.py --report-only), from the records alone.
 
 Cost is each run's training MACs (cost.json ``train_macs``: passes x images x 3, a frozen teacher's forwards
-included; validation not). Every interval is over seeds (95 %): t-intervals for per-point means and for paired
-differences, bootstrap over seeds (resampled independently at each budget point) for the cost to reach an accuracy
-and cost ratios, once the points it depends on have 3 seeds each (2 seeds give a bootstrap only their range).
+included; validation not). Every interval is over seeds (95 %): t-intervals for per-point means, for paired
+differences and for cost ratios (each seed's own log cost ratio, paired by seed); a bootstrap over seeds (resampled
+independently at each budget point) describes each method's cost to reach an accuracy, once the points it depends
+on have 3 seeds each (2 seeds give a bootstrap only their range).
 Every claim gets its verdict from the one rule in common.py (:func:`common.verdict`).
 """
 

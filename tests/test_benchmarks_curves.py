@@ -489,8 +489,8 @@ def test_committed_results_name_no_machine_folder():
 def test_the_cost_ratio_interval_covers_the_true_ratio_95_percent_of_the_time():
     """Measuring the instrument: on synthetic curves shaped like the measured ones, where the other method needs
     1.7x DεpS's cost for every accuracy, the paired t-interval of ``cost_ratio`` contains 1.7 in about 95 % of the
-    replications with 3 seeds (here 281 of 300; the percentile bootstrap it replaced: 259 of 300 on the same RNG,
-    84 % in benchmarks/ratio_coverage.py)."""
+    replications with 3 seeds (here 281 of 300; the percentile bootstrap it replaced: 259 of 300 from the same
+    generator seed, 84 % in benchmarks/ratio_coverage.py)."""
     import numpy as np
     import ratio_coverage
 

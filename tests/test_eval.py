@@ -11,7 +11,7 @@ import torch
 import onceforall.workflows.evaluate as evaluate_mod
 from onceforall.cli import main
 from onceforall.core.pareto import Point, mean_pareto_accuracy, window_weights
-from onceforall.measure.evaluator import Evaluator
+from onceforall.measure.evaluator import Evaluator, ranking_evaluator
 from onceforall.measure.scores import curve_scores, read_curve_correct
 from onceforall.run.checkpoint import load_checkpoint
 from onceforall.run.config import load_config
@@ -190,6 +190,28 @@ def test_two_evaluators_of_a_run_keep_each_others_measurements(runs):
     assert {fresh.key(small, "selection", 50), fresh.key(full, "selection", 50)} <= set(fresh.cache)
     assert fresh.measured("selection", 50) == {small: first.cache[first.key(small, "selection", 50)],
                                                full: second.cache[second.key(full, "selection", 50)]}
+
+
+def test_ranking_evaluator_shares_the_cache_and_inputs_and_keeps_its_own_bn(runs, tmp_path, monkeypatch):
+    """The ranking Evaluator beside the reported one (fewer BN images) reads no cache file and prepares no input
+    again: what either measures is the other's at once; its measurements are those of an Evaluator of its own."""
+    run = load_run(_copy_run(runs / "deps", tmp_path / "deps"))
+    ev = Evaluator(run)
+    small, full = run.space.min(), run.space.max()
+    ev.accuracy([full], "selection", 50)
+    reads = []
+    monkeypatch.setattr("onceforall.measure.evaluator.read_eval_cache", lambda *a: reads.append(a) or {})
+    ranker = ranking_evaluator(ev, 32)
+    ranker.accuracy([small, full], "selection", 50)
+    assert [r[1] for r in reads] == ["numbers", "strings"]  # its save merges the files; it never read them to start
+    assert ranker.bn_images == 32 and ranker.cache is ev.cache and ranker._inputs is ev._inputs
+    assert ranker.images["BN recalibration"] == 64 + 2 * 32  # one account of the time
+    assert ev.key(full, "selection", 50) != ranker.key(full, "selection", 50)  # both kept: their keys name the BN
+    assert {ev.key(full, "selection", 50), ranker.key(full, "selection", 50)} <= set(ev.cache)
+    assert ranking_evaluator(ev, None) is ev and ranking_evaluator(ev, 10**6) is ev
+    monkeypatch.undo()
+    alone = Evaluator(load_run(_copy_run(runs / "deps", tmp_path / "alone")), bn_images=32)
+    assert alone.accuracy([small, full], "selection", 50) == ranker.accuracy([small, full], "selection", 50)
 
 
 def test_compare_table_and_plots(runs, tmp_path):

@@ -8,6 +8,7 @@ cache, so a subnet ``eval`` measured costs ``search`` nothing.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections import defaultdict
@@ -207,6 +208,14 @@ class Evaluator:
                     continue
         return out
 
+    def with_bn_images(self, bn_images: int) -> Evaluator:
+        """An Evaluator of the same run that recalibrates BN on ``bn_images``, sharing this one's cache (the keys
+        name the BN images, so the two never mix), split subsets, ready input tensors and account of the time; the
+        cache files are not read again and the inputs not prepared again. Its BN statistics are its own."""
+        other = copy.copy(self)
+        other.bn_images, other._bn_state, other._unsaved = bn_images, {}, 0
+        return other
+
     def save(self) -> None:
         """Write the cache, keeping what another Evaluator of the run wrote meanwhile (``search --front`` and
         a benchmark may hold two; the last writer used to drop the other's measurements)."""
@@ -230,13 +239,9 @@ def ranking_bn_images(requested: int | None, bn_images: int) -> int:
 def ranking_evaluator(ev: Evaluator, bn_images: int | None) -> Evaluator:
     """The Evaluator of ranking measurements beside ``ev`` (the reported ones): BN recalibrated on ``bn_images``
     (:func:`ranking_bn_images`; ``ev`` itself when that is ``ev``'s), with one account of the time (``seconds``,
-    ``images``, ``macs``)."""
+    ``images``, ``macs``) and one cache (:meth:`Evaluator.with_bn_images`)."""
     n = ranking_bn_images(bn_images, ev.bn_images)
-    if n == ev.bn_images:
-        return ev
-    ranker = Evaluator(ev.run, bn_images=n)
-    ranker.seconds, ranker.images, ranker.macs = ev.seconds, ev.images, ev.macs
-    return ranker
+    return ev if n == ev.bn_images else ev.with_bn_images(n)
 
 
 def eval_set(run: LoadedRun, **extra: Any) -> dict[str, Any]:

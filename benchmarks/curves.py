@@ -114,15 +114,25 @@ def read_durations(path: Path) -> dict[tuple[str, str], float]:
     return total
 
 
-def with_record_walls(out: Path, durations: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
-    """``durations`` with each recorded run's training seconds taken from its cost.json (``wall_seconds``: the
-    training's own total over every resume; durations.csv misses the parts of a suite that was killed)."""
+def with_record_seconds(out: Path, durations: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """``durations`` with each recorded run's training seconds taken from its cost.json: the training's own total
+    over every resume (durations.csv misses the parts of a suite that was killed), as CPU seconds per thread
+    (``cpu_seconds`` / the threads its ``device`` names: the time the training had a core per thread, which
+    neither a pause nor other jobs on the cores lengthen; its wall seconds ran 1.0-1.9x that beside other work),
+    or ``wall_seconds`` in a record written before cpu_seconds was kept."""
     out_durations = dict(durations)
     for cost_file in sorted((out / "records").glob("*/cost.json")):
-        wall = json.loads(cost_file.read_text()).get("wall_seconds")
-        if wall:
-            out_durations[(cost_file.parent.name, "train")] = float(wall)
+        cost = json.loads(cost_file.read_text())
+        seconds = cost.get("cpu_seconds", 0.0) / _threads(cost) or cost.get("wall_seconds")
+        if seconds:
+            out_durations[(cost_file.parent.name, "train")] = float(seconds)
     return out_durations
+
+
+def _threads(cost: dict) -> int:
+    """The CPU threads a training used, as its cost.json's ``device`` names them (1 where it does not)."""
+    match = re.search(r", (\d+) threads$", str(cost.get("device", "")))
+    return max(1, int(match.group(1))) if match else 1
 
 
 def estimate(job: Job, durations: dict[tuple[str, str], float]) -> tuple[float | None, float | None]:
@@ -158,13 +168,12 @@ def plan(out: Path, todo: list[Job], n_jobs: int = 1) -> list[str]:
     """The runs left, in order, each with its estimated time (from <out>/durations.csv; for a method not measured
     there yet, from reproduce.py's quick runs, marked *) and the running total; with ``n_jobs`` runs at a time,
     the total divided among them."""
-    durations = with_record_walls(out, read_durations(out / "durations.csv"))
+    durations = with_record_seconds(out, read_durations(out / "durations.csv"))
     fallback = reproduce_durations(REPRODUCE_DURATIONS)
     left = [j for j in todo if not recorded(out, j.name, j.preset, j.overrides())]
     lines = [f"{len(left)} of {len(todo)} runs left (estimates from {out / 'durations.csv'} and the records' "
-             "cost.json: each method's measured seconds per training epoch and per evaluation; * from reproduce.py's "
-             "quick runs of the "
-             "same setting at 2 threads):"]
+             "cost.json: each method's median seconds per training epoch (a record's CPU seconds per thread) and per "
+             "evaluation (wall); * from reproduce.py's quick runs of the same setting at 2 threads):"]
     total, unknown = 0.0, 0
     for j in left:
         tr, ev = estimate(j, durations)

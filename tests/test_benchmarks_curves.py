@@ -295,7 +295,7 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
                                                       "train.epochs=9", "train.seed=0"]
     (tmp_path / "durations.csv").write_text("run,part,seconds,finished_at\ndeps-e4-s0,train,300,x\n"
                                             "deps-e4-s0,train,100,x\ndeps-e4-s0,eval,200,x\n")
-    _write(tmp_path / "records", "deps", 4, 0, T, 70.0)
+    _write(tmp_path / "records", "deps", 4, 0, T, 70.0, cpu_seconds=180.0, device="CPU x (2 cpus), 1 threads")
     assert curves.estimate(curves.Job("deps", 8, 1), common_durations := curves.read_durations(
         tmp_path / "durations.csv")) == (800.0, 200.0)  # 100 s per epoch (a resumed part's rows summed)
     assert curves.estimate(curves.Job("bignas", 3, 0), common_durations) == (None, None)
@@ -310,15 +310,21 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
     text = capsys.readouterr().out
     assert "6 of 7 runs left" in text and "deps-e4-s0" not in text
     lines = {line.split()[0]: line for line in text.splitlines()[1:]}
-    # this suite's own measurements first, a record's training seconds from its cost.json (60 s per epoch here:
-    # the training's own total over resumes, which durations.csv misses when a suite was killed)
-    assert "11 min " in lines["deps-e8-s0"] and "19 min " in lines["deps-e16-s0"]
+    # this suite's own measurements first, a record's training seconds from its cost.json (the training's own
+    # total over resumes, which durations.csv misses when a suite was killed): its CPU seconds per thread (45 s per
+    # epoch here; the wall seconds, 60 per epoch, count the time other jobs held the cores)
+    assert "9 min " in lines["deps-e8-s0"] and "15 min " in lines["deps-e16-s0"]
     assert "10 min*" in lines["bignas-e3-s0"] and "15 min*" in lines["bignas-e6-s0"]  # 100 s/epoch + 300 s
     total = float(text.splitlines()[-1].split("total")[1].split()[0])
     curves.main(["--plan", "--out", str(tmp_path), "--seeds", "0", "--only", "deps,bignas", "--jobs", "2"])
     last = capsys.readouterr().out.splitlines()[-1]  # half the total (both rounded to 0.1 h)
     assert last.startswith("  with 2 runs at a time: about ") and last.endswith(" h")
     assert float(last.split("about ")[1][:-2]) == pytest.approx(total / 2, abs=0.05 + 1e-9)
+    cost = tmp_path / "records" / "deps-e4-s0" / "cost.json"
+    cost.write_text(cost.read_text().replace("1 threads", "2 threads"))
+    assert curves.with_record_seconds(tmp_path, {})[("deps-e4-s0", "train")] == 90.0  # 2 threads: per thread
+    cost.write_text(json.dumps({k: v for k, v in json.loads(cost.read_text()).items() if k != "cpu_seconds"}))
+    assert curves.with_record_seconds(tmp_path, {})[("deps-e4-s0", "train")] == 240.0  # no cpu_seconds: wall
     with pytest.raises(SystemExit, match="--only: unknown method 'nas'; valid: deps, ofa-ps"):
         curves.main(["--plan", "--only", "nas"])
 

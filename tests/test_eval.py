@@ -205,6 +205,10 @@ def test_ranking_evaluator_shares_the_cache_and_inputs_and_keeps_its_own_bn(runs
     ranker.accuracy([small, full], "selection", 50)
     assert [r[1] for r in reads] == ["numbers", "strings"]  # its save merges the files; it never read them to start
     assert ranker.bn_images == 32 and ranker.cache is ev.cache and ranker._inputs is ev._inputs
+    assert full in ev._bn_state and ranker._bn_state.keys() == {small, full}  # BN statistics: each its own
+    ev.bn_images = 32  # another BN subset: the statistics kept for 64 images are dropped
+    assert ev._bn_state == {} and full in ranker._bn_state
+    ev.bn_images = 64
     assert ranker.images["BN recalibration"] == 64 + 2 * 32  # one account of the time
     assert ev.key(full, "selection", 50) != ranker.key(full, "selection", 50)  # both kept: their keys name the BN
     assert {ev.key(full, "selection", 50), ranker.key(full, "selection", 50)} <= set(ev.cache)

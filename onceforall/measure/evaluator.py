@@ -77,7 +77,6 @@ class Evaluator:
         self.images: dict[str, int] = defaultdict(int)
         self.macs: dict[str, int] = defaultdict(int)
         self._subsets: dict[tuple[str, int, int], EvalBatches] = {}
-        self._bn_state: dict[Arch, dict[str, torch.Tensor]] = {}
         self._inputs: dict[int, list] = {}
         self._unsaved = 0
 
@@ -213,8 +212,18 @@ class Evaluator:
         name the BN images, so the two never mix), split subsets, ready input tensors and account of the time; the
         cache files are not read again and the inputs not prepared again. Its BN statistics are its own."""
         other = copy.copy(self)
-        other.bn_images, other._bn_state, other._unsaved = bn_images, {}, 0
+        other.bn_images = bn_images  # the setter gives it BN statistics of its own
         return other
+
+    @property
+    def bn_images(self) -> int:
+        """BN-recalibration images per subnet. Setting it drops the BN statistics kept for the old value."""
+        return self._bn_images
+
+    @bn_images.setter
+    def bn_images(self, n: int) -> None:
+        self._bn_images = n
+        self._bn_state: dict[Arch, dict[str, torch.Tensor]] = {}  # a new dict: a copy's are never its original's
 
     def save(self) -> None:
         """Write the cache, keeping what another Evaluator of the run wrote meanwhile (``search --front`` and

@@ -118,8 +118,8 @@ def with_record_seconds(out: Path, durations: dict[tuple[str, str], float]) -> d
     """``durations`` with each recorded run's training seconds taken from its cost.json: the training's own total
     over every resume (durations.csv misses the parts of a suite that was killed), as CPU seconds per thread
     (``cpu_seconds`` / the threads its ``device`` names: the time the training had a core per thread, which
-    neither a pause nor other jobs on the cores lengthen; its wall seconds ran 1.0-1.9x that beside other work),
-    or ``wall_seconds`` in a record written before cpu_seconds was kept."""
+    neither a pause nor other jobs on the cores lengthen, while its wall seconds count both), or ``wall_seconds``
+    in a record written before cpu_seconds was kept."""
     out_durations = dict(durations)
     for cost_file in sorted((out / "records").glob("*/cost.json")):
         cost = json.loads(cost_file.read_text())

@@ -123,14 +123,17 @@ def with_record_seconds(out: Path, durations: dict[tuple[str, str], float]) -> d
     out_durations = dict(durations)
     for cost_file in sorted((out / "records").glob("*/cost.json")):
         cost = json.loads(cost_file.read_text())
-        seconds = cost.get("cpu_seconds", 0.0) / _threads(cost) or cost.get("wall_seconds")
+        seconds = (cost.get("cpu_seconds") or 0.0) / _threads(cost) or cost.get("wall_seconds")
         if seconds:
             out_durations[(cost_file.parent.name, "train")] = float(seconds)
     return out_durations
 
 
 def _threads(cost: dict) -> int:
-    """The CPU threads a training used, as its cost.json's ``device`` names them (1 where it does not)."""
+    """The CPU threads a training used: its cost.json's ``threads``, or in a record written before that field was
+    kept, the threads its ``device`` names ("…, N threads"); 1 where neither does."""
+    if cost.get("threads"):
+        return max(1, int(cost["threads"]))
     match = re.search(r", (\d+) threads$", str(cost.get("device", "")))
     return max(1, int(match.group(1))) if match else 1
 

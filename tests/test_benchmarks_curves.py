@@ -323,8 +323,12 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
     cost = tmp_path / "records" / "deps-e4-s0" / "cost.json"
     cost.write_text(cost.read_text().replace("1 threads", "2 threads"))
     assert curves.with_record_seconds(tmp_path, {})[("deps-e4-s0", "train")] == 90.0  # 2 threads: per thread
-    cost.write_text(json.dumps({k: v for k, v in json.loads(cost.read_text()).items() if k != "cpu_seconds"}))
-    assert curves.with_record_seconds(tmp_path, {})[("deps-e4-s0", "train")] == 240.0  # no cpu_seconds: wall
+    cost.write_text(json.dumps({**json.loads(cost.read_text()), "threads": 4}))  # the field first, then device
+    assert curves.with_record_seconds(tmp_path, {})[("deps-e4-s0", "train")] == 45.0
+    for cpu in ({"cpu_seconds": None}, {}):  # unknown (an old checkpoint resumed) or not kept: wall
+        kept = {k: v for k, v in json.loads(cost.read_text()).items() if k != "cpu_seconds"}
+        cost.write_text(json.dumps({**kept, **cpu}))
+        assert curves.with_record_seconds(tmp_path, {})[("deps-e4-s0", "train")] == 240.0
     with pytest.raises(SystemExit, match="--only: unknown method 'nas'; valid: deps, ofa-ps"):
         curves.main(["--plan", "--only", "nas"])
 

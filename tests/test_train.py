@@ -72,6 +72,7 @@ def test_run_directory_metrics_eps_and_cost(tmp_path):
     assert cost["device_hours"] == pytest.approx(cost["wall_seconds"] / 3600, rel=1e-3)
     assert cost["dollars"] == pytest.approx(cost["device_hours"] * 2.13, rel=1e-3)
     assert cost["cpu_seconds"] > 0  # the process's CPU seconds: the wall's cross-check that pauses do not inflate
+    assert cost["threads"] == torch.get_num_threads() and cost["device"].endswith(f", {cost['threads']} threads")
     assert summary["acc_full"] == evals[-1]["acc_full"]
     ck = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ck["state"]["step"] == 16 and ck["space"]["in_channels"] == 1

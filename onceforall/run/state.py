@@ -225,9 +225,10 @@ def _as_tuple(x: Any) -> Any:
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def cost_summary(state: TrainState, *, epochs_done: float, device: str, devices: int,
+def cost_summary(state: TrainState, *, epochs_done: float, device: str, devices: int, threads: int,
                  price_per_device_hour: float) -> dict[str, Any]:
-    """The run's cost.json: seconds, epochs, MACs (None when unknown), device-hours and dollars."""
+    """The run's cost.json: seconds, epochs, MACs (None when unknown), device-hours and dollars; ``threads`` is
+    the CPU threads per process (``cpu_seconds`` / ``threads`` is the time the training had a core per thread)."""
     wall = state.train_seconds + state.eval_seconds
     hours = wall * devices / 3600.0
     return {
@@ -235,6 +236,7 @@ def cost_summary(state: TrainState, *, epochs_done: float, device: str, devices:
         "train_seconds": round(state.train_seconds, 3),
         "eval_seconds": round(state.eval_seconds, 3),
         "cpu_seconds": None if (cpu := state.cpu_now()) is None else round(cpu, 3),
+        "threads": threads,
         "epochs": round(epochs_done, 4),
         "train_macs": state.train_macs, "teacher_macs": state.teacher_macs, "eval_macs": state.eval_macs,
         "seconds_per_epoch": round(state.train_seconds / epochs_done, 3) if epochs_done else None,

@@ -165,7 +165,7 @@ class _Trainer:
             run.write_config(self.kept)
         self.metrics = MetricsLog(run, enabled=d.is_main, tensorboard=cfg.train.tensorboard,
                                   resume_step=state.step if resume else None)
-        self.device_name = device_name(d.device, threads)
+        self.device_name, self.threads = device_name(d.device, threads), threads
         self.eval_space = parts.eval_space
         self.cadence = Cadence.of(cfg.train, state.steps_per_epoch, parts.schedule.total_steps)
         if d.is_main and not resume:
@@ -279,6 +279,7 @@ class _Trainer:
         summary.update(step=t, epochs=epochs)
         if d.is_main:
             summary["cost"] = cost_summary(self.state, epochs_done=epochs, device=self.device_name, devices=d.world,
+                                           threads=self.threads,
                                            price_per_device_hour=self.cfg.train.price_per_device_hour)
             self.run.write_cost(summary["cost"])
             self.metrics.write({"event": "end" if t == self.cadence.total else "stopped", "step": t,

@@ -212,6 +212,7 @@ def test_each_pair_is_asked_its_cost_ratio_over_the_accuracies_both_its_curves_s
         assert [r.ratio for r in by[m]] == pytest.approx([want] * 5, rel=1e-6)
         assert all(r.seeds >= 4 for r in by[m])
     assert all(r.lo is not None for r in by["ofa-ps"] + by["compofa"] + by["bignas"][1:])
+    assert all(r.lo <= r.ratio <= r.hi for r in got["ratios"] if r.lo is not None)  # a value inside its interval
     # BigNAS's seeds spread by ±1 at its cheapest point: seeds 1 and 3 start above 72.9 %, so no interval
     assert by["bignas"][0].lo is None and by["bignas"][0].outside == [1, 3] and by["bignas"][0].verdict == "not shown"
     assert by["bignas"][0].note == "seed(s) 1, 3: a curve does not span the target"
@@ -237,8 +238,10 @@ def test_cost_ratio_interval_is_paired_by_seed_and_a_bootstrap_needs_three_seeds
     logs = [math.log(2) * (2.5 - (6 - DELTA[s]) / 4) for s in (0, 1)]
     m, lo, hi = common.t_interval(logs)
     r = cr.cost_ratio(two["deps"], two["ofa-ps"], 76.0)
-    assert r.ratio == pytest.approx(ofa.cost / deps.cost) and r.seeds == 2 and r.outside == []
+    assert r.seeds == 2 and r.outside == []
     assert (r.lo, r.hi) == pytest.approx((math.exp(lo), math.exp(hi))) and r.lo > 1  # t with 1 degree of freedom
+    # the value is the seeds' geometric mean ratio, the centre of its interval, not the mean curves' cost ratio
+    assert r.ratio == pytest.approx(math.exp(m)) and r.ratio == pytest.approx(math.sqrt(r.lo * r.hi))
     assert r.verdict == "holds" and r.paper_verdict == "not shown" and r.lo < 1.8 < r.hi
     assert r.costs == pytest.approx((deps.cost, ofa.cost))
     one = cr.cost_ratio(*[[cr.Point(p.method, p.epochs, p.recs[:1]) for p in curves_[k]] for k in ("deps", "ofa-ps")],
@@ -252,6 +255,9 @@ def test_cost_ratio_interval_is_paired_by_seed_and_a_bootstrap_needs_three_seeds
     assert cr.cost_ratio(late, curves_["ofa-ps"], 72.0).seeds == 5
     pending = cr.cost_ratio(late, curves_["ofa-ps"], 76.0)  # seeds 1-4 wait for their 16-epoch point: left out
     assert pending.seeds == 1 and pending.outside == [] and pending.verdict == "suggestive"
+    # one seed can say: its own ratio (the mean curves mix seed 0's 16-epoch point with every seed's cheaper ones)
+    assert pending.ratio == pytest.approx(2 ** (2.5 - (6 - DELTA[0]) / 4))
+    assert pending.ratio != pytest.approx(pending.costs[1] / pending.costs[0], rel=1e-3)
     # a complete curve that misses the target: no interval, whatever the other seeds say
     short = [*curves_["deps"][:2]]  # DεpS without its 16-epoch point anywhere: seeds 0, 1 stop at 73.8, 73.9 %
     miss = cr.cost_ratio(short, curves_["ofa-ps"], 73.95)  # the mean curve (74.0 % at 2T) reaches it

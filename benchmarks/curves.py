@@ -44,6 +44,8 @@ from pathlib import Path
 
 from common import FMNIST20_R10, QUICK, eval_and_record, recorded, train_run
 
+from onceforall.run.checkpoint import CheckpointError, load_checkpoint
+
 OUT = Path("benchmarks/results/curves-quick-fmnist20-r10")
 # reproduce.py's quick runs in the same setting (4 DεpS epochs, 2 threads): the plan's estimate for a method this
 # suite has not measured yet
@@ -167,10 +169,24 @@ def reproduce_durations(path: Path) -> dict[tuple[str, str], float]:
     return out
 
 
+def epochs_done(last: Path) -> float | None:
+    """The epochs a run's last checkpoint holds (its step over the steps per epoch, to 0.1), where a training
+    resumes; None without a checkpoint, 0 for one that cannot be read (written over right now, or damaged: the
+    training itself says which when it resumes)."""
+    if not last.is_file():
+        return None
+    try:
+        state = load_checkpoint(last)["state"]
+        return round(state["step"] / state["steps_per_epoch"], 1)
+    except (CheckpointError, OSError, KeyError, TypeError, ZeroDivisionError):
+        return 0.0
+
+
 def plan(out: Path, todo: list[Job], n_jobs: int = 1) -> list[str]:
     """The runs left, in order, each with its estimated time (from <out>/durations.csv; for a method not measured
-    there yet, from reproduce.py's quick runs, marked *) and the running total; with ``n_jobs`` runs at a time,
-    the total divided among them."""
+    there yet, from reproduce.py's quick runs, marked *) and the running total; a training that resumes counts
+    only the epochs its last checkpoint has not done ("at 5/32"); with ``n_jobs`` runs at a time, the total divided
+    among them."""
     durations = with_record_seconds(out, read_durations(out / "durations.csv"))
     fallback = reproduce_durations(REPRODUCE_DURATIONS)
     left = [j for j in todo if not recorded(out, j.name, j.preset, j.overrides())]
@@ -183,14 +199,17 @@ def plan(out: Path, todo: list[Job], n_jobs: int = 1) -> list[str]:
         mark = " "
         if tr is None or ev is None:
             (tr, ev), mark = estimate(j, fallback), "*"
-        state = "resumes" if (out / "runs" / j.name / "checkpoints" / "last.pt").is_file() else "new"
+        done = epochs_done(out / "runs" / j.name / "checkpoints" / "last.pt")
+        state = "new" if done is None else f"at {done:g}/{j.epochs}"
+        if tr is not None and done is not None:
+            tr *= max(0.0, 1.0 - done / j.epochs)  # a resumed training runs only the epochs left
         if tr is None or ev is None:
             unknown += 1
             est = "?"
         else:
             total += tr + ev
             est = f"{(tr + ev) / 60:.0f} min{mark}"
-        lines.append(f"  {j.name:24s} {state:8s} {est:>8s}   total {total / 3600:5.1f} h")
+        lines.append(f"  {j.name:24s} {state:10s} {est:>8s}   total {total / 3600:5.1f} h")
     if unknown:
         lines.append(f"  ({unknown} runs without a measured duration for their method are not in the total)")
     if n_jobs > 1:

@@ -20,6 +20,7 @@ import curves  # noqa: E402
 import curves_report as cr  # noqa: E402
 
 from onceforall.measure.evaluator import PROTOCOL  # noqa: E402
+from onceforall.run.checkpoint import save_checkpoint  # noqa: E402
 from onceforall.run.config import load_config, to_yaml  # noqa: E402
 
 T = 1e12
@@ -335,6 +336,16 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
         kept = {k: v for k, v in json.loads(cost.read_text()).items() if k != "cpu_seconds"}
         cost.write_text(json.dumps({**kept, **cpu}))
         assert curves.with_record_seconds(tmp_path, {})[("deps-e4-s0", "train")] == 240.0
+    # a training that resumes runs only the epochs its last checkpoint has not done (3 of 8 here: 5/8 of 480 s)
+    tr, ev = curves.estimate(curves.Job("deps", 8, 0), curves.with_record_seconds(tmp_path, common_durations))
+    assert (tr, ev) == (480.0, 200.0)
+    last = tmp_path / "runs" / "deps-e8-s0" / "checkpoints" / "last.pt"
+    save_checkpoint(last, {"state": {"step": 30, "steps_per_epoch": 10}})
+    line = next(x for x in curves.plan(tmp_path, [curves.Job("deps", 8, 0)]) if "deps-e8-s0" in x)
+    assert line.split()[1:4] == ["at", "3/8", "8"]  # (300 + 200) s
+    last.write_bytes(b"")  # unreadable (being written, or damaged): counted as nothing done
+    line = next(x for x in curves.plan(tmp_path, [curves.Job("deps", 8, 0)]) if "deps-e8-s0" in x)
+    assert line.split()[1:4] == ["at", "0/8", "11"]  # (480 + 200) s
     with pytest.raises(SystemExit, match="--only: unknown method 'nas'; valid: deps, ofa-ps"):
         curves.main(["--plan", "--only", "nas"])
 

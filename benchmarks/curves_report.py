@@ -401,10 +401,26 @@ def crossings(a: list[Point], b: list[Point], metric: str = "pareto", grid: int 
     """Training costs inside the overlap where the over-seed mean curves cross (a − b changes sign), linear in log
     cost; None without overlap."""
     ov = overlap(a, b)
-    if ov is None:
-        return None
-    ca, cb = mean_curve(a, metric), mean_curve(b, metric)
-    xs = np.exp(np.linspace(math.log(ov[0]), math.log(ov[1]), grid))
+    return None if ov is None else _sign_changes(mean_curve(a, metric), mean_curve(b, metric), ov, grid)
+
+
+def seed_crossings(a: list[Point], b: list[Point], seeds: list[int], metric: str = "pareto", grid: int = 200
+                   ) -> dict[int, list[float]]:
+    """Per seed, where its own two curves cross inside the costs both span (the mean curves can mix seed counts
+    while a costly point is still arriving; a seed's own curves cannot); seeds whose curves share no cost range
+    are left out."""
+    out = {}
+    for s in seeds:
+        ca, cb = seed_curve(a, s, metric), seed_curve(b, s, metric)
+        if ca[0] and cb[0] and (lo := max(ca[0][0], cb[0][0])) < (hi := min(ca[0][-1], cb[0][-1])):
+            out[s] = _sign_changes(ca, cb, (lo, hi), grid)
+    return out
+
+
+def _sign_changes(ca: tuple[list[float], list[float]], cb: tuple[list[float], list[float]],
+                  span: tuple[float, float], grid: int) -> list[float]:
+    """Costs inside ``span`` where curve a − curve b changes sign, each linear in log cost, on ``grid`` points."""
+    xs = np.exp(np.linspace(math.log(span[0]), math.log(span[1]), grid))
     d = [round(interp_log(*ca, float(x)) - interp_log(*cb, float(x)), 9) for x in xs]
     out = []
     for i in range(grid - 1):
@@ -541,16 +557,19 @@ def write_report(out: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int
     diffs = {(a, b): [diff_at(curves[a], curves[b], c, seeds) for c in equal_cost_levels(curves[a], curves[b])]
              for a, b in PAIRS if a in curves and b in curves}
     cross = {k: crossings(curves[k[0]], curves[k[1]]) for k in diffs}
+    seed_cross = {k: seed_crossings(curves[k[0]], curves[k[1]], seeds) for k in diffs}
     points = {(a, b): point_diffs(curves[a], curves[b], seeds) for a, b in (*PAIRS, ("deps", "full-only"))
               if a in curves and b in curves}
     compute = compute_rows(curves, out / "durations.csv")
     claims = claims_rows(ratios, diffs, points)
-    md = (_markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) + _points_markdown(points)
+    md = (_markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross, seed_cross)
+          + _points_markdown(points)
           + _claims_markdown(claims) + _compute_markdown(compute))
     (out / "curves.md").write_text(md)
     drawn = plot(curves, out / "curves.png") if curves else {}
     return {"curves": curves, "problems": problems, "reaches": reaches, "ratios": ratios, "diffs": diffs,
-            "crossings": cross, "points": points, "compute": compute, "claims": claims, "plotted": drawn}
+            "crossings": cross, "seed_crossings": seed_cross,
+            "points": points, "compute": compute, "claims": claims, "plotted": drawn}
 
 
 def _verdict_counts(verdicts: list[str]) -> str:
@@ -620,7 +639,7 @@ def _points_markdown(points: dict[tuple[str, str], list[PointDiff]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) -> str:
+def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross, seed_cross) -> str:
     lines = ["# Accuracy–cost curves", "",
              "Cost = training MACs (cost.json `train_macs`: each pass's arch MACs x the step's images x 3 for "
              "forward + backward, a frozen teacher's forward x 1 included; validation during training not). "
@@ -686,13 +705,18 @@ def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross) -
                          f"{_ci(d.mean, d.lo, d.hi, '{:+.2f}')} | {d.verdict} | "
                          f"{' '.join(map(str, d.missing)) or '–'} |")
     lines += ["", "## How the differences move with the budget, and crossings", "",
-              "| pair | Δ at highest − lowest level [95 % t] | seeds | verdict (claim: grows) | mean curves cross at |",
-              "|---|---|---|---|---|"]
+              "| pair | Δ at highest − lowest level [95 % t] | seeds | verdict (claim: grows) | mean curves cross at | "
+              "seeds whose own curves cross (inside the costs both span) |",
+              "|---|---|---|---|---|---|"]
     for (a, b), ds in diffs.items():
         m, lo, hi, n, v = trend(ds)
         cr = cross[(a, b)]
         where = "no overlap" if cr is None else ", ".join(_t(c) for c in cr) or "no crossing in the overlap"
-        lines.append(f"| {a} − {b} | {_ci(m, lo, hi, '{:+.2f}')} | {n} | {v} | {where} |")
+        per = seed_cross[(a, b)]
+        crossed = {s: c for s, c in per.items() if c}
+        own = f"{len(crossed)} of {len(per)}" + ("" if not crossed else ": " + "; ".join(
+            f"seed {s} at {', '.join(_t(x) for x in c)}" for s, c in crossed.items()))
+        lines.append(f"| {a} − {b} | {_ci(m, lo, hi, '{:+.2f}')} | {n} | {v} | {where} | {own} |")
     return "\n".join(lines) + "\n"
 
 

@@ -275,10 +275,31 @@ def test_curves_cross_where_the_mean_difference_changes_sign(tmp_path):
             _write(rec, "bignas", e, s, c, a + s)
     got = cr.write_report(tmp_path, {"deps": (4, 8, 16), "bignas": (3, 6, 12)}, [0, 1])
     assert got["crossings"][("deps", "bignas")] == pytest.approx([2 * T], rel=1e-9)
+    per_seed = got["seed_crossings"][("deps", "bignas")]
+    assert sorted(per_seed) == [0, 1] and all(c == pytest.approx([2 * T], rel=1e-9) for c in per_seed.values())
+    assert "| 2T | 2 of 2: seed 0 at 2T; seed 1 at 2T |" in (tmp_path / "curves.md").read_text()
     m, lo, hi, n, v = cr.trend(got["diffs"][("deps", "bignas")])
     # deps − bignas = log2(cost / 1T) − 1: −2/3 at the lowest level (1/6 of the overlap), +2/3 at the highest
     assert [x.mean for x in got["diffs"][("deps", "bignas")]] == pytest.approx([-2 / 3, 0, 2 / 3], abs=1e-9)
     assert m == pytest.approx(4 / 3) and n == 2 and v == "holds"
+
+
+def test_each_seeds_own_curves_say_whether_they_cross_where_the_mean_curves_mix_seed_counts(tmp_path):
+    """While a costly point has some seeds only, the mean curves join means over different seeds: here they cross
+    (DεpS's 8T point has seed 0, the lower one; BigNAS's has seed 1, the higher one) although on each seed DεpS is
+    1 point ahead wherever both its curves have points."""
+    rec = tmp_path / "records"
+    for s in (0, 1):
+        for e, c, a in zip((4, 8, 16), (1 * T, 2 * T, 4 * T), (70.0, 72.0, 74.0)):
+            _write(rec, "deps", e, s, c, a + 4 * s)
+            _write(rec, "bignas", e - e // 4, s, c, a + 4 * s - 1)
+    _write(rec, "deps", 32, 0, 8 * T, 76.0)
+    _write(rec, "bignas", 24, 1, 8 * T, 79.0)
+    got = cr.write_report(tmp_path, {"deps": (4, 8, 16, 32), "bignas": (3, 6, 12, 24)}, [0, 1])
+    mean_cross = got["crossings"][("deps", "bignas")]
+    assert len(mean_cross) == 1 and 4 * T < mean_cross[0] < 8 * T  # mean curves: 76 → 76 against 75 → 79
+    assert got["seed_crossings"][("deps", "bignas")] == {0: [], 1: []}  # each seed: 1T..4T, DεpS ahead by 1
+    assert f"| {cr._t(mean_cross[0])} | 0 of 2 |" in (tmp_path / "curves.md").read_text()
 
 
 def test_an_empty_suite_reports_without_crashing(tmp_path):

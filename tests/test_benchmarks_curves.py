@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -20,6 +21,7 @@ import curves  # noqa: E402
 import curves_report as cr  # noqa: E402
 
 from onceforall.measure.evaluator import PROTOCOL  # noqa: E402
+from onceforall.run import checkpoint  # noqa: E402
 from onceforall.run.checkpoint import save_checkpoint  # noqa: E402
 from onceforall.run.config import load_config, to_yaml  # noqa: E402
 
@@ -367,6 +369,10 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
     last.write_bytes(b"")  # unreadable (being written, or damaged): counted as nothing done
     line = next(x for x in curves.plan(tmp_path, [curves.Job("deps", 8, 0)]) if "deps-e8-s0" in x)
     assert line.split()[1:4] == ["at", "0/8", "11"]  # (480 + 200) s
+    last.write_text("step: 30")  # not a checkpoint at all: the same
+    assert curves.epochs_done(last) == 0.0
+    save_checkpoint(last, {"state": {"step": 25, "steps_per_epoch": 10}, "model": {"w": torch.zeros(2)}})
+    assert checkpoint.peek_state(last) == {"step": 25, "steps_per_epoch": 10} and curves.epochs_done(last) == 2.5
     with pytest.raises(SystemExit, match="--only: unknown method 'nas'; valid: deps, ofa-ps"):
         curves.main(["--plan", "--only", "nas"])
 

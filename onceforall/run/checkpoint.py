@@ -27,9 +27,8 @@ from torch import nn
 from ..core.space import Space
 from ..core.util import atomic_torch_save, first_line, nonfinite_keys
 
-__all__ = ["CheckpointError", "content_checksum", "load_checkpoint", "load_model_state", "peek_config",
-           "previous_checkpoint",
-           "save_checkpoint"]
+__all__ = ["CheckpointError", "content_checksum", "load_checkpoint", "load_model_state", "peek_config", "peek_state",
+           "previous_checkpoint", "save_checkpoint"]
 
 FORMAT = 2
 """2: with ``checksum`` (format 1, without it, still loads, unverified)."""
@@ -157,15 +156,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     return state
 
 
-def peek_config(path: str | Path) -> dict[str, Any] | None:
-    """The ``config`` entry of a checkpoint, read cheaply (tensors memory-mapped, not verified) so that a resume
-    can be refused before any data is read; None when the file cannot be read that way (the full load, which
-    verifies, then says why)."""
+def _peek(path: str | Path, key: str) -> dict[str, Any] | None:
+    """One dict entry of a checkpoint, read cheaply (tensors memory-mapped, nothing verified); None when the file
+    cannot be read that way or has no such dict (the full load, which verifies, then says why)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - load_checkpoint reports it properly
         return None
-    return state.get("config") if isinstance(state, dict) and isinstance(state.get("config"), dict) else None
+    entry = state.get(key) if isinstance(state, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def peek_config(path: str | Path) -> dict[str, Any] | None:
+    """The ``config`` entry of a checkpoint, read cheaply (not verified) so that a resume can be refused before any
+    data is read; None when the file cannot be read that way."""
+    return _peek(path, "config")
+
+
+def peek_state(path: str | Path) -> dict[str, Any] | None:
+    """The ``state`` entry of a checkpoint (step, steps_per_epoch, ...), read cheaply (not verified: for progress
+    reports such as ``curves.py --plan``, never to resume from); None when the file cannot be read that way."""
+    return _peek(path, "state")
 
 
 def load_model_state(net: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:

@@ -5,6 +5,7 @@
     python benchmarks/curves.py --seeds 0 --only deps,ofa-ps   # a subset
     python benchmarks/curves.py --train-only            # train (or resume) only; evaluate in a later call
     python benchmarks/curves.py --report-only           # curves.md / curves.csv / curves.png from the records
+    python benchmarks/curves.py --report-only --sync-results   # ... and RESULTS.md's copies of its tables
     python benchmarks/curves.py --jobs 2                # two runs at a time, 1 thread each (a 2-core machine alone)
 
 The setting is reproduce.py's quick capacity setting (fashion-mnist presets with elastic resolution {10, 15, 20},
@@ -50,6 +51,7 @@ OUT = Path("benchmarks/results/curves-quick-fmnist20-r10")
 # reproduce.py's quick runs in the same setting (4 DεpS epochs, 2 threads): the plan's estimate for a method this
 # suite has not measured yet
 REPRODUCE_DURATIONS = Path(__file__).resolve().parent / "results" / "quick-fmnist20-r10" / "durations.csv"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"  # its section 3 and claims table copy curves.md's tables
 SEEDS = (0, 1, 2, 3, 4)
 # method -> (preset, epochs per budget level, cheapest first)
 POINTS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -264,6 +266,9 @@ def main(argv: list[str] | None = None) -> None:
                                                        "nothing")
     p.add_argument("--train-only", action="store_true", help="train (or resume) the runs left; evaluate none")
     p.add_argument("--report-only", action="store_true", help="write curves.md/.csv/.png from the records only")
+    p.add_argument("--sync-results", action="store_true",
+                   help="after the report, copy its per-method table and claims rows into benchmarks/RESULTS.md "
+                        "(section 3's table and the claims table's section-3 rows; the prose stays as written)")
     args = p.parse_args(argv)
     methods = args.only.split(",") if args.only else list(POINTS)
     bad = [m for m in methods if m not in POINTS]
@@ -302,10 +307,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"runs done in {(time.time() - started) / 60:.1f} min", flush=True)
         if args.train_only:
             return
-    from curves_report import write_report
+    from curves_report import sync_results, write_report
 
     write_report(out, {m: POINTS[m][1] for m in methods}, seeds)
     print(f"report in {out / 'curves.md'}", flush=True)
+    if args.sync_results:
+        RESULTS.write_text(sync_results(RESULTS.read_text(), (out / "curves.md").read_text()))
+        print(f"{RESULTS}: section 3's table and claims rows copied from the report; its prose is yours", flush=True)
 
 
 if __name__ == "__main__":

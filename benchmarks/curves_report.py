@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -754,3 +755,84 @@ def plot(curves: dict[str, list[Point]], path: Path) -> dict[str, list[str]]:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return drawn
+
+
+# ---------------------------------------------------------------------------------------------------
+# RESULTS.md's copies of the report (section 3's per-method table, the claims table's curve rows)
+# ---------------------------------------------------------------------------------------------------
+
+DISPLAY = {"deps": "DεpS", "ofa-ps": "OFA-PS", "bignas": "BigNAS", "compofa": "CompOFA", "full-only": "full-only"}
+RESULTS_POINTS_HEADER = "| method | epochs | seeds | training MACs |"
+RESULTS_CLAIMS_HEADER = "| claim (paper) | measured | seeds | verdict | section |"
+RESULTS_SECTION = "3"  # the section of RESULTS.md that the curves' claims rows name
+
+
+def _display(text: str) -> str:
+    """curves.md's words as RESULTS.md writes them: the methods' names, "1.8×" for "1.8x", "−0.5" for "-0.5"."""
+    text = re.sub(r"\bfull-only's\b", "the full model trained alone", text)
+    text = re.sub(r"(?<![\w-])(deps|ofa-ps|bignas|compofa)(?![\w-])", lambda m: DISPLAY[m.group(1)], text)
+    text = re.sub(r"(?<=[\s\[(])-(?=\d)", "−", text)
+    return re.sub(r"(\d)x\b", r"\1×", text)
+
+
+def _table_rows(md: str, heading: str) -> list[list[str]]:
+    """The cells of the first table under ``heading`` in ``md`` (its header and separator left out)."""
+    lines = md.splitlines()
+    try:
+        start = lines.index(heading)
+    except ValueError:
+        raise ValueError(f"curves.md has no section {heading!r}: regenerate it (curves.py --report-only)") from None
+    rows: list[list[str]] = []
+    for line in lines[start + 1:]:
+        if line.startswith("## "):
+            break
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif rows:
+            break
+    return rows[2:]
+
+
+def results_rows(curves_md: str) -> tuple[list[str], list[str]]:
+    """From curves.md: RESULTS.md section 3's per-method rows (method, epochs, seeds, mean training MACs, the three
+    accuracies) and the claims table's curve rows (claim, measured, seeds, verdicts, section)."""
+    points = []
+    for method, epochs, seeds, macs, _wall, _cpu, pareto, smallest, full in _table_rows(
+            curves_md, "## Per method and budget"):
+        points.append(f"| {DISPLAY.get(method, method)} | {epochs} | {seeds} | {macs.split(' (')[0]} | {pareto} | "
+                      f"{smallest} | {full} |")
+    claims = [f"| {_display(claim)} | {_display(measured)} | {seeds} | {verdicts} | {RESULTS_SECTION} |"
+              for claim, measured, seeds, verdicts in _table_rows(curves_md, "## The paper's claims, answered by "
+                                                                             "the curves")]
+    return points, claims
+
+
+def _replace_rows(lines: list[str], header: str, keep, new: list[str], what: str) -> list[str]:
+    """``lines`` with the rows of the table under ``header`` for which ``keep(row)`` is false (one contiguous
+    block) replaced by ``new``."""
+    try:
+        h = next(i for i, line in enumerate(lines) if line.startswith(header))
+    except StopIteration:
+        raise ValueError(f"RESULTS.md has no table starting {header!r} ({what})") from None
+    end = h + 2
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    body = lines[h + 2:end]
+    ours = [i for i, row in enumerate(body) if not keep(row)]
+    if ours and ours != list(range(ours[0], ours[-1] + 1)):
+        raise ValueError(f"RESULTS.md's {what} are not one block: cannot replace them")
+    at = ours[0] if ours else 0
+    body = body[:at] + new + body[at + len(ours):]
+    return lines[:h + 2] + body + lines[end:]
+
+
+def sync_results(results_md: str, curves_md: str) -> str:
+    """RESULTS.md with its copies of curves.md brought up to date: section 3's per-method table and the claims
+    table's rows of section 3 (every other row and all prose unchanged: the prose is written by hand)."""
+    points, claims = results_rows(curves_md)
+    lines = results_md.splitlines()
+    lines = _replace_rows(lines, RESULTS_POINTS_HEADER, lambda row: False, points, "per-method rows")
+    lines = _replace_rows(lines, RESULTS_CLAIMS_HEADER,
+                          lambda row: row.rstrip().rstrip("|").rsplit("|", 1)[-1].strip() != RESULTS_SECTION,
+                          claims, f"section {RESULTS_SECTION} claims rows")
+    return "\n".join(lines) + ("\n" if results_md.endswith("\n") else "")

@@ -550,3 +550,38 @@ def test_the_cost_ratio_interval_covers_the_true_ratio_95_percent_of_the_time():
 
     covered, given = ratio_coverage.coverage(3, 300, np.random.default_rng(7), bootstrap=False)["paired t"]
     assert given >= 295 and 0.92 <= covered / given <= 0.98
+
+
+def test_results_md_copies_the_committed_report_and_sync_rewrites_only_the_copies():
+    # RESULTS.md's section-3 table and curve claims rows are curves.md's (names displayed): the committed pair agrees
+    report = common.REPO / "benchmarks" / "results" / "curves-quick-fmnist20-r10" / "curves.md"
+    results = (common.REPO / "benchmarks" / "RESULTS.md").read_text()
+    assert cr.sync_results(results, report.read_text()) == results
+    md = "\n".join([
+        "## Per method and budget", "",
+        "| method | epochs | seeds | train MACs | wall | cpu | mean Pareto | smallest | full |", "|---|" * 9,
+        "| deps | 4 | 5 | 2.12T (2.1T–2.14T) | 8.9 | 7.4 | 78.36 [77.78, 78.94] | 74.87 | 81.07 |",
+        "| full-only | 4 | 5 | 1.53T (same) | 1 | 1 | 68.07 | 20.01 | 82.48 |", "",
+        "## The paper's claims, answered by the curves", "", "text", "",
+        "| claim | measured | seeds | verdicts |", "|---|" * 4,
+        "| 1.8x less cost than ofa-ps | ofa-ps / deps: 79.1 %: 1.72x [1.58x, 1.87x] | 5 | holds 1 |",
+        "| deps's full model is ahead of full-only's | 2.5T: -3.08 [-3.58, -2.58] | 5 | contradicted 1 |", "",
+        "## Compute", ""])
+    old_claims = "| old | x | 5 | holds | 3 |\n| old 2 | y | 5 | holds | 3 |\n"
+    before = ("# R\n\n| claim (paper) | measured | seeds | verdict | section |\n|---|---|---|---|---|\n" + old_claims
+              + "| ablation | z | 3 | not shown | 4 |\n\n## 3.\n\nprose\n\n| method | epochs | seeds | training MACs "
+              "| mean Pareto | smallest subnet | full model |\n|---|---|---|---|---|---|---|\n"
+              "| DεpS | 4 | 1 | 2T | 70 | 60 | 80 |\n\nmore prose\n")
+    after = cr.sync_results(before, md)
+    assert after == before.replace(old_claims, "\n".join([
+        "| 1.8× less cost than OFA-PS | OFA-PS / DεpS: 79.1 %: 1.72× [1.58×, 1.87×] | 5 | holds 1 | 3 |",
+        "| DεpS's full model is ahead of the full model trained alone | 2.5T: −3.08 [−3.58, −2.58] | 5 "
+        "| contradicted 1 | 3 |", ""])).replace("| DεpS | 4 | 1 | 2T | 70 | 60 | 80 |\n", "\n".join([
+            "| DεpS | 4 | 5 | 2.12T | 78.36 [77.78, 78.94] | 74.87 | 81.07 |",
+            "| full-only | 4 | 5 | 1.53T | 68.07 | 20.01 | 82.48 |", ""]))
+    assert cr.sync_results(after, md) == after  # idempotent
+    split = before.replace("| old 2 |", "| x | y | 1 | n | 4 |\n| old 2 |")
+    with pytest.raises(ValueError, match="RESULTS.md's section 3 claims rows are not one block"):
+        cr.sync_results(split, md)
+    with pytest.raises(ValueError, match="curves.md has no section '## Per method and budget'"):
+        cr.sync_results(before, "# empty\n")

@@ -506,19 +506,31 @@ def compute_rows(curves: dict[str, list[Point]], durations: Path) -> list[dict]:
     included), training CPU time (over the runs that recorded it) and evaluation wall time (durations.csv's eval
     rows of the recorded runs, summed: a resumed or repeated evaluation adds a row). Wall times count pauses and
     neighbours."""
-    from curves import read_durations
+    from curves import read_durations, with_record_seconds
 
     evals = {run: seconds for (run, part), seconds in read_durations(durations).items() if part == "eval"}
+    train = with_record_seconds(durations.parent, {})  # what --plan estimates from: CPU s per thread, else wall
     rows = []
     for method, pts in curves.items():
         recs = [r for p in pts for r in p.recs]
         names = [f"{r.method}-e{r.epochs}-s{r.seed}" for r in recs]
         cpu = [r.cpu_min for r in recs if r.cpu_min is not None]
+        per_epoch = [train[(n, "train")] / r.epochs for n, r in zip(names, recs) if (n, "train") in train]
         rows.append({"method": method, "runs": len(recs), "train_wall_h": sum(r.wall_min for r in recs) / 60,
                      "train_cpu_h": sum(cpu) / 60, "cpu_runs": len(cpu),
                      "eval_wall_h": sum(evals.get(n, 0.0) for n in names) / 3600,
-                     "eval_runs": sum(n in evals for n in names)})
+                     "eval_runs": sum(n in evals for n in names),
+                     "epoch_s": statistics.median(per_epoch) if per_epoch else None,
+                     "eval_s": [evals[n] for n in names if n in evals]})
     return rows
+
+
+def _quartiles(xs: list[float]) -> str:
+    """"median [lower quartile, upper quartile]" in whole seconds ("–" for none)."""
+    if not xs:
+        return "–"
+    q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else [xs[0]] * 3
+    return f"{q[1]:.0f} [{q[0]:.0f}, {q[2]:.0f}]"
 
 
 def _compute_markdown(rows: list[dict]) -> str:
@@ -527,16 +539,23 @@ def _compute_markdown(rows: list[dict]) -> str:
              "time (the runs that recorded it), evaluation wall time (every evaluation of those runs in "
              "durations.csv: re-evaluations under a superseded protocol included, an evaluation killed before it "
              "finished not). Wall times include pauses and the slowdown of running beside another job; CPU time "
-             "does not.", "",
-             "| method | runs | training wall h | training CPU h (runs) | evaluation wall h (runs) |",
-             "|---|---|---|---|---|"]
+             "does not. Per run: a training epoch's seconds (median over the method's runs of its CPU seconds per "
+             "thread over its epochs, its wall seconds where CPU was not recorded: what `--plan` estimates from; "
+             "training-time validation included) and an evaluation's wall seconds (median [quartiles]).", "",
+             "| method | runs | training wall h | training CPU h (runs) | evaluation wall h (runs) | s per epoch | "
+             "evaluation s |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
+        epoch = "–" if r["epoch_s"] is None else f"{r['epoch_s']:.0f}"
         lines.append(f"| {r['method']} | {r['runs']} | {r['train_wall_h']:.1f} | {r['train_cpu_h']:.1f} "
-                     f"({r['cpu_runs']}) | {r['eval_wall_h']:.1f} ({r['eval_runs']}) |")
+                     f"({r['cpu_runs']}) | {r['eval_wall_h']:.1f} ({r['eval_runs']}) | {epoch} | "
+                     f"{_quartiles(r['eval_s'])} |")
     if rows:
-        total = {k: sum(r[k] for r in rows) for k in rows[0] if k != "method"}
+        total = {k: sum(r[k] for r in rows) for k in ("runs", "train_wall_h", "train_cpu_h", "cpu_runs",
+                                                      "eval_wall_h", "eval_runs")}
         lines.append(f"| all | {total['runs']} | {total['train_wall_h']:.1f} | {total['train_cpu_h']:.1f} "
-                     f"({total['cpu_runs']}) | {total['eval_wall_h']:.1f} ({total['eval_runs']}) |")
+                     f"({total['cpu_runs']}) | {total['eval_wall_h']:.1f} ({total['eval_runs']}) | – | "
+                     f"{_quartiles([x for r in rows for x in r['eval_s']])} |")
     return "\n".join(lines) + "\n"
 
 

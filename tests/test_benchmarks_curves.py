@@ -173,6 +173,11 @@ def test_report_on_synthetic_records(out):
     assert compute["full-only"]["train_cpu_h"] == pytest.approx((360 + 720) / 3600)
     assert compute["full-only"]["cpu_runs"] == 2 and compute["deps"]["cpu_runs"] == 0
     assert compute["deps"]["eval_wall_h"] == pytest.approx((300 + 60) / 3600) and compute["deps"]["eval_runs"] == 1
+    # per run: seconds per epoch as --plan counts them (CPU per thread: full-only's 90; wall where no CPU: deps's 60)
+    assert compute["full-only"]["epoch_s"] == pytest.approx(90.0) and compute["deps"]["epoch_s"] == pytest.approx(60)
+    assert compute["deps"]["eval_s"] == [360.0] and compute["bignas"]["eval_s"] == []
+    assert "| deps | 15 | 2.3 | 0.0 (0) | 0.1 (1) | 60 | 360 [360, 360] |" in (out / "curves.md").read_text()
+    assert cr._quartiles([100.0, 200.0, 300.0, 400.0, 500.0]) == "300 [200, 400]" and cr._quartiles([]) == "–"
     # the paper's claims, with the verdicts of every target or level counted
     claims = {c: (m, n, v) for c, m, n, v in got["claims"]}
     assert claims["deps is ahead of ofa-ps at equal training cost (mean Pareto)"][2] == "holds 3"

@@ -1,10 +1,9 @@
 """The analysis of the accuracy–cost curves (curves.py --report-only), from the records alone.
 
 Cost is each run's training MACs (cost.json ``train_macs``: passes x images x 3, a frozen teacher's forwards
-included; validation not). Every interval is over seeds (95 %): t-intervals for per-point means, for paired
-differences and for cost ratios (each seed's own log cost ratio, paired by seed); a bootstrap over seeds (resampled
-independently at each budget point) describes each method's cost to reach an accuracy, once the points it depends
-on have 3 seeds each (2 seeds give a bootstrap only their range).
+included; validation not). Every interval is a 95 % t-interval over seeds: for per-point means, for paired
+differences, for each method's cost to reach an accuracy (each seed's own log cost) and for cost ratios (each
+seed's own log cost ratio, paired by seed).
 Every claim gets its verdict from the one rule in common.py (:func:`common.verdict`).
 """
 
@@ -29,10 +28,6 @@ PAIRS = (("deps", "ofa-ps"), ("deps", "bignas"), ("deps", "compofa"))
 # the paper's "same accuracy at N x less cost" (DεpS vs OFA-PS 1.8x, vs BigNAS 2.5x), for context
 PAPER_RATIOS = {"ofa-ps": 1.8, "bignas": 2.5}
 LEVELS = (1 / 6, 1 / 2, 5 / 6)  # equal-cost levels: fractions of the curves' overlap, in log cost
-BOOTSTRAP = 2000
-# fewest seeds at every point of a curve for a bootstrap interval: resampling 2 seeds gives at most 3 distinct
-# means, so its "95 %" interval is only the range between the two seeds (far narrower than a t-interval on 2 seeds)
-BOOTSTRAP_MIN_SEEDS = 3
 
 
 @dataclass
@@ -145,31 +140,15 @@ def cost_to_reach(costs: list[float], accs: list[float], target: float) -> float
     return NOT_REACHED
 
 
-def _as_number(c: float | str) -> float:
-    return 0.0 if c == BELOW else math.inf if c == NOT_REACHED else float(c)
-
-
 def mean_curve(points: list[Point], metric: str = "pareto") -> tuple[list[float], list[float]]:
     """The over-seed mean curve: (mean training MACs, mean accuracy) per budget point, cheapest first."""
     pts = sorted(points, key=lambda p: p.macs)
     return [p.macs for p in pts], [p.stat(metric)[0] for p in pts]
 
 
-def _resampled_curves(points: list[Point], rng: np.random.Generator, metric: str, n: int
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` bootstrap curves: at each point, its seeds resampled with replacement (independently of the other
-    points); (mean MACs, mean accuracy), each of shape (n, points)."""
-    xs, ys = [], []
-    for p in points:
-        idx = rng.integers(0, len(p.recs), (n, len(p.recs)))
-        xs.append(np.array([r.macs for r in p.recs])[idx].mean(axis=1))
-        ys.append(np.array([r.acc[metric] for r in p.recs])[idx].mean(axis=1))
-    return np.stack(xs, axis=1), np.stack(ys, axis=1)
-
-
 @dataclass
 class Reach:
-    """The cost for a method to reach a mean accuracy, with its bootstrap interval over seeds."""
+    """The cost for a method to reach a mean accuracy, with its 95 % t-interval over seeds."""
 
     method: str
     target: float
@@ -177,34 +156,35 @@ class Reach:
     lo: float | None
     hi: float | None
     seeds: int
-    """The fewest seeds of the points it depends on."""
-    samples: np.ndarray | None = None
-    """The bootstrap resamples (0: below the curve, inf: not reached)."""
+    """The seeds whose own curves can say (a cost, or that they do not span the target)."""
+    outside: list[int] = field(default_factory=list)
+    """Seeds whose own complete curve does not span the target: no interval."""
 
 
-def reach(points: list[Point], target: float, metric: str = "pareto", rng: np.random.Generator | None = None,
-          n: int = BOOTSTRAP) -> Reach:
-    """Cost to reach ``target`` on the over-seed mean curve; interval: percentile bootstrap over seeds, each point's
-    seeds resampled independently (none when any point it depends on has fewer than :data:`BOOTSTRAP_MIN_SEEDS`:
-    the points up to the first that every seed puts at or above the target). A bound is 0 or inf when that share of
-    the resamples is below or beyond the curve."""
-    costs, accs = mean_curve(points, metric)
-    # the points past the first one that every seed puts at or above the target cannot change where any resample
-    # first reaches it: leave them out, so that a costlier point still running (fewer seeds) does not hold it back
-    pts = sorted(points, key=lambda p: p.macs)
-    last = next((i for i, p in enumerate(pts) if min(r.acc[metric] for r in p.recs) >= target), len(pts) - 1)
-    pts = pts[:last + 1]
-    seeds = min(len(p.recs) for p in pts)
-    out = Reach(points[0].method, target, cost_to_reach(costs, accs, target), None, None, seeds)
-    if seeds >= BOOTSTRAP_MIN_SEEDS:
-        xs, ys = _resampled_curves(pts, rng or np.random.default_rng(0), metric, n)
-        samples = []
-        for x, y in zip(xs, ys):
-            order = np.argsort(x)
-            samples.append(_as_number(cost_to_reach(x[order].tolist(), y[order].tolist(), target)))
-        out.samples = np.array(samples)
-        out.lo = float(np.quantile(out.samples, 0.025, method="lower"))
-        out.hi = float(np.quantile(out.samples, 0.975, method="higher"))
+def reach(points: list[Point], target: float, metric: str = "pareto") -> Reach:
+    """Cost to reach ``target``, as the cost ratios are measured: each seed's cost on its own curve (linear in log
+    cost between its budget points); the value is their geometric mean and the interval a t-interval over seeds of
+    their log costs (the value its centre). Where a seed's complete curve does not span the target (it starts above
+    it, or never reaches it) there is no interval and the value is the over-seed mean curve's cost; a seed still
+    missing a point it needs is left out (a costlier point still running does not hold back a cheaper target); one
+    seed: its own cost, no interval. (Until 2026-12-07 (23:55) the interval was a percentile bootstrap over seeds, which
+    covered the truth less often than 95 % with 3-5 seeds: benchmarks/ratio_coverage.py.)"""
+    logs, outside = {}, []
+    for s in sorted({s for p in points for s in p.seeds}):
+        c = seed_cost(points, s, target, metric)
+        if isinstance(c, str):
+            outside.append(s)
+        elif c is not None:
+            logs[s] = math.log(c)
+    out = Reach(points[0].method, target, cost_to_reach(*mean_curve(points, metric), target), None, None,
+                len(logs) + len(outside), outside)
+    if outside or not logs:
+        return out
+    if len(logs) == 1:
+        out.cost = math.exp(next(iter(logs.values())))
+    else:
+        m, lo, hi = t_interval(list(logs.values()))
+        out.cost, out.lo, out.hi = math.exp(m), math.exp(lo), math.exp(hi)
     return out
 
 
@@ -509,6 +489,8 @@ def compute_rows(curves: dict[str, list[Point]], durations: Path) -> list[dict]:
     from curves import read_durations, with_record_seconds
 
     evals = {run: seconds for (run, part), seconds in read_durations(durations).items() if part == "eval"}
+    each_eval = ([(row["run"], float(row["seconds"])) for row in csv.DictReader(durations.open())
+                  if row["part"] == "eval"] if durations.is_file() else [])  # one row per evaluation that finished
     train = with_record_seconds(durations.parent, {})  # what --plan estimates from: CPU s per thread, else wall
     rows = []
     for method, pts in curves.items():
@@ -521,7 +503,7 @@ def compute_rows(curves: dict[str, list[Point]], durations: Path) -> list[dict]:
                      "eval_wall_h": sum(evals.get(n, 0.0) for n in names) / 3600,
                      "eval_runs": sum(n in evals for n in names),
                      "epoch_s": statistics.median(per_epoch) if per_epoch else None,
-                     "eval_s": [evals[n] for n in names if n in evals]})
+                     "eval_s": [sec for run, sec in each_eval if run in names]})
     return rows
 
 
@@ -541,7 +523,8 @@ def _compute_markdown(rows: list[dict]) -> str:
              "finished not). Wall times include pauses and the slowdown of running beside another job; CPU time "
              "does not. Per run: a training epoch's seconds (median over the method's runs of its CPU seconds per "
              "thread over its epochs, its wall seconds where CPU was not recorded: what `--plan` estimates from; "
-             "training-time validation included) and an evaluation's wall seconds (median [quartiles]).", "",
+             "training-time validation included) and an evaluation's wall seconds (median [quartiles] over every "
+             "evaluation that finished, re-evaluations included).", "",
              "| method | runs | training wall h | training CPU h (runs) | evaluation wall h (runs) | s per epoch | "
              "evaluation s |",
              "|---|---|---|---|---|---|---|"]
@@ -570,10 +553,9 @@ def write_report(out: Path, budgets: dict[str, tuple[int, ...]], seeds: list[int
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
-    rng = np.random.default_rng(0)
     ratios = pair_ratios(curves, targets)
     targets = default_targets(curves) if targets is None else targets
-    reaches = {m: [reach(pts, a, rng=rng) for a in targets] for m, pts in curves.items() if len(pts) >= 1}
+    reaches = {m: [reach(pts, a) for a in targets] for m, pts in curves.items() if len(pts) >= 1}
     diffs = {(a, b): [diff_at(curves[a], curves[b], c, seeds) for c in equal_cost_levels(curves[a], curves[b])]
              for a, b in PAIRS if a in curves and b in curves}
     cross = {k: crossings(curves[k[0]], curves[k[1]]) for k in diffs}
@@ -685,15 +667,16 @@ def _markdown(curves, problems, seeds, targets, reaches, ratios, diffs, cross, s
     lines += ["", "![curves](curves.png)", "",
               "The figure: over-seed means with 95 % t-intervals; the full model trained alone in the full-model "
               "panel only (it trains no front).", "", "## Cost to reach a mean Pareto accuracy", "",
-              "Over-seed mean curve, linear in log cost between budget points; 95 % bootstrap over seeds (each "
-              "point's seeds resampled independently; 0 / ∞ bounds: that share of resamples below / beyond the curve; "
-              f"none until every point of a curve has {BOOTSTRAP_MIN_SEEDS} seeds: the bootstrap of 2 seeds spans only "
-              "the range between them). Descriptive: with 3-5 seeds a percentile bootstrap is narrower than 95 % "
-              "(`benchmarks/ratio_coverage.py`); the claims use the paired ratios below.",
+              "Each seed's cost on its own curve (linear in log cost between its budget points): the geometric mean "
+              "over seeds and its 95 % t-interval over seeds of the log costs (the value is its centre), as the "
+              "cost ratios below. Where a seed's curve does not span the target (it starts above it, or stops "
+              "below it) there is no interval and the cost is the over-seed mean curve's, marked *; one seed: its "
+              "own cost. (Until 2026-12-07 (23:55) a percentile bootstrap over seeds, narrower than 95 % with 3-5 "
+              "seeds: `benchmarks/ratio_coverage.py`.)",
               "", "| method | " + " | ".join(f"{a:.1f} %" for a in targets) + " |", "|---|" + "---|" * len(targets)]
     for method, rs in reaches.items():
         cells = [r.cost if isinstance(r.cost, str) else f"{_t(r.cost)}" + (
-            "" if r.lo is None else f" [{_t(r.lo)}, {_t(r.hi)}]") for r in rs]
+            "*" if r.outside else "" if r.lo is None else f" [{_t(r.lo)}, {_t(r.hi)}]") for r in rs]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", "## Cost ratio to reach the same accuracy (method / deps; claim: DεpS needs less, ratio > 1)", "",
               "Each pair at five accuracies of the range both its mean curves span (10, 30, 50, 70, 90 % of it), so "

@@ -130,7 +130,8 @@ def test_report_on_synthetic_records(out):
     reach = {m: rs for m, rs in got["reaches"].items()}
     assert reach["deps"][1].cost == pytest.approx(2 * math.sqrt(2) * T)
     assert reach["ofa-ps"][1].cost == pytest.approx(4 * math.sqrt(2) * T)
-    assert reach["deps"][1].lo < reach["deps"][1].cost < reach["deps"][1].hi
+    assert reach["deps"][1].lo < reach["deps"][1].cost < reach["deps"][1].hi  # t over seeds: the cost its centre
+    assert reach["deps"][1].cost == pytest.approx(math.sqrt(reach["deps"][1].lo * reach["deps"][1].hi))
     assert reach["deps"][2].cost == cr.NOT_REACHED and reach["compofa"][0].cost == cr.BELOW
     ratio = next(r for r in got["ratios"] if r.other == "ofa-ps" and r.target == 76.0)
     assert ratio.ratio == pytest.approx(2.0) and 1 < ratio.lo <= 2.0 <= ratio.hi and ratio.verdict == "holds"
@@ -175,8 +176,8 @@ def test_report_on_synthetic_records(out):
     assert compute["deps"]["eval_wall_h"] == pytest.approx((300 + 60) / 3600) and compute["deps"]["eval_runs"] == 1
     # per run: seconds per epoch as --plan counts them (CPU per thread: full-only's 90; wall where no CPU: deps's 60)
     assert compute["full-only"]["epoch_s"] == pytest.approx(90.0) and compute["deps"]["epoch_s"] == pytest.approx(60)
-    assert compute["deps"]["eval_s"] == [360.0] and compute["bignas"]["eval_s"] == []
-    assert "| deps | 15 | 2.3 | 0.0 (0) | 0.1 (1) | 60 | 360 [360, 360] |" in (out / "curves.md").read_text()
+    assert compute["deps"]["eval_s"] == [300.0, 60.0] and compute["bignas"]["eval_s"] == []  # each evaluation
+    assert "| deps | 15 | 2.3 | 0.0 (0) | 0.1 (1) | 60 | 180 [120, 240] |" in (out / "curves.md").read_text()
     assert cr._quartiles([100.0, 200.0, 300.0, 400.0, 500.0]) == "300 [200, 400]" and cr._quartiles([]) == "–"
     # the paper's claims, with the verdicts of every target or level counted
     claims = {c: (m, n, v) for c, m, n, v in got["claims"]}
@@ -230,19 +231,24 @@ def test_each_pair_is_asked_its_cost_ratio_over_the_accuracies_both_its_curves_s
     assert "| ofa-ps | 74.0 % | 2T | 4T | 2.00x [" in (out / "curves.md").read_text()
 
 
-def test_cost_ratio_interval_is_paired_by_seed_and_a_bootstrap_needs_three_seeds(out):
-    """The cost-to-reach table's bootstrap needs 3 seeds at every point it depends on (2 seeds give only their
-    range). The cost ratio's interval is a t-interval over seeds of each seed's own log cost ratio, paired by seed
-    (the bootstrap covered the true ratio only 84 % of the time at 3 seeds: benchmarks/ratio_coverage.py); a
-    seed still missing the point it needs is left out, and a seed whose complete curve misses the target leaves
-    no interval."""
+def test_cost_to_reach_and_cost_ratio_intervals_are_t_intervals_over_seeds(out):
+    """A method's cost to reach an accuracy: each seed's cost on its own curve, their geometric mean and a
+    t-interval over seeds of the log costs (no interval where a seed's curve does not span the target). The cost
+    ratio's interval is a t-interval over seeds of each seed's own log cost ratio, paired by seed (the bootstrap
+    covered the true ratio only 84 % of the time at 3 seeds: benchmarks/ratio_coverage.py); a seed still missing
+    the point it needs is left out, and a seed whose complete curve misses the target leaves no interval."""
     curves_, _ = cr.load_records(out / "records", BUDGETS, SEEDS)
     two = {m: [cr.Point(p.method, p.epochs, [r for r in p.recs if r.seed in (0, 1)], p.missing) for p in pts]
            for m, pts in curves_.items()}
     deps, ofa = cr.reach(two["deps"], 76.0), cr.reach(two["ofa-ps"], 76.0)
-    assert deps.seeds == ofa.seeds == 2 and deps.lo is None and deps.samples is None
-    assert deps.cost == pytest.approx(2 * math.sqrt(2) * T * 2 ** (0.15 / 4))  # seeds 0, 1: offset −0.15
+    assert deps.seeds == ofa.seeds == 2 and deps.outside == []
     # per seed, DεpS reaches 76 % at 2^((6 − δ) / 4) T and OFA-PS at 2^2.5 T
+    own = [math.log(2 ** ((6 - DELTA[s]) / 4) * T) for s in (0, 1)]
+    assert (deps.cost, deps.lo, deps.hi) == pytest.approx(tuple(math.exp(x) for x in common.t_interval(own)))
+    assert deps.cost == pytest.approx(2 * math.sqrt(2) * T * 2 ** (0.15 / 4))  # seeds 0, 1: offset −0.15
+    assert ofa.cost == pytest.approx(2 ** 2.5 * T) and ofa.lo == pytest.approx(ofa.hi)  # no seed offset
+    early = cr.reach(curves_["deps"], 68.0)  # below some seeds' cheapest points: no interval, the mean curve's cost
+    assert early.outside and early.lo is None and early.cost == cr.cost_to_reach(*cr.mean_curve(curves_["deps"]), 68.0)
     logs = [math.log(2) * (2.5 - (6 - DELTA[s]) / 4) for s in (0, 1)]
     m, lo, hi = common.t_interval(logs)
     r = cr.cost_ratio(two["deps"], two["ofa-ps"], 76.0)
@@ -251,7 +257,7 @@ def test_cost_ratio_interval_is_paired_by_seed_and_a_bootstrap_needs_three_seeds
     # the value is the seeds' geometric mean ratio, the centre of its interval, not the mean curves' cost ratio
     assert r.ratio == pytest.approx(math.exp(m)) and r.ratio == pytest.approx(math.sqrt(r.lo * r.hi))
     assert r.verdict == "holds" and r.paper_verdict == "not shown" and r.lo < 1.8 < r.hi
-    assert r.costs == pytest.approx((deps.cost, ofa.cost))
+    assert r.costs == pytest.approx((cr.cost_to_reach(*cr.mean_curve(two["deps"]), 76.0), ofa.cost))  # mean curves'
     one = cr.cost_ratio(*[[cr.Point(p.method, p.epochs, p.recs[:1]) for p in curves_[k]] for k in ("deps", "ofa-ps")],
                         76.0)
     assert one.seeds == 1 and one.lo is None and one.verdict == "suggestive"
@@ -259,7 +265,7 @@ def test_cost_ratio_interval_is_paired_by_seed_and_a_bootstrap_needs_three_seeds
     late = [*curves_["deps"][:2], cr.Point("deps", 16, curves_["deps"][2].recs[:1], [1, 2, 3, 4])]
     below, above = cr.reach(late, 72.0), cr.reach(late, 76.0)
     assert below.seeds == 5 and below.lo < below.cost < below.hi  # 1T..2T: every seed reaches 72 % by 2T
-    assert above.seeds == 1 and above.lo is None  # between 2T and 4T: needs the 16-epoch point
+    assert above.seeds == 1 and above.lo is None and above.outside == []  # 2T..4T: needs the 16-epoch point
     assert cr.cost_ratio(late, curves_["ofa-ps"], 72.0).seeds == 5
     pending = cr.cost_ratio(late, curves_["ofa-ps"], 76.0)  # seeds 1-4 wait for their 16-epoch point: left out
     assert pending.seeds == 1 and pending.outside == [] and pending.verdict == "suggestive"

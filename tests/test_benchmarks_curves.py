@@ -20,6 +20,7 @@ import common  # noqa: E402
 import curves  # noqa: E402
 import curves_report as cr  # noqa: E402
 
+from onceforall.core.devices import device_name  # noqa: E402
 from onceforall.measure.evaluator import PROTOCOL  # noqa: E402
 from onceforall.run import checkpoint  # noqa: E402
 from onceforall.run.checkpoint import save_checkpoint  # noqa: E402
@@ -364,6 +365,7 @@ def test_runs_are_seed_major_cheapest_level_first_and_the_plan_estimates_from_du
     cost = tmp_path / "records" / "deps-e4-s0" / "cost.json"
     cost.write_text(cost.read_text().replace("1 threads", "2 threads"))
     assert curves.with_record_seconds(tmp_path, {})[("deps-e4-s0", "train")] == 90.0  # 2 threads: per thread
+    assert curves._threads({"device": device_name("cpu", 3)}) == 3  # as the training names its device
     cost.write_text(json.dumps({**json.loads(cost.read_text()), "threads": 4}))  # the field first, then device
     assert curves.with_record_seconds(tmp_path, {})[("deps-e4-s0", "train")] == 45.0
     for cpu in ({"cpu_seconds": None}, {}):  # unknown (an old checkpoint resumed) or not kept: wall

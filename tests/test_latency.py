@@ -385,3 +385,11 @@ def test_latency_table_cli_warns_and_search_refuses_a_noisy_table(monkeypatch, t
     assert main([*args, "--max-error", "60"]) == 0  # a looser threshold passes it
     assert "warning" not in capsys.readouterr().err and not LatencyTable.load(out).failed_check
     assert latency_table_of(None, str(out), lines.append)[0].check["ok"]
+
+
+def test_device_names_say_the_cpu_capability_and_the_threads():
+    # two CPUs with one model name may differ in the vector instructions torch uses (speed, and a seed's digits)
+    from onceforall.core.devices import cpu_name, device_name
+
+    assert cpu_name().endswith(f" cpus, {torch.backends.cpu.get_cpu_capability()})")
+    assert device_name("cpu", 3) == f"CPU {cpu_name()}, 3 threads" and device_name("cpu") == f"CPU {cpu_name()}"

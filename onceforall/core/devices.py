@@ -11,15 +11,23 @@ __all__ = ["cpu_name", "device_name"]
 
 
 def cpu_name() -> str:
-    """CPU model and core count, e.g. 'AMD EPYC 7B13 (2 cpus)'."""
+    """CPU model, core count and the vector instructions torch's kernels use on it, e.g. 'AMD EPYC 7B13 (2 cpus,
+    AVX2)': two CPUs that share a model name may differ there (and so in speed, and in the digits a seed gives)."""
+    model = platform.processor() or platform.machine() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cpus)"
+            model = next((line.split(":", 1)[1].strip() for line in f if line.lower().startswith("model name")), model)
     except OSError:
         pass
-    return f"{platform.processor() or platform.machine() or 'unknown CPU'} ({os.cpu_count()} cpus)"
+    return f"{model} ({os.cpu_count()} cpus{_capability()})"
+
+
+def _capability() -> str:
+    """', AVX512' (torch's CPU capability: DEFAULT, AVX2, AVX512, ...), or '' where torch cannot say."""
+    try:
+        return f", {torch.backends.cpu.get_cpu_capability()}"
+    except (AttributeError, RuntimeError):
+        return ""
 
 
 def device_name(device: torch.device | str = "cpu", threads: int | None = None) -> str:

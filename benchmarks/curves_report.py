@@ -178,14 +178,15 @@ def reach(points: list[Point], target: float, metric: str = "pareto") -> Reach:
             logs[s] = math.log(c)
     out = Reach(points[0].method, target, cost_to_reach(*mean_curve(points, metric), target), None, None,
                 len(logs) + len(outside), outside)
-    if outside or not logs:
-        return out
-    if len(logs) == 1:
-        out.cost = math.exp(next(iter(logs.values())))
-    else:
-        m, lo, hi = t_interval(list(logs.values()))
-        out.cost, out.lo, out.hi = math.exp(m), math.exp(lo), math.exp(hi)
+    if logs and not outside:
+        out.cost, out.lo, out.hi = _geometric_t(list(logs.values()))
     return out
+
+
+def _geometric_t(logs: list[float]) -> tuple[float, float | None, float | None]:
+    """The t-interval over seeds of log values, taken back: (geometric mean, low, high); no bounds with one seed."""
+    m, lo, hi = t_interval(logs)
+    return math.exp(m), None if lo is None else math.exp(lo), None if hi is None else math.exp(hi)
 
 
 @dataclass
@@ -263,13 +264,10 @@ def cost_ratio(ref: list[Point], other: list[Point], target: float, metric: str 
                     f"{other[0].method} {c_other if isinstance(c_other, str) else 'reached'}")
     elif outside:
         out.note = f"seed(s) {', '.join(map(str, outside))}: a curve does not span the target"
-    elif len(logs) == 1:
-        out.ratio = math.exp(next(iter(logs.values())))
-        out.verdict = verdict(out.ratio, out.ratio, 1, ">", 1.0)
     elif logs:
-        mean, lo, hi = t_interval(list(logs.values()))
-        out.ratio, out.lo, out.hi = math.exp(mean), math.exp(lo), math.exp(hi)
-        out.verdict = verdict(out.lo, out.hi, len(logs), ">", 1.0)
+        out.ratio, out.lo, out.hi = _geometric_t(list(logs.values()))
+        lo, hi = (out.ratio, out.ratio) if out.lo is None else (out.lo, out.hi)  # one seed: its own ratio
+        out.verdict = verdict(lo, hi, len(logs), ">", 1.0)
     return out
 
 
@@ -486,9 +484,8 @@ def compute_rows(curves: dict[str, list[Point]], durations: Path) -> list[dict]:
     included), training CPU time (over the runs that recorded it) and evaluation wall time (durations.csv's eval
     rows of the recorded runs, summed: a resumed or repeated evaluation adds a row). Wall times count pauses and
     neighbours."""
-    from curves import read_durations, with_record_seconds
+    from curves import with_record_seconds
 
-    evals = {run: seconds for (run, part), seconds in read_durations(durations).items() if part == "eval"}
     each_eval = ([(row["run"], float(row["seconds"])) for row in csv.DictReader(durations.open())
                   if row["part"] == "eval"] if durations.is_file() else [])  # one row per evaluation that finished
     train = with_record_seconds(durations.parent, {})  # what --plan estimates from: CPU s per thread, else wall
@@ -498,12 +495,13 @@ def compute_rows(curves: dict[str, list[Point]], durations: Path) -> list[dict]:
         names = [f"{r.method}-e{r.epochs}-s{r.seed}" for r in recs]
         cpu = [r.cpu_min for r in recs if r.cpu_min is not None]
         per_epoch = [train[(n, "train")] / r.epochs for n, r in zip(names, recs) if (n, "train") in train]
+        mine = set(names)
+        evals = [(run, sec) for run, sec in each_eval if run in mine]
         rows.append({"method": method, "runs": len(recs), "train_wall_h": sum(r.wall_min for r in recs) / 60,
                      "train_cpu_h": sum(cpu) / 60, "cpu_runs": len(cpu),
-                     "eval_wall_h": sum(evals.get(n, 0.0) for n in names) / 3600,
-                     "eval_runs": sum(n in evals for n in names),
+                     "eval_wall_h": sum(sec for _, sec in evals) / 3600, "eval_runs": len({run for run, _ in evals}),
                      "epoch_s": statistics.median(per_epoch) if per_epoch else None,
-                     "eval_s": [sec for run, sec in each_eval if run in names]})
+                     "eval_s": [sec for _, sec in evals]})
     return rows
 
 
